@@ -1,0 +1,183 @@
+"""torch.distributed plumbing for :mod:`lpcam_plugin.distributed`.
+
+Everything here degrades to a single process when no process group is initialised: rank 0 of
+a world of 1, collectives are identities. Pools and prototypes live on the CPU, so every
+collective runs on a CPU-capable group: the caller's group when its backend can move CPU
+tensors (``gloo``, or ``"cpu:gloo,cuda:nccl"``), otherwise a ``gloo`` group over the same ranks.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, List, Optional, Sequence
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+#: torchrun / SLURM launch variables read by :func:`init_from_env`.
+ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+@dataclass(frozen=True)
+class Comm:
+    """The process group used for CPU collectives, with this process's place in it.
+
+    Attributes:
+        group: a CPU-capable process group, or None when running in a single process.
+        rank: this process's rank in ``group`` (0 in a single process).
+        world_size: number of processes in ``group`` (1 in a single process).
+    """
+
+    group: Optional[Any]
+    rank: int
+    world_size: int
+
+    @property
+    def active(self) -> bool:
+        """True when there are several processes to talk to."""
+        return self.group is not None and self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """True on rank 0, which writes the shared files."""
+        return self.rank == 0
+
+    def global_rank(self, group_rank: int) -> int:
+        """The global rank of ``group_rank`` (what ``gather``/``broadcast`` take as ``dst``/``src``)."""
+        if not self.active:
+            return group_rank
+        return dist.get_global_rank(self.group, group_rank)
+
+    def barrier(self) -> None:
+        """Wait for every process of the group."""
+        if self.active:
+            dist.barrier(group=self.group)
+
+
+def make_comm(group: Optional[Any] = None) -> Comm:
+    """The :class:`Comm` for ``group`` (default: the world), or a single-process one.
+
+    If ``group``'s backend cannot carry CPU tensors (pure ``nccl``), a ``gloo`` group over the
+    same ranks is created; this is a collective call, so every rank must make it.
+    """
+    if not (dist.is_available() and dist.is_initialized()):
+        if group is not None:
+            raise ValueError("a process group was passed but torch.distributed is not initialised")
+        return Comm(None, 0, 1)
+    group = dist.group.WORLD if group is None else group
+    world_size = dist.get_world_size(group)
+    if world_size == 1:
+        return Comm(group, 0, 1)
+    backend = str(dist.get_backend(group)).lower()
+    if "gloo" not in backend:
+        ranks = [dist.get_global_rank(group, r) for r in range(world_size)]
+        logger.info("backend %r cannot move CPU tensors; creating a gloo group over ranks %s", backend, ranks)
+        group = dist.new_group(ranks=ranks, backend="gloo")
+    return Comm(group, dist.get_rank(group), world_size)
+
+
+def launched_by_torchrun() -> bool:
+    """True when the launch variables of torchrun (or an equivalent SLURM wrapper) are set."""
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def init_from_env(backend: Optional[str] = None, *, timeout_s: Optional[float] = None) -> bool:
+    """Initialise the default process group from the torchrun environment (``env://``).
+
+    Args:
+        backend: ``"gloo"``, ``"nccl"`` or a device map such as ``"cpu:gloo,cuda:nccl"``;
+            default: ``"cpu:gloo,cuda:nccl"`` when CUDA is available, else ``"gloo"``.
+        timeout_s: collective timeout in seconds (torch's default when None).
+
+    Returns:
+        True if this call initialised the group (the caller should destroy it), False when
+        it was already initialised or the process was not launched by torchrun.
+    """
+    if dist.is_initialized() or not launched_by_torchrun():
+        return False
+    if backend is None:
+        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
+    kwargs = {}
+    if timeout_s is not None:
+        from datetime import timedelta
+
+        kwargs["timeout"] = timedelta(seconds=float(timeout_s))
+    dist.init_process_group(backend=backend, init_method="env://", **kwargs)
+    logger.info("initialised process group: backend=%s rank=%d world_size=%d",
+                backend, dist.get_rank(), dist.get_world_size())
+    return True
+
+
+def local_device(device: Optional[str] = None) -> torch.device:
+    """The device this rank computes on: ``device`` if given, else ``cuda:LOCAL_RANK`` or CPU."""
+    if device not in (None, "auto"):
+        return torch.device(device)
+    if torch.cuda.is_available():
+        index = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
+    return torch.device("cpu")
+
+
+def all_gather_rows(comm: Comm, tensor: torch.Tensor, pad_value: float = 0.0) -> List[torch.Tensor]:
+    """Gather a CPU tensor whose first dimension differs between ranks; one tensor per rank.
+
+    ``tensor`` is ``(n_r, ...)`` on rank r; the trailing shape and dtype must agree. Rows are
+    padded to the largest ``n_r`` for the transfer and cut back afterwards.
+    """
+    if not comm.active:
+        return [tensor]
+    tensor = tensor.contiguous()
+    counts = all_gather_ints(comm, [tensor.shape[0]])
+    sizes = [int(c[0]) for c in counts]
+    padded = _pad_rows(tensor, max(sizes), pad_value)
+    out = [torch.empty_like(padded) for _ in range(comm.world_size)]
+    dist.all_gather(out, padded, group=comm.group)
+    return [t[:n] for t, n in zip(out, sizes)]
+
+
+def gather_rows(comm: Comm, tensor: torch.Tensor, dst: int, sizes: Sequence[int]) -> Optional[List[torch.Tensor]]:
+    """Gather ``(n_r, ...)`` CPU tensors onto group rank ``dst``; ``sizes[r] = n_r`` is known to all.
+
+    Returns the per-rank tensors on ``dst`` and None elsewhere.
+    """
+    if not comm.active:
+        return [tensor]
+    width = max(int(s) for s in sizes)
+    padded = _pad_rows(tensor.contiguous(), width, 0.0)
+    buffers = [torch.empty_like(padded) for _ in range(comm.world_size)] if comm.rank == dst else None
+    dist.gather(padded, buffers, dst=comm.global_rank(dst), group=comm.group)
+    if buffers is None:
+        return None
+    return [t[: int(n)] for t, n in zip(buffers, sizes)]
+
+
+def all_gather_ints(comm: Comm, values: Sequence[int]) -> List[List[int]]:
+    """Every rank's list of ints (all lists have the same length); ``[values]`` in one process."""
+    local = torch.tensor(list(values), dtype=torch.int64)
+    if not comm.active:
+        return [local.tolist()]
+    out = [torch.empty_like(local) for _ in range(comm.world_size)]
+    dist.all_gather(out, local, group=comm.group)
+    return [t.tolist() for t in out]
+
+
+def all_reduce_flag(comm: Comm, flag: bool) -> bool:
+    """True if ``flag`` is true on any rank."""
+    if not comm.active:
+        return bool(flag)
+    value = torch.tensor([1 if flag else 0], dtype=torch.int64)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=comm.group)
+    return bool(value.item())
+
+
+def _pad_rows(tensor: torch.Tensor, rows: int, value: float) -> torch.Tensor:
+    """``tensor`` ``(n, ...)`` padded with ``value`` to ``(rows, ...)``."""
+    missing = rows - tensor.shape[0]
+    if missing <= 0:
+        return tensor
+    pad = torch.full((missing,) + tuple(tensor.shape[1:]), value, dtype=tensor.dtype)
+    return torch.cat([tensor, pad], dim=0)

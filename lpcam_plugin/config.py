@@ -1,0 +1,102 @@
+"""LPCAM hyper-parameters and the VOC / COCO presets of the spec (lpcam-spec.md, Defaults)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+KMEANS_BACKENDS = ("torch", "sklearn", "faiss")
+STORAGE_DTYPES = ("float32", "float16")
+
+
+@dataclass(frozen=True)
+class LPCAMConfig:
+    """Every knob of LPCAM; defaults are the VOC preset.
+
+    Attributes:
+        num_clusters: K, centres per pool (12 on VOC, 20 on COCO).
+        split_threshold: tau_split on the max-normalised baseline CAM; positions with
+            ``cam > tau`` go to the foreground pool, ``cam < tau`` to the context pool.
+        class_threshold: tau_class; foreground centres with ``p > tau_class`` become class
+            prototypes.
+        context_window: (low, high); context centres with ``low < p < high`` become context
+            prototypes.
+        pool_cap: most local features kept per pool (per class, foreground and context each).
+            Collection memory is ``2 * C * pool_cap * D * itemsize`` at most.
+        storage_dtype: dtype of the pooled features (``"float32"`` or ``"float16"``).
+        spill_dir: when set, pools live in memory-mapped files in this directory.
+        kmeans_backend: ``"torch"`` (built in), ``"sklearn"`` or ``"faiss"``.
+        kmeans_max_iter, kmeans_tol, kmeans_n_init: K-means iteration cap, tolerance on the
+            objective, and number of seeded restarts.
+        use_bias: add the classifier bias to the selection logits (the reference uses none).
+        seed: seed of the pool sampling keys and of K-means.
+    """
+
+    num_clusters: int = 12
+    split_threshold: float = 0.1
+    class_threshold: float = 0.9
+    context_window: Tuple[float, float] = (0.05, 0.9)
+    pool_cap: int = 10_000
+    storage_dtype: str = "float32"
+    spill_dir: Optional[str] = None
+    kmeans_backend: str = "torch"
+    kmeans_max_iter: int = 100
+    kmeans_tol: float = 1e-4
+    kmeans_n_init: int = 1
+    use_bias: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        low, high = self.context_window
+        checks = [
+            (self.num_clusters >= 1, f"num_clusters must be >= 1, got {self.num_clusters}"),
+            (0.0 <= self.split_threshold <= 1.0, f"split_threshold must be in [0, 1], got {self.split_threshold}"),
+            (0.0 <= self.class_threshold <= 1.0, f"class_threshold must be in [0, 1], got {self.class_threshold}"),
+            (0.0 <= low < high <= 1.0, f"context_window must satisfy 0 <= low < high <= 1, got {self.context_window}"),
+            (self.pool_cap >= 1, f"pool_cap must be >= 1, got {self.pool_cap}"),
+            (self.storage_dtype in STORAGE_DTYPES, f"storage_dtype must be one of {STORAGE_DTYPES}, got {self.storage_dtype!r}"),
+            (self.kmeans_backend in KMEANS_BACKENDS, f"kmeans_backend must be one of {KMEANS_BACKENDS}, got {self.kmeans_backend!r}"),
+            (self.kmeans_max_iter >= 1, f"kmeans_max_iter must be >= 1, got {self.kmeans_max_iter}"),
+            (self.kmeans_tol >= 0, f"kmeans_tol must be >= 0, got {self.kmeans_tol}"),
+            (self.kmeans_n_init >= 1, f"kmeans_n_init must be >= 1, got {self.kmeans_n_init}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        object.__setattr__(self, "context_window", (float(low), float(high)))
+
+    @classmethod
+    def preset(cls, name: str = "voc", **overrides: Any) -> "LPCAMConfig":
+        """The ``"voc"`` or ``"coco"`` defaults of the spec, with ``overrides`` applied."""
+        try:
+            base = PRESETS[name.lower()]
+        except KeyError:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        return base.replace(**overrides)
+
+    def replace(self, **overrides: Any) -> "LPCAMConfig":
+        """A copy with ``overrides`` applied; unknown names raise ``TypeError`` naming them."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown LPCAM option(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-serialisable dict of every field."""
+        out = dataclasses.asdict(self)
+        out["context_window"] = list(self.context_window)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "LPCAMConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        values = dict(data)
+        if "context_window" in values:
+            values["context_window"] = tuple(values["context_window"])
+        return cls().replace(**values)
+
+
+PRESETS: Dict[str, LPCAMConfig] = {
+    "voc": LPCAMConfig(),
+    "coco": LPCAMConfig(num_clusters=20, split_threshold=0.25, context_window=(0.0, 0.5)),
+}

@@ -1,0 +1,583 @@
+"""Seed-mask evaluation (paper Table 1 and Figure 5d) and the ``lpcam eval`` subcommand.
+
+Conventions (lpcam-spec.md, "Evaluation of seed masks"):
+
+- Labels are ``0`` = background, ``c + 1`` = foreground class ``c`` (0-based, aeroplane = 0 on
+  VOC), ``ignore_index`` (255) = not scored. ``num_classes`` always counts the background:
+  21 for VOC, 81 for COCO.
+- A seed mask is the arg-max over ``[t, map_0, ..., map_{K-1}]``: a constant background plane
+  ``t`` in front of the class maps of the classes present in the image (``keys``). Ties go to
+  the first entry, so a pixel is foreground only where its best map is strictly above ``t``
+  (IRN's ``np.pad`` + ``argmax``).
+- Confusion matrices have ground truth in rows and prediction in columns.
+
+:func:`sweep` scores every threshold in one pass over the data: per pixel only the best map
+value, its class and the ground truth matter, so each image adds one histogram over
+(threshold bin, gt, class) and cumulative sums turn those into one confusion matrix per
+threshold.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from ._progress import progress_bar
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+#: Per-class metric names returned by :func:`seed_metrics` (each an ``(n,)`` array).
+PER_CLASS_METRICS = ("iou", "fp", "fn", "precision", "recall")
+#: Mean metric names returned by :func:`seed_metrics` (floats), in the order of ``PER_CLASS_METRICS``.
+MEAN_METRICS = ("miou", "mfp", "mfn", "mprecision", "mrecall")
+#: Default background thresholds of ``lpcam eval`` and the demo: 0.00, 0.01, ..., 0.95.
+DEFAULT_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(96))
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _check_label_map(value: Any, name: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (H, W) label map, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"{name} must hold integer labels, got dtype {array.dtype}")
+    return array.astype(np.int64, copy=False)
+
+
+def _check_gt_range(gt: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """Return the boolean mask of scored pixels; raise on labels outside ``[0, num_classes)``."""
+    valid = gt != ignore_index
+    scored = gt[valid]
+    if scored.size and (scored.min() < 0 or scored.max() >= num_classes):
+        bad = sorted(set(np.unique(scored[(scored < 0) | (scored >= num_classes)]).tolist()))
+        raise ValueError(
+            f"ground truth holds label(s) {bad[:5]} outside [0, {num_classes}) and != ignore_index "
+            f"{ignore_index}; num_classes counts the background (21 for VOC)"
+        )
+    return valid
+
+
+def confusion_matrix(pred: Any, gt: Any, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+    """Pixel confusion matrix of one label map.
+
+    Args:
+        pred: ``(H, W)`` integer prediction, values in ``[0, num_classes)``.
+        gt: ``(H, W)`` integer ground truth; ``ignore_index`` pixels are not counted.
+        num_classes: number of labels **including background** (21 for VOC).
+        ignore_index: ground-truth value that is skipped.
+
+    Returns:
+        ``(num_classes, num_classes)`` int64, rows = ground truth, columns = prediction.
+    """
+    if int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    n = int(num_classes)
+    pred = _check_label_map(pred, "pred")
+    gt = _check_label_map(gt, "gt")
+    if pred.shape != gt.shape:
+        raise ValueError(f"pred shape {pred.shape} != gt shape {gt.shape}")
+    valid = _check_gt_range(gt, n, ignore_index)
+    p = pred[valid]
+    if p.size and (p.min() < 0 or p.max() >= n):
+        raise ValueError(f"pred holds labels outside [0, {n}): min {p.min()}, max {p.max()}")
+    return np.bincount(gt[valid] * n + p, minlength=n * n).reshape(n, n).astype(np.int64)
+
+
+def _safe_ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    out = np.full(np.broadcast(num, den).shape, np.nan, dtype=np.float64)
+    np.divide(num, den, out=out, where=den > 0)
+    return out
+
+
+def _nanmean(values: np.ndarray, axis: int = -1) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=RuntimeWarning)
+        return np.nanmean(values, axis=axis)
+
+
+def _metrics_from_confusion(confusion: np.ndarray) -> Dict[str, np.ndarray]:
+    """Vectorised metrics over the leading axes of ``(..., n, n)`` confusion matrices."""
+    conf = confusion.astype(np.float64)
+    tp = np.diagonal(conf, axis1=-2, axis2=-1)
+    gt_total = conf.sum(axis=-1)  # TP + FN
+    pred_total = conf.sum(axis=-2)  # TP + FP
+    fn = gt_total - tp
+    fp = pred_total - tp
+    union = tp + fp + fn
+    out = {
+        "iou": _safe_ratio(tp, union),
+        "fp": _safe_ratio(fp, union),
+        "fn": _safe_ratio(fn, union),
+        "precision": _safe_ratio(tp, pred_total),
+        "recall": _safe_ratio(tp, gt_total),
+    }
+    for per_class, mean in zip(PER_CLASS_METRICS, MEAN_METRICS):
+        out[mean] = _nanmean(out[per_class], axis=-1)
+    return out
+
+
+def seed_metrics(confusion: Any) -> Dict[str, Any]:
+    """Table-1 metrics from a confusion matrix (rows gt, columns prediction).
+
+    Per class ``c`` with ``TP``, ``FP``, ``FN`` pixel counts: ``iou`` = TP/(TP+FP+FN),
+    ``fp`` = FP/(TP+FP+FN), ``fn`` = FN/(TP+FP+FN), ``precision`` = TP/(TP+FP),
+    ``recall`` = TP/(TP+FN); each an ``(n,)`` float64 array, NaN where its denominator is 0
+    (IoU/FP/FN: class absent from both gt and prediction; precision: never predicted;
+    recall: absent from gt). ``miou``, ``mfp``, ``mfn``, ``mprecision``, ``mrecall`` are the
+    NaN-means over classes (so IoU is averaged over the classes present in gt or prediction);
+    NaN when no class qualifies. Background (row 0) is included, as in the paper.
+    """
+    conf = np.asarray(confusion)
+    if conf.ndim != 2 or conf.shape[0] != conf.shape[1]:
+        raise ValueError(f"confusion must be a square (n, n) matrix, got shape {conf.shape}")
+    if not np.issubdtype(conf.dtype, np.integer) and not np.issubdtype(conf.dtype, np.floating):
+        raise TypeError(f"confusion must be numeric, got dtype {conf.dtype}")
+    if (conf < 0).any():
+        raise ValueError("confusion must not hold negative counts")
+    raw = _metrics_from_confusion(conf)
+    return {key: (float(value) if key in MEAN_METRICS else value) for key, value in raw.items()}
+
+
+# --------------------------------------------------------------------------- predictions
+
+
+def _check_maps(keys: Any, maps: Any) -> Tuple[np.ndarray, np.ndarray]:
+    keys_arr = np.asarray(keys).reshape(-1)
+    if keys_arr.size and not np.issubdtype(keys_arr.dtype, np.integer):
+        raise TypeError(f"keys must be integer class ids, got dtype {keys_arr.dtype}")
+    keys_arr = keys_arr.astype(np.int64)
+    maps_arr = np.asarray(maps)
+    if maps_arr.ndim != 3:
+        raise ValueError(f"maps must have shape (K, H, W), got {maps_arr.shape}")
+    if maps_arr.shape[0] != keys_arr.size:
+        raise ValueError(f"{maps_arr.shape[0]} maps but {keys_arr.size} keys")
+    if keys_arr.size and keys_arr.min() < 0:
+        raise ValueError(f"keys must be 0-based foreground class ids (no background), got {keys_arr.tolist()}")
+    return keys_arr, maps_arr
+
+
+def maps_to_prediction(maps: Any, keys: Any, threshold: float) -> np.ndarray:
+    """Seed mask of one image.
+
+    Args:
+        maps: ``(K, H, W)`` class maps (usually max-normalised to [0, 1]).
+        keys: ``(K,)`` 0-based class ids of the maps (no background).
+        threshold: the constant background score ``t``.
+
+    Returns:
+        ``(H, W)`` int64: 0 where no map is strictly above ``t``, else ``keys[argmax] + 1``.
+    """
+    keys_arr, maps_arr = _check_maps(keys, maps)
+    planes = np.concatenate([np.full((1,) + maps_arr.shape[1:], float(threshold)), maps_arr.astype(np.float64)])
+    lookup = np.concatenate([[0], keys_arr + 1])
+    return lookup[np.argmax(planes, axis=0)]
+
+
+# --------------------------------------------------------------------------- sweep
+
+
+@dataclass
+class SweepResult:
+    """Seed metrics for every background threshold.
+
+    Attributes:
+        thresholds: ``(T,)`` increasing thresholds.
+        confusion: ``(T, n, n)`` int64 confusion matrices (rows gt, columns prediction).
+        metrics: per-class metrics (``"iou"`` ... ``"recall"``) as ``(T, n)`` arrays and the means
+            (``"miou"`` ... ``"mrecall"``) as ``(T,)`` arrays.
+        num_images: number of images scored.
+    """
+
+    thresholds: np.ndarray
+    confusion: np.ndarray
+    metrics: Dict[str, np.ndarray] = field(repr=False)
+    num_images: int = 0
+
+    @property
+    def miou(self) -> np.ndarray:
+        """``(T,)`` mIoU curve."""
+        return self.metrics["miou"]
+
+    @property
+    def best_index(self) -> int:
+        """Index of the threshold with the highest mIoU (the first one on ties)."""
+        curve = self.miou
+        if np.all(np.isnan(curve)):
+            raise ValueError("no threshold has a defined mIoU (no pixel was scored)")
+        return int(np.nanargmax(curve))
+
+    @property
+    def best_threshold(self) -> float:
+        """Threshold with the highest mIoU."""
+        return float(self.thresholds[self.best_index])
+
+    def at(self, index: int) -> Dict[str, Any]:
+        """:func:`seed_metrics` of threshold ``index`` plus its ``"threshold"``."""
+        out = seed_metrics(self.confusion[index])
+        out["threshold"] = float(self.thresholds[index])
+        return out
+
+    @property
+    def best(self) -> Dict[str, Any]:
+        """Metrics at :attr:`best_threshold`."""
+        return self.at(self.best_index)
+
+    def curve_drop(self, window: float = 0.1) -> float:
+        """Largest mIoU loss, relative to the best, over thresholds within ``±window`` of the best.
+
+        Small values mean a flat curve around the optimum (paper Figure 5d).
+        """
+        best = self.best_index
+        near = np.abs(self.thresholds - self.thresholds[best]) <= window + 1e-9
+        return float(self.miou[best] - np.nanmin(self.miou[near]))
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready summary: the curves of the means and the metrics at the best threshold."""
+        best = self.best
+        return {
+            "num_images": self.num_images,
+            "thresholds": self.thresholds.tolist(),
+            "curves": {name: self.metrics[name].tolist() for name in MEAN_METRICS},
+            "best_threshold": best["threshold"],
+            "best": {name: best[name] for name in MEAN_METRICS},
+            "best_per_class": {name: best[name].tolist() for name in PER_CLASS_METRICS},
+        }
+
+
+def _check_thresholds(thresholds: Iterable[float]) -> np.ndarray:
+    values = np.asarray(list(thresholds), dtype=np.float64).reshape(-1)
+    if values.size == 0:
+        raise ValueError("thresholds must not be empty")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("thresholds must be finite")
+    return np.unique(values)
+
+
+def sweep(
+    maps: Iterable[Tuple[Any, Any]],
+    gts: Iterable[Any],
+    thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+    num_classes: int = 21,
+    *,
+    ignore_index: int = 255,
+    progress: Optional[bool] = None,
+    total: Optional[int] = None,
+) -> SweepResult:
+    """Score seed masks at every background threshold in one pass over the data.
+
+    Args:
+        maps: iterable of ``(keys (K,), maps (K, H, W))`` per image (``K`` may be 0).
+        gts: iterable of ``(H, W)`` integer ground truth, same order and length as ``maps``.
+        thresholds: background thresholds; sorted and de-duplicated in the result.
+        num_classes: labels **including background** (21 for VOC).
+        ignore_index: ground-truth value that is not scored.
+        progress: progress-bar switch (``None``: only on a TTY).
+        total: number of images, for the progress bar.
+
+    Returns:
+        :class:`SweepResult`. Equals calling :func:`maps_to_prediction` and
+        :func:`confusion_matrix` for each threshold separately (tested).
+    """
+    n = int(num_classes)
+    if n < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    values = _check_thresholds(thresholds)
+    num_t = values.size
+    # hist[b, g, p]: pixels whose best map exceeds exactly the first b thresholds.
+    hist = np.zeros((num_t + 1) * n * n, dtype=np.int64)
+    count = 0
+    gt_iter = iter(gts)
+    for keys, class_maps in progress_bar(maps, progress=progress, desc="evaluate", total=total):
+        try:
+            gt = next(gt_iter)
+        except StopIteration:
+            raise ValueError("gts has fewer entries than maps") from None
+        gt = _check_label_map(gt, "gt")
+        keys_arr, maps_arr = _check_maps(keys, class_maps)
+        if maps_arr.shape[1:] != gt.shape:
+            raise ValueError(f"image {count}: maps are {maps_arr.shape[1:]} but gt is {gt.shape}")
+        if keys_arr.size and keys_arr.max() + 1 >= n:
+            raise ValueError(f"image {count}: class id {int(keys_arr.max())} needs num_classes > {int(keys_arr.max()) + 1}")
+        valid = _check_gt_range(gt, n, ignore_index)
+        g = gt[valid]
+        if keys_arr.size:
+            scored = maps_arr[:, valid].astype(np.float64)
+            if not np.all(np.isfinite(scored)):
+                raise ValueError(f"image {count}: maps contain NaN/Inf")
+            best = np.argmax(scored, axis=0)
+            top = scored[best, np.arange(best.size)]
+            cls = keys_arr[best] + 1
+            bins = np.searchsorted(values, top, side="left")  # number of thresholds strictly below
+        else:
+            cls = np.zeros_like(g)
+            bins = np.zeros_like(g)
+        hist += np.bincount((bins * n + g) * n + cls, minlength=hist.size)
+        count += 1
+    if next(gt_iter, None) is not None:
+        raise ValueError("gts has more entries than maps")
+    hist = hist.reshape(num_t + 1, n, n)
+    # Threshold i: pixels with bin > i keep their class, pixels with bin <= i become background.
+    fg = np.cumsum(hist[::-1], axis=0)[::-1][1:]  # fg[i] = sum_{b > i} hist[b]
+    bg_rows = np.cumsum(hist.sum(axis=2), axis=0)[:num_t]  # (T, n): per gt row, pixels with bin <= i
+    confusion = np.ascontiguousarray(fg)
+    # Pixels with bin <= i are predicted background. Images without maps (K == 0) sit in bin 0,
+    # so they are background at every threshold.
+    confusion[:, :, 0] += bg_rows
+    return SweepResult(
+        thresholds=values,
+        confusion=confusion,
+        metrics=_metrics_from_confusion(confusion),
+        num_images=count,
+    )
+
+
+# --------------------------------------------------------------------------- readers
+
+
+def _load_pickled(path: PathLike, allow_pickle: bool, what: str) -> Any:
+    if not allow_pickle:
+        raise ValueError(
+            f"{path}: {what} files are pickled dicts; reading them can run arbitrary code, so pass "
+            "allow_pickle=True (CLI: --allow-pickle) only for files you trust"
+        )
+    data = np.load(path, allow_pickle=True)
+    if isinstance(data, np.ndarray) and data.dtype == object and data.shape == ():
+        return data.item()
+    return data
+
+
+def _as_numpy(value: Any) -> np.ndarray:
+    if hasattr(value, "detach"):  # torch tensors (IRN stores keys and cam as torch tensors)
+        value = value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def read_irn_cam(path: PathLike, *, allow_pickle: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Read an IRN / AMN CAM file (``np.save`` of ``{"keys", "cam", "high_res"}``).
+
+    Returns ``(keys (K,) int64, high_res (K, H, W) float32)``. AMN files carry a background
+    placeholder as channel 0 (``high_res`` has ``K + 1`` channels); it is dropped, as AMN's own
+    consumers do.
+    """
+    data = _load_pickled(path, allow_pickle, "IRN/AMN CAM")
+    if not isinstance(data, dict) or "keys" not in data or "high_res" not in data:
+        raise ValueError(f"{path}: not an IRN/AMN CAM file (expected a dict with 'keys' and 'high_res')")
+    keys = _as_numpy(data["keys"]).astype(np.int64).reshape(-1)
+    high_res = _as_numpy(data["high_res"]).astype(np.float32, copy=False)
+    if high_res.ndim != 3:
+        raise ValueError(f"{path}: high_res must be (K, H, W), got {high_res.shape}")
+    if high_res.shape[0] == keys.size + 1:
+        high_res = high_res[1:]
+    elif high_res.shape[0] != keys.size:
+        raise ValueError(f"{path}: high_res has {high_res.shape[0]} channels for {keys.size} keys")
+    return keys, high_res
+
+
+def read_class_dict(path: PathLike, *, allow_pickle: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Read an EDAM / MCTformer CAM file (``np.save`` of ``{class (0-based int): (H, W) map}``).
+
+    Returns ``(keys (K,) int64 ascending, maps (K, H, W) float32)``. CRF dicts (``{0: bg, c+1: ...}``)
+    are a different format and are not accepted.
+    """
+    data = _load_pickled(path, allow_pickle, "class-dict CAM")
+    if not isinstance(data, dict) or not all(isinstance(k, (int, np.integer)) for k in data):
+        raise ValueError(f"{path}: not a class-dict CAM file (expected a dict {{int class: (H, W) map}})")
+    keys = np.array(sorted(int(k) for k in data), dtype=np.int64)
+    if keys.size == 0:
+        raise ValueError(f"{path}: empty class dict; the map size is unknown")
+    maps = np.stack([_as_numpy(data[int(k)]).astype(np.float32, copy=False) for k in keys])
+    if maps.ndim != 3:
+        raise ValueError(f"{path}: class maps must be (H, W), got {maps.shape[1:]}")
+    return keys, maps
+
+
+def read_cam_file(path: PathLike, fmt: str = "auto", *, allow_pickle: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Read one CAM file in format ``"irn"`` (IRN/AMN), ``"dict"`` (EDAM/MCTformer) or ``"auto"``."""
+    if fmt == "irn":
+        return read_irn_cam(path, allow_pickle=allow_pickle)
+    if fmt == "dict":
+        return read_class_dict(path, allow_pickle=allow_pickle)
+    if fmt != "auto":
+        raise ValueError(f"unknown CAM format {fmt!r}; expected 'irn', 'dict' or 'auto'")
+    data = _load_pickled(path, allow_pickle, "host CAM")
+    if isinstance(data, dict) and "keys" in data:
+        return read_irn_cam(path, allow_pickle=allow_pickle)
+    return read_class_dict(path, allow_pickle=allow_pickle)
+
+
+def read_label_png(path: PathLike) -> np.ndarray:
+    """Read a VOC-style label PNG (palette or grey-scale) as ``(H, W)`` int64 class indices."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode not in ("P", "L", "I", "I;16"):
+            raise ValueError(f"{path}: label PNGs must be palette or grey-scale, got mode {image.mode}")
+        return np.asarray(image).astype(np.int64)
+
+
+def read_id_list(path: PathLike) -> List[str]:
+    """Image ids of a list file: the stem of each line's first field.
+
+    Accepts plain id lists (IRN, MCTformer: ``2007_000032``) and EDAM/PSA lines
+    (``/JPEGImages/2007_000032.jpg /SegmentationClassAug/...``).
+    """
+    ids = []
+    for line in Path(path).read_text().splitlines():
+        fields = line.split()
+        if fields:
+            ids.append(Path(fields[0]).stem)
+    if not ids:
+        raise ValueError(f"{path}: the list holds no image ids")
+    return ids
+
+
+def evaluate_folder(
+    cams_dir: PathLike,
+    gt_dir: PathLike,
+    ids: Sequence[str],
+    *,
+    fmt: str = "auto",
+    allow_pickle: bool = False,
+    thresholds: Iterable[float] = DEFAULT_THRESHOLDS,
+    num_classes: int = 21,
+    ignore_index: int = 255,
+    progress: Optional[bool] = None,
+) -> SweepResult:
+    """Sweep the host CAM files ``cams_dir/<id>.npy`` against ``gt_dir/<id>.png`` for ``ids``."""
+    cams_dir, gt_dir = Path(cams_dir), Path(gt_dir)
+    missing = [i for i in ids if not (cams_dir / f"{i}.npy").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} CAM file(s) missing in {cams_dir}, e.g. {missing[0]}.npy")
+    missing = [i for i in ids if not (gt_dir / f"{i}.png").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} ground-truth PNG(s) missing in {gt_dir}, e.g. {missing[0]}.png")
+
+    def cams() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        for image_id in ids:
+            yield read_cam_file(cams_dir / f"{image_id}.npy", fmt, allow_pickle=allow_pickle)
+
+    gts = (read_label_png(gt_dir / f"{image_id}.png") for image_id in ids)
+    return sweep(cams(), gts, thresholds, num_classes, ignore_index=ignore_index, progress=progress, total=len(ids))
+
+
+# --------------------------------------------------------------------------- reporting + CLI
+
+
+def format_result(result: SweepResult, class_names: Optional[Sequence[str]] = None) -> str:
+    """Plain-text summary: the best threshold, the Table-1 means and per-class IoU."""
+    best = result.best
+    lines = [
+        f"images: {result.num_images}   best threshold: {best['threshold']:.2f}",
+        "mIoU {:.2f}  FP {:.2f}  FN {:.2f}  precision {:.2f}  recall {:.2f}".format(
+            *(100 * best[m] for m in MEAN_METRICS)
+        ),
+        "per-class IoU:",
+    ]
+    for index, iou in enumerate(best["iou"]):
+        name = "background" if index == 0 else (class_names[index - 1] if class_names else f"class {index - 1}")
+        lines.append(f"  {name:>16s} {100 * iou:6.2f}")
+    return "\n".join(lines)
+
+
+def _parse_thresholds(values: Optional[Sequence[str]]) -> Tuple[float, ...]:
+    """``--thresholds`` accepts floats and ``start:stop:step`` ranges (stop exclusive)."""
+    if not values:
+        return DEFAULT_THRESHOLDS
+    out: List[float] = []
+    for value in values:
+        if ":" in value:
+            parts = value.split(":")
+            if len(parts) != 3:
+                raise argparse.ArgumentTypeError(f"threshold range {value!r} must be start:stop:step")
+            start, stop, step = (float(p) for p in parts)
+            if step <= 0:
+                raise argparse.ArgumentTypeError(f"threshold range {value!r} needs a positive step")
+            count = int(np.floor((stop - start) / step - 1e-9)) + 1
+            out.extend(round(start + i * step, 10) for i in range(max(count, 0)))
+        else:
+            out.append(float(value))
+    return tuple(out)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    try:
+        thresholds = _parse_thresholds(args.thresholds)
+    except (argparse.ArgumentTypeError, ValueError) as error:
+        logger.error("bad --thresholds: %s", error)
+        return 2
+    ids = read_id_list(args.list)
+    result = evaluate_folder(
+        args.cams,
+        args.gt,
+        ids,
+        fmt=args.format,
+        allow_pickle=args.allow_pickle,
+        thresholds=thresholds,
+        num_classes=args.num_classes,
+        ignore_index=args.ignore_index,
+        progress=False if args.no_progress else None,
+    )
+    sys.stdout.write(format_result(result) + "\n")
+    if args.json:
+        from .io import atomic_write
+
+        with atomic_write(args.json) as tmp:
+            Path(tmp).write_text(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``lpcam eval`` to the ``lpcam`` command line."""
+    parser = subparsers.add_parser(
+        "eval",
+        help="seed-mask mIoU/FP/FN/precision/recall of host CAM files over a threshold sweep",
+        description=(
+            "Evaluate CAM files written by IRN/AMN (dict with keys/cam/high_res) or EDAM/MCTformer "
+            "({class: map} dicts) against VOC-style PNG ground truth, sweeping the background threshold."
+        ),
+    )
+    parser.add_argument("--cams", required=True, type=Path, help="folder with <id>.npy CAM files")
+    parser.add_argument("--gt", required=True, type=Path, help="folder with <id>.png ground-truth label maps")
+    parser.add_argument("--list", required=True, type=Path, help="image-id list (plain ids or EDAM/PSA lines)")
+    parser.add_argument("--format", choices=("irn", "dict", "auto"), default="auto", help="CAM file format")
+    parser.add_argument(
+        "--allow-pickle", action="store_true", help="read pickled host .npy dicts (only for files you trust)"
+    )
+    parser.add_argument(
+        "--thresholds", nargs="+", default=None,
+        help="background thresholds: floats and/or start:stop:step ranges (default 0:0.96:0.01)",
+    )
+    parser.add_argument("--num-classes", type=int, default=21, help="labels including background (default 21)")
+    parser.add_argument("--ignore-index", type=int, default=255, help="ground-truth value not scored")
+    parser.add_argument("--json", type=Path, default=None, help="also write the curves and best metrics here")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=_run_eval)
+
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "SweepResult",
+    "confusion_matrix",
+    "evaluate_folder",
+    "format_result",
+    "maps_to_prediction",
+    "read_cam_file",
+    "read_class_dict",
+    "read_id_list",
+    "read_irn_cam",
+    "read_label_png",
+    "register_cli",
+    "seed_metrics",
+    "sweep",
+]

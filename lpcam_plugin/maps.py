@@ -1,0 +1,105 @@
+"""Stage 4: LPCAM maps (Eq. 5, 6) in their collapsed one-matmul form, and the plain CAM baseline."""
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+
+from ._checks import check_classes, check_feature_dim, check_matrix, check_ndim, check_tensor
+from .bank import PrototypeBank
+
+PrototypeSource = Union[PrototypeBank, Mapping[int, Tuple[torch.Tensor, torch.Tensor]]]
+
+_NORM_EPS = 1e-12
+
+
+def max_normalize(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Divide each map ``(..., h, w)`` by its spatial max plus ``eps`` (the IRN convention)."""
+    return maps / (maps.amax(dim=(-2, -1), keepdim=True) + eps)
+
+
+def _float32_features(features: torch.Tensor) -> torch.Tensor:
+    check_tensor(features, "features")
+    check_ndim(features, "features", 4, "(B, D, h, w)")
+    return features.float()
+
+
+def _as_bank(prototypes: PrototypeSource) -> PrototypeBank:
+    if isinstance(prototypes, PrototypeBank):
+        return prototypes
+    if not isinstance(prototypes, Mapping) or not prototypes:
+        raise TypeError("prototypes must be a PrototypeBank or a non-empty mapping {class: (class_prototypes, context_prototypes)}")
+    return PrototypeBank({c: pq[0] for c, pq in prototypes.items()}, {c: pq[1] for c, pq in prototypes.items()})
+
+
+def lpcam_map(
+    features: torch.Tensor,
+    prototypes: PrototypeSource,
+    classes: Sequence[int],
+    *,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """LPCAM maps of ``classes`` for a batch of feature maps.
+
+    ``A_c(x) = mean_p cos(F(x), p) - mean_q cos(F(x), q)`` equals one dot product of
+    ``F(x)/|F(x)|`` with ``u_c`` (:meth:`PrototypeBank.directions`), so every class of the
+    batch comes out of one matmul. The result is ``relu``'d (always, also without context
+    prototypes) and, with ``normalize``, divided by its spatial max plus 1e-5. Zero feature
+    vectors give 0, never NaN. Computed in float32, also inside ``autocast``.
+
+    Args:
+        features: ``(B, D, h, w)`` feature maps.
+        prototypes: a :class:`PrototypeBank` or ``{class: (class_prototypes (P, D), context_prototypes (Q, D))}``.
+        classes: class indices to compute.
+
+    Returns:
+        ``(B, len(classes), h, w)`` float32 on ``features.device``.
+    """
+    bank = _as_bank(prototypes)
+    classes = check_classes(classes, bank.num_classes)
+    device_type = features.device.type if isinstance(features, torch.Tensor) else "cpu"
+    with torch.autocast(device_type=device_type, enabled=False):
+        feats = _float32_features(features)
+        check_feature_dim(feats.shape[1], bank.feature_dim, "prototype bank")
+        directions = bank.directions(classes).to(feats.device)
+        b, d, h, w = feats.shape
+        flat = feats.reshape(b, d, h * w)
+        norms = torch.linalg.vector_norm(flat, dim=1, keepdim=True)
+        if not bool(torch.isfinite(norms).all()):
+            raise ValueError("features contain NaN/Inf values")
+        scores = torch.matmul(directions, flat) / norms.clamp_min(_NORM_EPS)
+        maps = torch.relu(scores).reshape(b, len(classes), h, w)
+    return max_normalize(maps) if normalize else maps
+
+
+def cam_map(
+    features: torch.Tensor,
+    weight: torch.Tensor,
+    classes: Optional[Sequence[int]] = None,
+    *,
+    normalize: bool = True,
+) -> torch.Tensor:
+    """Plain CAM ``relu(W_c . F(x))`` (a 1x1 convolution) for ``classes`` (default: all).
+
+    Args:
+        features: ``(B, D, h, w)``.
+        weight: ``(C, D)`` classifier weight.
+        classes: class indices; default ``range(C)``.
+        normalize: divide each map by its spatial max plus 1e-5.
+
+    Returns:
+        ``(B, len(classes), h, w)`` float32.
+    """
+    device_type = features.device.type if isinstance(features, torch.Tensor) else "cpu"
+    with torch.autocast(device_type=device_type, enabled=False):
+        feats = _float32_features(features)
+        weight = check_matrix(weight, "weight").float().to(feats.device)
+        check_feature_dim(feats.shape[1], weight.shape[1])
+        if classes is not None:
+            weight = weight[check_classes(classes, weight.shape[0])]
+        b, d, h, w = feats.shape
+        scores = torch.matmul(weight, feats.reshape(b, d, h * w))
+        if not bool(torch.isfinite(scores).all()):
+            raise ValueError("features contain NaN/Inf values")
+        maps = torch.relu(scores).reshape(b, weight.shape[0], h, w)
+    return max_normalize(maps) if normalize else maps
