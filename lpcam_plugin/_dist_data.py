@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -22,8 +21,6 @@ from torch import nn
 
 from .hooks import FeatureHook, tokens_to_map
 from .selection import reduce_conv_head
-
-logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -47,11 +44,11 @@ def load_object(spec: str) -> Any:
 
 
 def build_model(spec: str, checkpoint: Optional[PathLike] = None, *, strict: bool = True,
-                state_key: Optional[str] = None) -> nn.Module:
+                state_key: Optional[str] = None, kwargs: Optional[Dict[str, Any]] = None) -> nn.Module:
     """Call the factory ``spec`` and load ``checkpoint`` (a state dict) into the module.
 
     Args:
-        spec: ``"pkg.module:factory"``; the factory takes no argument and returns an ``nn.Module``.
+        spec: ``"pkg.module:factory"``; ``factory(**kwargs)`` returns an ``nn.Module``.
         checkpoint: a file saved with ``torch.save(model.state_dict())``, loaded with
             ``weights_only=True``; ``state_key`` picks a nested dict (e.g. ``"model"``).
         strict: passed to ``load_state_dict``.
@@ -63,7 +60,7 @@ def build_model(spec: str, checkpoint: Optional[PathLike] = None, *, strict: boo
     factory = load_object(spec)
     if not callable(factory):
         raise TypeError(f"{spec!r} is not callable")
-    model = factory()
+    model = factory(**(kwargs or {}))
     if not isinstance(model, nn.Module):
         raise TypeError(f"{spec!r} returned {type(model).__name__}, expected a torch.nn.Module")
     if checkpoint is not None:
@@ -99,7 +96,8 @@ def classifier_weight(model: nn.Module, weight_name: str, bias_name: Optional[st
     if weight.dim() == 4:
         weight, bias = reduce_conv_head(weight, bias, mode=conv_mode)
     elif weight.dim() != 2:
-        raise ValueError(f"classifier weight {weight_name!r} must be (C, D) or (C, D, kh, kw), got {tuple(weight.shape)}")
+        raise ValueError(f"classifier weight {weight_name!r} must be (C, D) or (C, D, kh, kw), "
+                         f"got {tuple(weight.shape)}")
     if rows is not None:
         start, stop = rows
         weight = weight[start:stop]
@@ -256,6 +254,35 @@ class ImageListDataset(torch.utils.data.Dataset):
             array = np.asarray(img, dtype=np.float32) / 255.0
         image = (torch.from_numpy(array).permute(2, 0, 1) - self.mean) / self.std
         return image_id, image, torch.from_numpy(self.labels[index])
+
+
+class ArrayImageDataset(torch.utils.data.Dataset):
+    """In-memory images: ``dataset[i] -> (id, image (3, H, W) float32 normalised, labels (C,) float32)``.
+
+    Args:
+        ids: N image ids.
+        images: ``(N, H, W, 3)`` uint8 RGB.
+        labels: ``(N, C)`` multi-hot.
+        mean, std: per-channel normalisation of the [0, 1] image (the synthetic benchmark
+            uses 0.5 / 0.25, see :func:`lpcam_plugin.synthetic.images_to_tensor`).
+    """
+
+    def __init__(self, ids: Sequence[str], images: np.ndarray, labels: np.ndarray, *,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> None:
+        if not len(ids) == len(images) == len(labels):
+            raise ValueError(f"{len(ids)} ids, {len(images)} images and {len(labels)} label rows must match")
+        self.ids = list(ids)
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.float32)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Tuple[str, torch.Tensor, torch.Tensor]:
+        image = torch.from_numpy(np.ascontiguousarray(self.images[index])).permute(2, 0, 1).float() / 255.0
+        return self.ids[index], (image - self.mean) / self.std, torch.from_numpy(self.labels[index])
 
 
 def collate_items(items: List[Tuple[str, torch.Tensor, torch.Tensor]]) -> List[Tuple[str, torch.Tensor, torch.Tensor]]:

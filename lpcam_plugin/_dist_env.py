@@ -139,22 +139,6 @@ def all_gather_rows(comm: Comm, tensor: torch.Tensor, pad_value: float = 0.0) ->
     return [t[:n] for t, n in zip(out, sizes)]
 
 
-def gather_rows(comm: Comm, tensor: torch.Tensor, dst: int, sizes: Sequence[int]) -> Optional[List[torch.Tensor]]:
-    """Gather ``(n_r, ...)`` CPU tensors onto group rank ``dst``; ``sizes[r] = n_r`` is known to all.
-
-    Returns the per-rank tensors on ``dst`` and None elsewhere.
-    """
-    if not comm.active:
-        return [tensor]
-    width = max(int(s) for s in sizes)
-    padded = _pad_rows(tensor.contiguous(), width, 0.0)
-    buffers = [torch.empty_like(padded) for _ in range(comm.world_size)] if comm.rank == dst else None
-    dist.gather(padded, buffers, dst=comm.global_rank(dst), group=comm.group)
-    if buffers is None:
-        return None
-    return [t[: int(n)] for t, n in zip(buffers, sizes)]
-
-
 def all_gather_ints(comm: Comm, values: Sequence[int]) -> List[List[int]]:
     """Every rank's list of ints (all lists have the same length); ``[values]`` in one process."""
     local = torch.tensor(list(values), dtype=torch.int64)
@@ -163,15 +147,6 @@ def all_gather_ints(comm: Comm, values: Sequence[int]) -> List[List[int]]:
     out = [torch.empty_like(local) for _ in range(comm.world_size)]
     dist.all_gather(out, local, group=comm.group)
     return [t.tolist() for t in out]
-
-
-def all_reduce_flag(comm: Comm, flag: bool) -> bool:
-    """True if ``flag`` is true on any rank."""
-    if not comm.active:
-        return bool(flag)
-    value = torch.tensor([1 if flag else 0], dtype=torch.int64)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=comm.group)
-    return bool(value.item())
 
 
 def _pad_rows(tensor: torch.Tensor, rows: int, value: float) -> torch.Tensor:

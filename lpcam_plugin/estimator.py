@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -15,7 +16,7 @@ from .config import LPCAMConfig
 from .kmeans import kmeans
 from .maps import cam_map, lpcam_map, max_normalize
 from .pools import FeaturePool, ImageId, position_keys
-from .selection import select_prototypes
+from .selection import select_with_fallback_info
 from .split import split_masks
 
 logger = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ class LPCAM:
         n_images_seen_: images offered to :meth:`partial_fit`.
         foreground_pools_, context_pools_: ``{class: FeaturePool}`` bounded samples.
         bank_: the :class:`PrototypeBank`, set by :meth:`fit_prototypes`.
+        best_centre_fallbacks_: ``{class: p}`` for classes where no foreground centre passed
+            ``class_threshold`` and the best one (probability ``p``) was kept.
         weight_: the ``(C, D)`` selection weight used by :meth:`fit_prototypes`.
     """
 
@@ -75,6 +78,8 @@ class LPCAM:
         self.context_pools_: Dict[int, FeaturePool] = {}
         self.bank_: Optional[PrototypeBank] = None
         self.weight_: Optional[torch.Tensor] = None
+        self._spill_path: Optional[str] = None
+        self.best_centre_fallbacks_: Dict[int, float] = {}
 
     # ------------------------------------------------------------------ collection
     def partial_fit(
@@ -147,11 +152,18 @@ class LPCAM:
 
     def _pool(self, pools: Dict[int, FeaturePool], c: int, kind: str) -> FeaturePool:
         if c not in pools:
-            spill = self.config.spill_dir
-            path = None if spill is None else os.path.join(spill, f"pool_{kind}_{c}.npy")
+            path = None if self.config.spill_dir is None else os.path.join(self._spill_folder(), f"pool_{kind}_{c}.npy")
             assert self.feature_dim_ is not None
             pools[c] = FeaturePool(self.feature_dim_, self.config.pool_cap, dtype=self.config.storage_dtype, spill_path=path)
         return pools[c]
+
+    def _spill_folder(self) -> str:
+        """This estimator's own folder under ``config.spill_dir`` (several processes may share that dir)."""
+        if self._spill_path is None:
+            assert self.config.spill_dir is not None
+            os.makedirs(self.config.spill_dir, exist_ok=True)
+            self._spill_path = tempfile.mkdtemp(prefix="lpcam-pools-", dir=self.config.spill_dir)
+        return self._spill_path
 
     def merge_pools(self, other: "LPCAM") -> "LPCAM":
         """Fold another estimator's pools into this one (exact when both used ``ids``)."""
@@ -171,24 +183,28 @@ class LPCAM:
                              bias: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         """K-means on class ``c``'s two pools and prototype selection (Stages 2-3) for that class.
 
-        Returns ``(class_prototypes (P, D), context_prototypes (Q, D))``; both are empty, with
-        a warning, when the class's foreground pool is empty.
+        K-means runs on ``weight.device``. Returns ``(class_prototypes (P, D), context_prototypes
+        (Q, D))``; both are empty when the class's foreground pool is empty (:meth:`set_bank`
+        warns once about all such classes).
         """
-        fg_centres = self._cluster(self.foreground_pools_.get(c), c, "foreground")
-        bg_centres = self._cluster(self.context_pools_.get(c), c, "context")
+        fg_centres = self._cluster(self.foreground_pools_.get(c), c, "foreground", weight.device)
+        bg_centres = self._cluster(self.context_pools_.get(c), c, "context", weight.device)
         if fg_centres.shape[0] == 0:
-            warnings.warn(f"class {c}: empty foreground pool, the class gets no prototypes", RuntimeWarning, stacklevel=2)
             return fg_centres, fg_centres
-        return select_prototypes(fg_centres.to(weight.device), bg_centres.to(weight.device), weight, c,
-                                 class_threshold=self.config.class_threshold,
-                                 context_window=self.config.context_window,
-                                 bias=bias if self.config.use_bias else None)
+        prototypes, context, fallback_p = select_with_fallback_info(
+            fg_centres, bg_centres, weight, c, class_threshold=self.config.class_threshold,
+            context_window=self.config.context_window, bias=bias if self.config.use_bias else None)
+        if fallback_p is None:
+            self.best_centre_fallbacks_.pop(c, None)
+        else:
+            self.best_centre_fallbacks_[c] = fallback_p
+        return prototypes, context
 
-    def _cluster(self, pool: Optional[FeaturePool], c: int, kind: str) -> torch.Tensor:
+    def _cluster(self, pool: Optional[FeaturePool], c: int, kind: str, device: torch.device) -> torch.Tensor:
         dim = self.feature_dim_ or 0
         if pool is None or len(pool) == 0:
-            return torch.zeros(0, dim)
-        x = pool.sorted_rows().float()
+            return torch.zeros(0, dim, device=device)
+        x = pool.sorted_rows().to(device).float()
         k = self.config.num_clusters
         if len(pool) < k:
             warnings.warn(f"class {c}: {kind} pool has {len(pool)} features < K={k}; using K={len(pool)}",
@@ -208,7 +224,7 @@ class LPCAM:
             bias: optional ``(C,)``; used only when ``config.use_bias``.
             metadata: extra JSON facts stored in the bank.
         """
-        weight = self._check_weight(weight)
+        weight = self.check_weight(weight)
         prototypes, context = {}, {}
         for c in progress_bar(range(self.num_classes), progress=self.progress, desc="LPCAM prototypes"):
             prototypes[c], context[c] = self.fit_class_prototypes(c, weight, bias)
@@ -218,18 +234,26 @@ class LPCAM:
                  weight: torch.Tensor, *, metadata: Optional[Dict[str, Any]] = None) -> "LPCAM":
         """Store fitted per-class prototypes as ``bank_`` (used by :meth:`fit_prototypes` and distributed fitting)."""
         info = {"n_images": self.n_images_seen_,
+                "best_centre_fallbacks": {str(c): p for c, p in sorted(self.best_centre_fallbacks_.items())},
                 "foreground_pool_sizes": {c: len(p) for c, p in sorted(self.foreground_pools_.items())},
                 "context_pool_sizes": {c: len(p) for c, p in sorted(self.context_pools_.items())}}
         self.bank_ = PrototypeBank(prototypes, context, num_classes=self.num_classes, feature_dim=weight.shape[1],
                                    config=self.config, class_names=self.class_names,
                                    metadata={**info, **(metadata or {})})
         self.weight_ = weight.detach()
+        if self.best_centre_fallbacks_:
+            detail = ", ".join(f"{c} (p={p:.3f})" for c, p in sorted(self.best_centre_fallbacks_.items()))
+            warnings.warn(f"no foreground centre passed class_threshold={self.config.class_threshold} for "
+                          f"class(es) {detail}; kept the best centre of each", RuntimeWarning, stacklevel=3)
         missing = self.bank_.classes_without_prototypes
         if missing:
-            logger.warning("classes without prototypes (no foreground features were collected): %s", missing)
+            warnings.warn(f"class(es) {missing} have no prototypes: their foreground pools are empty (no image of "
+                          "these classes had a baseline CAM above split_threshold); their maps raise, or fall back "
+                          "to CAM with fallback='cam'", RuntimeWarning, stacklevel=3)
         return self
 
-    def _check_weight(self, weight: torch.Tensor) -> torch.Tensor:
+    def check_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        """Validate a ``(C, D)`` selection weight against this estimator; return it."""
         weight = check_matrix(weight, "weight")
         if weight.shape[0] != self.num_classes:
             raise ValueError(f"weight has {weight.shape[0]} rows, expected C={self.num_classes} (no background row)")

@@ -39,8 +39,9 @@ PathLike = Union[str, Path]
 PER_CLASS_METRICS = ("iou", "fp", "fn", "precision", "recall")
 #: Mean metric names returned by :func:`seed_metrics` (floats), in the order of ``PER_CLASS_METRICS``.
 MEAN_METRICS = ("miou", "mfp", "mfn", "mprecision", "mrecall")
-#: Default background thresholds of ``lpcam eval`` and the demo: 0.00, 0.01, ..., 0.95.
-DEFAULT_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(96))
+#: Default background thresholds of ``lpcam eval`` and the demo: 0.00, 0.01, ..., 0.99 (maps are
+#: max-normalised to [0, 1), and LPCAM's optimum can sit high, so the sweep covers the whole range).
+DEFAULT_THRESHOLDS = tuple(round(0.01 * i, 2) for i in range(100))
 
 
 # --------------------------------------------------------------------------- metrics
@@ -556,7 +557,7 @@ def register_cli(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--thresholds", nargs="+", default=None,
-        help="background thresholds: floats and/or start:stop:step ranges (default 0:0.96:0.01)",
+        help="background thresholds: floats and/or start:stop:step ranges (default 0:1:0.01)",
     )
     parser.add_argument("--num-classes", type=int, default=21, help="labels including background (default 21)")
     parser.add_argument("--ignore-index", type=int, default=255, help="ground-truth value not scored")

@@ -56,6 +56,38 @@ def tokens_to_map(num_prefix_tokens: int, grid: Optional[Tuple[int, int]] = None
     return TokensToMap(num_prefix_tokens, grid)
 
 
+class _Recorder:
+    """The callable registered on the module: stores captures; holds no reference to its FeatureHook.
+
+    Keeping the recorder separate lets a dropped :class:`FeatureHook` be garbage collected (and
+    its ``__del__`` remove the hook), and keeps the module picklable for spawned workers as long
+    as the transform and selector are picklable.
+    """
+
+    def __init__(self, reshape_transform: Optional[Transform], feature_selector: Optional[Selector],
+                 keep_all: bool) -> None:
+        self.reshape_transform = reshape_transform
+        self.feature_selector = feature_selector
+        self.keep_all = keep_all
+        self.features: Optional[torch.Tensor] = None
+        self.history: List[torch.Tensor] = []
+
+    def record(self, value: Any) -> None:
+        tensor = self.feature_selector(value) if self.feature_selector is not None else _first_tensor(value)
+        tensor = tensor.detach()
+        if self.reshape_transform is not None:
+            tensor = self.reshape_transform(tensor)
+        self.features = tensor
+        if self.keep_all:
+            self.history.append(tensor)
+
+    def on_output(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        self.record(output)
+
+    def on_input(self, module: nn.Module, inputs: Tuple[Any, ...]) -> None:
+        self.record(inputs[0] if self.feature_selector is None else inputs)
+
+
 class FeatureHook:
     """Record the features a module emits (``capture="output"``) or receives (``"input"``).
 
@@ -68,7 +100,7 @@ class FeatureHook:
     Args:
         module: the module to watch.
         capture: ``"output"`` (forward hook) or ``"input"`` (forward pre-hook; first
-            positional input).
+            positional input, or the whole input tuple when a ``feature_selector`` is given).
         reshape_transform: applied to the captured tensor, e.g. :func:`tokens_to_map`.
         feature_selector: picks the tensor out of a tuple/dict output (e.g. ``lambda o: o[0]``
             for a ViT block returning ``(x, attn)``); default: the value itself, or the first
@@ -96,30 +128,21 @@ class FeatureHook:
             raise ValueError(f"capture must be 'output' or 'input', got {capture!r}")
         self.module = module
         self.capture = capture
-        self.reshape_transform = reshape_transform
-        self.feature_selector = feature_selector
-        self.keep_all = keep_all
-        self.features: Optional[torch.Tensor] = None
-        self.history: List[torch.Tensor] = []
+        self._recorder = _Recorder(reshape_transform, feature_selector, keep_all)
         if capture == "output":
-            self._handle = module.register_forward_hook(self._on_output)
+            self._handle = module.register_forward_hook(self._recorder.on_output)
         else:
-            self._handle = module.register_forward_pre_hook(self._on_input)
+            self._handle = module.register_forward_pre_hook(self._recorder.on_input)
 
-    def _record(self, value: Any) -> None:
-        tensor = self.feature_selector(value) if self.feature_selector is not None else _first_tensor(value)
-        tensor = tensor.detach()
-        if self.reshape_transform is not None:
-            tensor = self.reshape_transform(tensor)
-        self.features = tensor
-        if self.keep_all:
-            self.history.append(tensor)
+    @property
+    def features(self) -> Optional[torch.Tensor]:
+        """The last captured tensor (after ``reshape_transform``), or None."""
+        return self._recorder.features
 
-    def _on_output(self, module: nn.Module, inputs: Any, output: Any) -> None:
-        self._record(output)
-
-    def _on_input(self, module: nn.Module, inputs: Tuple[Any, ...]) -> None:
-        self._record(inputs[0] if self.feature_selector is None else inputs)
+    @property
+    def history(self) -> List[torch.Tensor]:
+        """Every capture since the last :meth:`clear` (only with ``keep_all``)."""
+        return self._recorder.history
 
     @property
     def active(self) -> bool:
@@ -128,8 +151,8 @@ class FeatureHook:
 
     def clear(self) -> None:
         """Forget captured features (keeps the hook registered)."""
-        self.features = None
-        self.history = []
+        self._recorder.features = None
+        self._recorder.history = []
 
     def remove(self) -> None:
         """Unregister the hook; calling it again does nothing."""

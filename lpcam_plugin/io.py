@@ -19,6 +19,7 @@ def atomic_write(path: PathLike) -> Iterator[Path]:
     The temporary file lives in the destination directory (same file system, so
     ``os.replace`` is atomic) and starts with ``.`` and ends in ``.tmp`` so that globbing
     for outputs never picks it up. On an exception it is removed and ``path`` is untouched.
+    The file gets the permissions a plain ``open(path, "w")`` would give (``0o666 & ~umask``).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -29,11 +30,19 @@ def atomic_write(path: PathLike) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
         raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def save_npy_atomic(path: PathLike, obj: Any, *, allow_pickle: bool = False) -> None:

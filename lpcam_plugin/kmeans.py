@@ -10,7 +10,6 @@ and runs on the device of its input.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -34,8 +33,8 @@ class KMeansResult:
         labels: ``(N,)`` int64, the cluster of each point.
         n_iter: assignment steps run (of the best restart).
         objective: mean cosine similarity of the points to their centre (higher is better).
-        converged: whether the assignments stopped changing (or the objective gain fell below
-            ``tol``) before ``max_iter``.
+        converged: whether the assignments stopped changing (or the centres moved by at most
+            ``tol``) within ``max_iter`` steps.
     """
 
     centers: torch.Tensor
@@ -62,7 +61,8 @@ def kmeans(
         k: number of clusters, ``1 <= k <= N``.
         seed: seed of the k-means++ initialisation (restart ``r`` uses ``seed + r``).
         max_iter: most assignment steps per restart.
-        tol: stop when the mean-cosine objective improves by less than this.
+        tol: stop when the centres move by at most this, relative to their size
+            (``|C_t - C_{t-1}|^2 / |C_{t-1}|^2``); 0 waits for the assignments to stop changing.
         n_init: restarts; the one with the highest objective is returned.
         backend: ``"torch"`` (built in, runs on ``x.device``), ``"sklearn"`` (Euclidean
             K-means on the L2-normalised rows) or ``"faiss"`` (spherical ``faiss.Kmeans``;
@@ -88,7 +88,7 @@ def kmeans(
     elif backend == "sklearn":
         runs = [_sklearn_kmeans(x, norms, k, seed + r, max_iter, tol) for r in range(n_init)]
     elif backend == "faiss":
-        runs = [_faiss_kmeans(x, norms, k, seed, max_iter, n_init)]
+        runs = [_faiss_kmeans(x, norms, k, seed + r, max_iter) for r in range(n_init)]
     else:
         raise ValueError(f"unknown K-means backend {backend!r}; choose 'torch', 'sklearn' or 'faiss'")
     return max(runs, key=lambda run: run.objective)
@@ -160,36 +160,40 @@ def _torch_kmeans(x: torch.Tensor, norms: torch.Tensor, k: int, seed: int, max_i
     generator = torch.Generator(device="cpu").manual_seed(seed)
     centers = _kmeans_pp(x, norms, k, generator)
     labels: Optional[torch.Tensor] = None
-    objective = -math.inf
     converged = False
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
         best, new_labels = _assign(x, norms, centers)
-        new_objective = float(best.mean())
         stable = labels is not None and torch.equal(new_labels, labels)
-        small_gain = labels is not None and new_objective - objective < tol
-        labels, objective = new_labels, new_objective
+        labels = new_labels
+        previous = centers
         centers, counts = _member_means(x, labels, k)
         if _reseed_empty(x, best, labels, counts, centers):
             centers, counts = _member_means(x, labels, k)
             continue
-        if stable or small_gain:
+        shift = float(((centers - previous) ** 2).sum() / (previous ** 2).sum().clamp_min(_EPS))
+        if stable or shift <= tol:
             converged = True
             break
     assert labels is not None
     if not converged:
         logger.debug("K-means (k=%d, N=%d) stopped at max_iter=%d without converging", k, x.shape[0], max_iter)
-    return _result(x, norms, labels, k, n_iter, converged)
+    return _result(x, norms, labels, centers, n_iter, converged)
 
 
-def _result(x: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor, k: int, n_iter: int,
-            converged: bool) -> KMeansResult:
-    """Raw member means of ``labels`` and the mean cosine of each point to its own centre."""
+def _means_without_empty(x: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Raw member means ``(K, D)`` of ``labels`` (updated in place when a cluster is empty)."""
     centers, counts = _member_means(x, labels, k)
     if bool((counts == 0).any()):
         best, _ = _assign(x, norms, centers)
         _reseed_empty(x, best, labels, counts, centers)
         centers, _ = _member_means(x, labels, k)
+    return centers
+
+
+def _result(x: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, n_iter: int,
+            converged: bool) -> KMeansResult:
+    """Package ``centers`` and ``labels`` with the mean cosine of each point to its own centre."""
     unit = centers / torch.linalg.vector_norm(centers, dim=1, keepdim=True).clamp_min(_EPS)
     own = ((x * unit[labels]).sum(dim=1) / norms).mean()
     return KMeansResult(centers.float(), labels, n_iter, float(own), converged)
@@ -205,18 +209,20 @@ def _sklearn_kmeans(x: torch.Tensor, norms: torch.Tensor, k: int, seed: int, max
     model = KMeans(n_clusters=k, n_init=1, max_iter=max_iter, tol=tol, random_state=seed)
     labels = model.fit_predict(_unit_numpy(x, norms))
     labels_t = torch.as_tensor(labels, dtype=torch.int64, device=x.device)
-    return _result(x, norms, labels_t, k, int(model.n_iter_), int(model.n_iter_) < max_iter)
+    centers = _means_without_empty(x, norms, labels_t, k)
+    return _result(x, norms, labels_t, centers, int(model.n_iter_), int(model.n_iter_) < max_iter)
 
 
-def _faiss_kmeans(x: torch.Tensor, norms: torch.Tensor, k: int, seed: int, max_iter: int, n_init: int) -> KMeansResult:
+def _faiss_kmeans(x: torch.Tensor, norms: torch.Tensor, k: int, seed: int, max_iter: int) -> KMeansResult:
     try:
         import faiss
     except Exception as error:  # a broken wheel raises more than ImportError
         raise ImportError("the faiss K-means backend needs faiss: pip install lpcam_plugin[faiss]") from error
     unit = _unit_numpy(x, norms)
-    model = faiss.Kmeans(unit.shape[1], k, niter=max_iter, nredo=n_init, seed=seed, spherical=True,
+    model = faiss.Kmeans(unit.shape[1], k, niter=max_iter, seed=seed, spherical=True,
                          verbose=False, min_points_per_centroid=1, max_points_per_centroid=unit.shape[0])
     model.train(unit)
     _, labels = model.index.search(unit, 1)
     labels_t = torch.as_tensor(labels[:, 0].astype(np.int64), device=x.device)
-    return _result(x, norms, labels_t, k, max_iter, False)
+    centers = _means_without_empty(x, norms, labels_t, k)
+    return _result(x, norms, labels_t, centers, max_iter, False)

@@ -47,6 +47,27 @@ def select_prototypes(
         ``(class_prototypes, context_prototypes)``; the first is empty only when
         ``fg_centres`` is empty, the second may be empty.
     """
+    prototypes, context, fallback_p = select_with_fallback_info(
+        fg_centres, bg_centres, weight, class_index, class_threshold=class_threshold,
+        context_window=context_window, bias=bias)
+    if fallback_p is not None:
+        warnings.warn(f"class {class_index}: no foreground centre has p > {class_threshold} "
+                      f"(best p = {fallback_p:.3f}); keeping the best one", RuntimeWarning, stacklevel=2)
+    return prototypes, context
+
+
+def select_with_fallback_info(
+    fg_centres: torch.Tensor,
+    bg_centres: torch.Tensor,
+    weight: torch.Tensor,
+    class_index: int,
+    *,
+    class_threshold: float = 0.9,
+    context_window: Tuple[float, float] = (0.05, 0.9),
+    bias: Optional[torch.Tensor] = None,
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[float]]:
+    """:func:`select_prototypes` without the warning: also returns the best centre's ``p`` when
+    the best-centre fallback was used (None otherwise), so callers can report all classes at once."""
     weight = check_matrix(weight, "weight")
     num_classes = weight.shape[0]
     if not 0 <= int(class_index) < num_classes:
@@ -60,14 +81,14 @@ def select_prototypes(
         if tuple(bias.shape) != (num_classes,):
             raise ValueError(f"bias must have shape ({num_classes},), got {tuple(bias.shape)}")
     low, high = context_window
+    fallback_p: Optional[float] = None
     prototypes = fg_centres[:0]
     if fg_centres.shape[0]:
         p_fg = class_probabilities(fg_centres, weight, class_index, bias)
         keep = p_fg > class_threshold
         if not bool(keep.any()):
             best = int(torch.argmax(p_fg))
-            warnings.warn(f"class {class_index}: no foreground centre has p > {class_threshold} "
-                          f"(best p = {float(p_fg[best]):.3f}); keeping the best one", RuntimeWarning, stacklevel=2)
+            fallback_p = float(p_fg[best])
             keep = torch.zeros_like(keep)
             keep[best] = True
         prototypes = fg_centres[keep]
@@ -76,7 +97,7 @@ def select_prototypes(
         p_bg = class_probabilities(bg_centres, weight, class_index, bias)
         context = bg_centres[(p_bg > low) & (p_bg < high)]
     logger.debug("class %d: %d class prototypes, %d context prototypes", class_index, prototypes.shape[0], context.shape[0])
-    return prototypes, context
+    return prototypes, context, fallback_p
 
 
 def reduce_conv_head(weight: torch.Tensor, bias: Optional[torch.Tensor] = None, *,

@@ -46,20 +46,21 @@ from ._progress import progress_bar
 
 #: Part ids used in :attr:`SyntheticDataset.parts`.
 PART_NAMES = ("background", "head", "body", "legs")
+_PALETTE_KEY = {"head": "heads", "body": "bodies", "legs": "legs"}
 
 
 @dataclass(frozen=True)
 class SyntheticConfig:
     """Parameters of the generator (all defaults documented in the module docstring)."""
 
-    num_images: int = 600
-    image_size: int = 64
+    num_images: int = 500
+    image_size: int = 80
     num_groups: int = 3
     group_size: int = 2
     neutral_backgrounds: int = 2
     context_prob: float = 0.7
     body_specificity: float = 0.35
-    object_scale: Tuple[float, float] = (0.26, 0.42)  # object width as a fraction of the image side
+    object_scale: Tuple[float, float] = (0.35, 0.55)  # object width as a fraction of the image side
     object_count_probs: Tuple[float, ...] = (0.6, 0.3, 0.1)  # P(1 object), P(2), P(3)
     noise_std: float = 0.04
     seed: int = 0
@@ -188,7 +189,7 @@ def _render(texture: _Texture, yy: np.ndarray, xx: np.ndarray, rng: np.random.Ge
     return rgb * (1.0 + texture.contrast * pattern[..., None])
 
 
-def _object_masks(size: int, cx: float, cy: float, scale: float, facing: int, yy: np.ndarray, xx: np.ndarray) -> Dict[str, np.ndarray]:
+def _object_masks(cx: float, cy: float, scale: float, facing: int, yy: np.ndarray, xx: np.ndarray) -> Dict[str, np.ndarray]:
     """Boolean ``(S, S)`` masks of the three parts of one object (``scale`` = width in pixels)."""
     a, b = 0.5 * scale, 0.3 * scale
     body = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1.0
@@ -229,11 +230,11 @@ def generate(config: SyntheticConfig = SyntheticConfig(), *, progress: bool | No
             cx, cy = image_rng.uniform(margin, size - margin, size=2)
             cy = min(cy, size - 0.6 * scale)
             facing = 1 if image_rng.random() < 0.5 else -1
-            for part_id, (name, mask) in enumerate(_object_masks(size, cx, cy, scale, facing, yy, xx).items(), start=1):
-                texture = palette[{"legs": "legs", "body": "bodies", "head": "heads"}[name]][int(c)]
+            for name, mask in _object_masks(cx, cy, scale, facing, yy, xx).items():
+                texture = palette[_PALETTE_KEY[name]][int(c)]
                 canvas[mask] = _render(texture, yy, xx, image_rng)[mask]
                 masks[index][mask] = int(c) + 1
-                parts[index][mask] = {"head": 1, "body": 2, "legs": 3}[name]
+                parts[index][mask] = PART_NAMES.index(name)
             labels[index, int(c)] = 1.0
         canvas += image_rng.normal(0.0, config.noise_std, size=canvas.shape)
         images[index] = np.clip(canvas * 255.0 + 0.5, 0, 255).astype(np.uint8)

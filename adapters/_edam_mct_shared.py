@@ -1,0 +1,148 @@
+"""Pieces shared by the EDAM and MCTformer adapters: class-dict files, CRF dicts, batch unwrapping.
+
+Both hosts write one pickled ``np.save`` of a dict per image:
+
+- CAM dicts ``{c: (H, W) float32}`` with 0-based VOC class ids ``c`` of the present classes;
+- CRF dicts ``{0: background, c + 1: ...}`` where the background score is ``(1 - max_c cam_c) ** alpha``
+  and all channels went through a dense CRF (``pydensecrf``, an optional dependency).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from lpcam_plugin.io import save_npy_atomic
+
+PathLike = Union[str, Path]
+#: ``crf_fn(image (H, W, 3) uint8, probs (L, H, W) float32, t, labels) -> (L, H, W)`` CRF marginals.
+CrfFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
+
+
+def dense_crf(image: np.ndarray, probs: np.ndarray, t: int, labels: int) -> np.ndarray:
+    """Dense CRF with the settings both hosts use (Gaussian sxy 3 compat 3; bilateral sxy 80, srgb 13, compat 10).
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB image.
+        probs: ``(labels, H, W)`` scores used as soft unaries.
+        t: number of mean-field iterations (EDAM 3, MCTformer 10).
+        labels: number of labels (``probs.shape[0]``).
+
+    Returns:
+        ``(labels, H, W)`` float32 marginals.
+
+    Raises:
+        ImportError: pydensecrf (or its fork pydensecrf2) is not installed.
+    """
+    try:
+        import pydensecrf.densecrf as dcrf
+        from pydensecrf.utils import unary_from_softmax
+    except Exception as error:  # a broken build raises more than ImportError
+        raise ImportError("CRF dicts need pydensecrf: pip install pydensecrf (or the maintained fork "
+                          "pydensecrf2), or pass crf_fn= with your own CRF") from error
+    h, w = image.shape[:2]
+    crf = dcrf.DenseCRF2D(w, h, labels)
+    crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
+    crf.addPairwiseGaussian(sxy=3, compat=3)
+    crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.ascontiguousarray(image), compat=10)
+    return np.array(crf.inference(t), dtype=np.float32).reshape(labels, h, w)
+
+
+def crf_dict(cam_dict: Mapping[int, np.ndarray], image: np.ndarray, *, alpha: float, t: int,
+             crf_fn: Optional[CrfFn] = None) -> Dict[int, np.ndarray]:
+    """The hosts' ``_crf_with_alpha``: ``{0: bg, c + 1: ...}`` CRF marginals of a CAM dict.
+
+    Args:
+        cam_dict: ``{c: (H, W)}`` maps in [0, 1] (dict order = channel order, as the hosts).
+        image: ``(H, W, 3)`` uint8 RGB image of the same size.
+        alpha: background power: bg score = ``(1 - max_c cam_c) ** alpha``.
+        t: CRF iterations.
+        crf_fn: CRF implementation; default :func:`dense_crf` (needs pydensecrf).
+
+    Returns:
+        dict with key 0 (background) and ``c + 1`` for each class ``c`` of ``cam_dict``.
+    """
+    if not cam_dict:
+        raise ValueError("cam_dict is empty: no class to run the CRF on")
+    image = np.ascontiguousarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
+    maps = np.stack([np.asarray(v, dtype=np.float32) for v in cam_dict.values()])
+    if maps.shape[1:] != image.shape[:2]:
+        raise ValueError(f"maps are {maps.shape[1:]} but the image is {image.shape[:2]}")
+    bg = np.power(1 - maps.max(axis=0, keepdims=True), alpha)
+    scores = np.concatenate([bg, maps]).astype(np.float32)
+    marginals = (crf_fn or dense_crf)(image, scores, t, scores.shape[0])
+    if np.shape(marginals) != scores.shape:
+        raise ValueError(f"crf_fn returned shape {np.shape(marginals)}, expected {scores.shape}")
+    out = {0: np.asarray(marginals[0], dtype=np.float32)}
+    for i, c in enumerate(cam_dict):
+        out[int(c) + 1] = np.asarray(marginals[i + 1], dtype=np.float32)
+    return out
+
+
+def save_dict(path: PathLike, data: Mapping[int, np.ndarray]) -> None:
+    """Write a host dict with ``np.save`` (pickled, as the hosts), atomically."""
+    save_npy_atomic(path, {int(k): np.asarray(v, dtype=np.float32) for k, v in data.items()}, allow_pickle=True)
+
+
+def load_dict(path: PathLike, *, allow_pickle: bool = False) -> Dict[int, np.ndarray]:
+    """Read a host dict (CAM or CRF) written with ``np.save``; needs ``allow_pickle=True``."""
+    if not allow_pickle:
+        raise ValueError(f"{path}: host CAM/CRF dicts are pickled; pass allow_pickle=True (CLI: --allow-pickle) "
+                         "only for files you trust")
+    data = np.load(path, allow_pickle=True)
+    if not (isinstance(data, np.ndarray) and data.dtype == object and data.shape == ()):
+        raise ValueError(f"{path}: not a pickled dict")
+    data = data.item()
+    if not isinstance(data, dict) or not data or not all(isinstance(k, (int, np.integer)) for k in data):
+        raise ValueError(f"{path}: expected a non-empty dict {{int: (H, W) map}}")
+    return {int(k): np.asarray(v) for k, v in data.items()}
+
+
+def unbatch(value: Any) -> Any:
+    """Drop the batch dimension a ``DataLoader(batch_size=1)`` adds to names, labels and images."""
+    if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], str):
+        return value[0]
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim >= 1 and value.shape[0] == 1 and value.ndim in (2, 4):
+        return value[0]
+    return value
+
+
+def as_image_batch(view: Any, device: torch.device) -> torch.Tensor:
+    """One view ``(3, h, w)`` or ``(1, 3, h, w)`` (tensor or array) as a float ``(1, 3, h, w)`` tensor."""
+    tensor = torch.as_tensor(np.ascontiguousarray(view) if isinstance(view, np.ndarray) else view)
+    if tensor.dim() == 3:
+        tensor = tensor.unsqueeze(0)
+    if tensor.dim() != 4 or tensor.shape[0] != 1:
+        raise ValueError(f"each view must be (3, h, w) or (1, 3, h, w), got {tuple(tensor.shape)}")
+    return tensor.to(device=device, dtype=torch.float32)
+
+
+def present_classes(label: Any, num_classes: int) -> Sequence[int]:
+    """Indices ``c`` with ``label[c] > 1e-5`` of a ``(C,)`` or ``(1, C)`` multi-hot label (the hosts' rule)."""
+    values = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label).reshape(-1)
+    if values.numel() != num_classes:
+        raise ValueError(f"label must have {num_classes} entries, got {values.numel()}")
+    return [int(c) for c in torch.nonzero(values.float() > 1e-5).reshape(-1)]
+
+
+def all_class_maps(features: torch.Tensor, bank: Any, num_classes: int, *, normalize: bool = False) -> torch.Tensor:
+    """LPCAM of every class ``0..num_classes-1`` from ``features`` ``(B, D, h, w)``; returns ``(B, C, h, w)`` float32.
+
+    Computed by the core's :func:`lpcam_plugin.lpcam_map` (float32, outside autocast). Classes
+    without class prototypes in ``bank`` get all-zero maps (no NaN).
+    """
+    from lpcam_plugin import maps as core_maps
+
+    if bank.num_classes != num_classes:
+        raise ValueError(f"the bank has {bank.num_classes} classes, the host has {num_classes}")
+    with_protos = [c for c in range(num_classes) if bank.has_prototypes(c)]
+    if not with_protos:
+        raise ValueError("the prototype bank has no class prototypes at all")
+    b, _, h, w = features.shape
+    out = torch.zeros(b, num_classes, h, w, dtype=torch.float32, device=features.device)
+    out[:, with_protos] = core_maps.lpcam_map(features.float(), bank, with_protos, normalize=normalize)
+    return out

@@ -1,0 +1,649 @@
+"""Machinery shared by the IRN and AMN adapters (AMN is an IRN fork: same data, CAM step and files).
+
+Both hosts run a ResNet-50 ``CAM`` network over ``voc12.dataloader.VOC12ClassificationDatasetMSF``
+items (``img``: one ``(2, 3, h_s, w_s)`` image + flip stack per scale, ``size`` (H, W), 20-d
+``label``) and save one pickled dict ``{"keys", "cam", "high_res"}`` per image. This module holds
+what does not depend on which of the two files is written:
+
+- the LPCAM command-line options (``add_lpcam_arguments``) and their resolution from an ``args``
+  namespace that may lack them (``LPCAMOptions.from_args``);
+- fitting: host-way baseline CAMs (or the host's CAM files), single-scale unflipped ``stage4``
+  features of the fit list, K-means and selection; the bank is saved with a fingerprint of what
+  it was fitted from and reused only on an exact match (``obtain_bank``);
+- writing: multi-scale + flip LPCAM maps in the host's geometry, atomic ``.npy`` writes, resume
+  (``write_shard``), with a per-directory done log so that files written by LPCAM are never
+  mistaken for host CAMs.
+
+The host modules (``voc12.dataloader``, the network module) are imported from the user's fork
+at call time; nothing here imports torchvision.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from lpcam_plugin._progress import progress_bar
+from lpcam_plugin.bank import PrototypeBank
+from lpcam_plugin.config import KMEANS_BACKENDS, PRESETS, LPCAMConfig
+from lpcam_plugin.estimator import LPCAM
+from lpcam_plugin.evaluate import read_irn_cam
+from lpcam_plugin.hooks import FeatureHook
+from lpcam_plugin.io import save_npy_atomic
+from lpcam_plugin.maps import max_normalize
+
+logger = logging.getLogger(__name__)
+
+NUM_CLASSES = 20
+VOC_CLASS_NAMES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+                   "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+                   "train", "tvmonitor")
+#: Images per class used for fitting when not given: all on VOC, 100 on COCO (lpcam-spec.md, Defaults).
+IMAGES_PER_CLASS = {"voc": None, "coco": 100}
+DONE_LOG_PREFIX = ".lpcam_done_"
+BANK_WAIT_POLL_S = 0.5
+
+# ----------------------------------------------------------------------------------------- options
+
+
+def str2bool(value: Any) -> bool:
+    """argparse type for the ``--lpcam_*`` switches (AMN's ``str2bool`` convention)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text in ("yes", "true", "t", "y", "1"):
+        return True
+    if text in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"boolean value expected, got {value!r}")
+
+
+#: LPCAMConfig fields exposed as ``--lpcam_<field>``: (type, help).
+_CONFIG_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
+    "num_clusters": (int, "K, centres per pool"),
+    "split_threshold": (float, "tau_split on the max-normalised baseline CAM"),
+    "class_threshold": (float, "tau_class for class prototypes"),
+    "pool_cap": (int, "max local features kept per pool"),
+    "kmeans_backend": (str, f"one of {KMEANS_BACKENDS}"),
+    "kmeans_max_iter": (int, "K-means iteration cap"),
+    "use_bias": (str2bool, "add the head bias to the selection logits"),
+    "seed": (int, "seed of pool sampling and K-means"),
+    "spill_dir": (str, "keep the pools in memory-mapped files in this folder"),
+}
+
+
+def add_lpcam_arguments(parser: argparse.ArgumentParser, *, preset: str = "voc") -> argparse._ArgumentGroup:
+    """Add the ``--lpcam_*`` options shared by the IRN and AMN adapters to ``parser``.
+
+    Method options default to None, meaning "the value of ``--lpcam_preset``" (VOC or COCO
+    defaults of the spec); ``preset`` sets the default of ``--lpcam_preset``.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    voc, coco = PRESETS["voc"], PRESETS["coco"]
+    group = parser.add_argument_group("LPCAM (lpcam_plugin)")
+    group.add_argument("--lpcam_preset", default=preset, choices=sorted(PRESETS),
+                       help="defaults of the method options below (default: %(default)s)")
+    for name, (kind, text) in _CONFIG_OPTIONS.items():
+        group.add_argument(f"--lpcam_{name}", type=kind, default=None,
+                           help=f"{text} (preset: voc {getattr(voc, name)!r}, coco {getattr(coco, name)!r})")
+    group.add_argument("--lpcam_context_window", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                       help=f"context prototype band (preset: voc {voc.context_window}, coco {coco.context_window})")
+    group.add_argument("--lpcam_fit_list", default="voc12/train.txt",
+                       help="image list whose features are clustered (reference: VOC train, 1464)")
+    group.add_argument("--lpcam_images_per_class", type=int, default=None,
+                       help="cap on fit images per class (preset: voc all, coco 100)")
+    group.add_argument("--lpcam_bank", default=None,
+                       help="prototype bank file (default: next to the CAM weights, *.lpcam_bank.npz)")
+    group.add_argument("--lpcam_baseline_dir", default=None,
+                       help="folder of the host's own CAM files used as baseline when they exist "
+                            "(default: the host's CAM output folder); needs --lpcam_allow_pickle")
+    group.add_argument("--lpcam_allow_pickle", type=str2bool, default=False,
+                       help="allow reading the host's pickled CAM files as baseline")
+    group.add_argument("--lpcam_device", default="auto",
+                       help="'auto' (CUDA when available, one GPU per worker), 'cpu', 'cuda', 'cuda:1' ...")
+    group.add_argument("--lpcam_loader_workers", type=int, default=None,
+                       help="DataLoader workers per process (default: the host's num_workers // #processes)")
+    group.add_argument("--lpcam_progress", type=str2bool, default=None,
+                       help="progress bars (default: only on a terminal)")
+    return group
+
+
+@dataclass(frozen=True)
+class LPCAMOptions:
+    """The ``--lpcam_*`` options resolved against the preset; see :func:`add_lpcam_arguments`."""
+
+    config: LPCAMConfig
+    preset: str = "voc"
+    fit_list: str = "voc12/train.txt"
+    images_per_class: Optional[int] = None
+    bank: Optional[str] = None
+    baseline_dir: Optional[str] = None
+    allow_pickle: bool = False
+    device: str = "auto"
+    loader_workers: Optional[int] = None
+    progress: Optional[bool] = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "LPCAMOptions":
+        """Read the options from ``args``; missing attributes (no ``add_arguments``) take defaults."""
+        preset = getattr(args, "lpcam_preset", None) or "voc"
+        overrides = {name: getattr(args, f"lpcam_{name}") for name in _CONFIG_OPTIONS
+                     if getattr(args, f"lpcam_{name}", None) is not None}
+        window = getattr(args, "lpcam_context_window", None)
+        if window is not None:
+            overrides["context_window"] = tuple(window)
+        config = LPCAMConfig.preset(preset, **overrides)
+        per_class = getattr(args, "lpcam_images_per_class", None)
+        if per_class is None:
+            per_class = IMAGES_PER_CLASS.get(preset)
+        if per_class is not None and per_class < 1:
+            raise ValueError(f"lpcam_images_per_class must be >= 1, got {per_class}")
+        return cls(config=config, preset=preset,
+                   fit_list=getattr(args, "lpcam_fit_list", None) or "voc12/train.txt",
+                   images_per_class=per_class, bank=getattr(args, "lpcam_bank", None),
+                   baseline_dir=getattr(args, "lpcam_baseline_dir", None),
+                   allow_pickle=bool(getattr(args, "lpcam_allow_pickle", False)),
+                   device=getattr(args, "lpcam_device", None) or "auto",
+                   loader_workers=getattr(args, "lpcam_loader_workers", None),
+                   progress=getattr(args, "lpcam_progress", None))
+
+
+# ----------------------------------------------------------------------------------------- host spec
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """What differs between the IRN CAM step and AMN's CAM step (route b).
+
+    Attributes:
+        name: ``"irn"`` or ``"amn"``; recorded in the bank and the done log.
+        network_arg, weights_arg, out_dir_arg: names of the ``args`` attributes holding the
+            network module, the weights name (``+ '.pth'`` is appended, as the hosts do) and
+            the output folder.
+        selection_weight: ``model -> (W (20, D), bias (20,) or None, description)``.
+        host_cams: ``(model, stacks, label, size, name, args) -> (K, H, W)`` the host's own
+            max-normalised foreground CAMs of the present classes, computed the host way.
+        write: ``(path, keys (K,), strided (K, h4, w4), high_res (K, H, W))`` saves one file.
+        high_res_direct: resize each scale straight to (H, W) (AMN) instead of to the
+            16-padded size and cropping (IRN).
+        bank_arg: ``args`` attribute of an explicit bank path for this host (or None).
+        extra_fit_key: ``(args, options) -> dict`` extra facts that must match for bank reuse.
+    """
+
+    name: str
+    network_arg: str
+    weights_arg: str
+    out_dir_arg: str
+    selection_weight: Callable[[nn.Module], Tuple[torch.Tensor, Optional[torch.Tensor], str]]
+    host_cams: Callable[..., torch.Tensor]
+    write: Callable[[Path, torch.Tensor, torch.Tensor, torch.Tensor], None]
+    high_res_direct: bool
+    bank_arg: str = "lpcam_bank"
+    extra_fit_key: Optional[Callable[[argparse.Namespace, LPCAMOptions], Dict[str, Any]]] = None
+
+    def weights_path(self, args: argparse.Namespace) -> str:
+        return getattr(args, self.weights_arg) + ".pth"
+
+    def out_dir(self, args: argparse.Namespace) -> Path:
+        return Path(getattr(args, self.out_dir_arg))
+
+    def bank_path(self, args: argparse.Namespace) -> Path:
+        explicit = getattr(args, self.bank_arg, None)
+        if explicit:
+            return Path(explicit)
+        return Path(os.path.splitext(self.weights_path(args))[0] + ".lpcam_bank.npz")
+
+
+# ----------------------------------------------------------------------------------------- model / data
+
+
+def resolve_device(spec: str, process_id: int = 0) -> torch.device:
+    """``"auto"``: ``cuda:<process_id mod #GPUs>`` when CUDA is available, else CPU; ``"cuda"``: the same
+    without the CPU fallback; anything else is passed to ``torch.device``."""
+    if spec in ("auto", "cuda"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", process_id % torch.cuda.device_count())
+        if spec == "cuda":
+            raise ValueError("lpcam_device='cuda' but CUDA is not available")
+        return torch.device("cpu")
+    return torch.device(spec)
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
+    """Move the host network to ``device`` in inference mode.
+
+    IRN's and AMN's ``Net.train`` never call ``super().train``, so ``model.eval()`` changes
+    nothing (hosts.md §1.3); the base-class method really switches every submodule, which turns
+    off AMN's classifier dropout (IRN has none). LPCAM's stage-4 features are unaffected.
+    """
+    nn.Module.train(model, False)
+    return model.to(device)
+
+
+def load_host_model(spec: HostSpec, args: argparse.Namespace, device: torch.device) -> nn.Module:
+    """``getattr(importlib.import_module(args.<network>), 'CAM')()`` with the host's weights (strict)."""
+    model = getattr(importlib.import_module(getattr(args, spec.network_arg)), "CAM")()
+    state = torch.load(spec.weights_path(args), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return prepare_model(model, device)
+
+
+def msf_dataset(list_path: str, args: argparse.Namespace, scales: Sequence[float]) -> Any:
+    """The host's ``VOC12ClassificationDatasetMSF`` over ``list_path``."""
+    dataloader = importlib.import_module("voc12.dataloader")
+    return dataloader.VOC12ClassificationDatasetMSF(list_path, voc12_root=args.voc12_root, scales=tuple(scales))
+
+
+def image_stacks(pack: Dict[str, Any]) -> List[torch.Tensor]:
+    """The ``(2, 3, h_s, w_s)`` image + flip stacks of a batch-1 MSF item, one per scale."""
+    imgs = pack["img"]
+    if isinstance(imgs, torch.Tensor):  # a single scale is not wrapped in a list by the host
+        imgs = [imgs]
+    return [img[0] for img in imgs]
+
+
+def pack_size(pack: Dict[str, Any]) -> Tuple[int, int]:
+    """The (H, W) of a batch-1 MSF item."""
+    return int(pack["size"][0]), int(pack["size"][1])
+
+
+def strided_size(size: Tuple[int, int], stride: int = 4) -> Tuple[int, int]:
+    """IRN's ``get_strided_size``: ``((H - 1) // stride + 1, (W - 1) // stride + 1)``."""
+    return (size[0] - 1) // stride + 1, (size[1] - 1) // stride + 1
+
+
+def strided_up_size(size: Tuple[int, int], stride: int = 16) -> Tuple[int, int]:
+    """IRN's ``get_strided_up_size``: the size rounded up to a multiple of ``stride``."""
+    h, w = strided_size(size, stride)
+    return h * stride, w * stride
+
+
+def resize(maps: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+    """Bilinear (align_corners False) resize of ``(K, h, w)`` maps to ``(K, *size)``."""
+    return F.interpolate(maps[None], size, mode="bilinear", align_corners=False)[0]
+
+
+def stage4_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``stage4(stage3(stage2(stage1(x))))`` of the host network: ``(B, D, h, w)``."""
+    return model.stage4(model.stage3(model.stage2(model.stage1(x))))
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _scale_one_index(scales: Sequence[float]) -> int:
+    for i, s in enumerate(scales):
+        if float(s) == 1.0:
+            return i
+    raise ValueError(f"scales {tuple(scales)} have no 1.0")
+
+
+# ----------------------------------------------------------------------------------------- done logs
+
+
+def lpcam_written_ids(out_dir: Path) -> Set[str]:
+    """Ids that an LPCAM adapter wrote into ``out_dir`` (any bank): the union of its done logs."""
+    ids: Set[str] = set()
+    for log in out_dir.glob(DONE_LOG_PREFIX + "*.txt"):
+        ids.update(line.strip() for line in log.read_text().splitlines() if line.strip())
+    return ids
+
+
+def _done_log(out_dir: Path, output_key: Dict[str, Any]) -> Path:
+    tag = hashlib.sha256(json.dumps(output_key, sort_keys=True).encode()).hexdigest()[:16]
+    return out_dir / f"{DONE_LOG_PREFIX}{tag}.txt"
+
+
+# ----------------------------------------------------------------------------------------- fitting
+
+
+def _select_fit_indices(label_list: np.ndarray, names: Sequence[str], per_class: Optional[int],
+                        seed: int) -> List[int]:
+    """All images, or (COCO preset) a seeded random order keeping an image while one of its
+    classes has fewer than ``per_class`` images."""
+    if per_class is None:
+        return list(range(len(names)))
+    order = np.random.default_rng(seed).permutation(len(names))
+    counts = np.zeros(label_list.shape[1], np.int64)
+    keep = []
+    for i in order:
+        present = np.nonzero(label_list[i])[0]
+        if present.size and (counts[present] < per_class).any():
+            keep.append(int(i))
+            counts[present] += 1
+    return sorted(keep)
+
+
+def _fit_key(spec: HostSpec, args: argparse.Namespace, opts: LPCAMOptions, weight_desc: str,
+             fit_ids: Sequence[str], baseline_dir: Optional[Path]) -> Dict[str, Any]:
+    """Everything the bank depends on; the bank is reused only when this matches exactly."""
+    weights = Path(spec.weights_path(args))
+    return {
+        "host": spec.name,
+        "features": "stage4 output, scale 1.0, unflipped",
+        "selection_weight": weight_desc,
+        "checkpoint_sha256": file_sha256(weights),
+        "config": {k: v for k, v in opts.config.to_dict().items() if k != "spill_dir"},
+        "fit_list_sha256": hashlib.sha256("\n".join(fit_ids).encode()).hexdigest(),
+        "fit_images": len(fit_ids),
+        "cam_scales": [float(s) for s in args.cam_scales],
+        "baseline_files": None if baseline_dir is None else str(baseline_dir.resolve()),
+        **(spec.extra_fit_key(args, opts) if spec.extra_fit_key is not None else {}),
+    }
+
+
+def _try_load_bank(path: Path, key: Dict[str, Any]) -> Tuple[Optional[PrototypeBank], str]:
+    """The bank at ``path`` if it was fitted with exactly ``key``; else None and the reason."""
+    if not path.exists():
+        return None, "no bank file yet"
+    try:
+        bank = PrototypeBank.load(path)
+    except ValueError as error:
+        return None, f"unreadable bank ({error})"
+    stored = bank.metadata.get("fit_key", {})
+    diff = sorted(k for k in set(key) | set(stored) if stored.get(k) != key.get(k))
+    if diff:
+        return None, "fitted with a different " + ", ".join(diff)
+    return bank, ""
+
+
+def _baseline_from_file(path: Path, valid_cat: torch.Tensor, opts: LPCAMOptions) -> Optional[torch.Tensor]:
+    keys, high_res = read_irn_cam(path, allow_pickle=opts.allow_pickle)
+    if keys.tolist() != valid_cat.tolist():
+        logger.warning("%s: keys %s do not match the image label %s; computing the baseline CAM instead",
+                       path, keys.tolist(), valid_cat.tolist())
+        return None
+    return torch.from_numpy(np.ascontiguousarray(high_res))
+
+
+@dataclass
+class FitPlan:
+    """What a fit uses: the host dataset over the fit list (scales = ``cam_scales``, plus 1.0 at the
+    end when missing), the selected indices and ids, the selection weight and the fingerprint."""
+
+    dataset: Any
+    scales: Tuple[float, ...]
+    indices: List[int]
+    fit_ids: List[str]
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+    baseline_dir: Optional[Path]
+    key: Dict[str, Any]
+
+
+def plan_fit(spec: HostSpec, model: nn.Module, args: argparse.Namespace, opts: LPCAMOptions) -> FitPlan:
+    """Build the fit dataset, pick the fit images and compute the bank fingerprint (no forward pass)."""
+    scales = tuple(float(s) for s in args.cam_scales)
+    if 1.0 not in scales:
+        scales = scales + (1.0,)
+    dataset = msf_dataset(opts.fit_list, args, scales)
+    dataloader = importlib.import_module("voc12.dataloader")
+    names = [dataloader.decode_int_filename(n) for n in dataset.img_name_list]
+    indices = _select_fit_indices(np.asarray(dataset.label_list), names, opts.images_per_class, opts.config.seed)
+    fit_ids = [names[i] for i in indices]
+    weight, bias, weight_desc = spec.selection_weight(model)
+    baseline_dir = _baseline_dir(spec, args, opts)
+    key = _fit_key(spec, args, opts, weight_desc, fit_ids, baseline_dir if opts.allow_pickle else None)
+    return FitPlan(dataset, scales, indices, fit_ids, weight, bias, baseline_dir, key)
+
+
+def fit_bank(spec: HostSpec, model: nn.Module, args: argparse.Namespace, opts: LPCAMOptions,
+             device: torch.device, *, n_procs: int = 1) -> PrototypeBank:
+    """Reuse the saved bank if its fingerprint matches; else collect, fit, save and return it.
+
+    Per fit image: the baseline is the host's own CAM (its file in the baseline folder when
+    allowed and present, else computed the host way: multi-scale + flip), and the features are
+    the scale-1.0, unflipped ``stage4`` output (captured by a hook during the host's forward),
+    as in the LPCAM reference.
+    """
+    plan = plan_fit(spec, model, args, opts)
+    path = spec.bank_path(args)
+    bank, reason = _try_load_bank(path, plan.key)
+    if bank is not None:
+        logger.info("reusing the LPCAM bank %s (same checkpoint, config and fit list)", path)
+        return bank
+    logger.info("fitting the LPCAM bank %s: %s; %d images of %s", path, reason, len(plan.fit_ids), opts.fit_list)
+    baseline_dir = plan.baseline_dir
+    written = lpcam_written_ids(baseline_dir) if baseline_dir is not None else set()
+    estimator = LPCAM(NUM_CLASSES, config=opts.config, class_names=VOC_CLASS_NAMES, progress=opts.progress)
+    loader = DataLoader(Subset(plan.dataset, plan.indices), shuffle=False,
+                        num_workers=_loader_workers(args, opts, n_procs), pin_memory=False)
+    one = _scale_one_index(plan.scales)
+    n_host_scales = len(args.cam_scales)
+    n_files = 0
+    with torch.no_grad(), FeatureHook(model.stage4, keep_all=True) as hook:
+        for pack in progress_bar(loader, progress=opts.progress, desc="LPCAM features", total=len(loader),
+                                 position=0 if n_procs > 1 else None):
+            name, label = pack["name"][0], pack["label"][0]
+            valid_cat = torch.nonzero(label)[:, 0]
+            stacks = [s.to(device) for s in image_stacks(pack)]
+            hook.clear()
+            cams = None
+            file = None if baseline_dir is None else baseline_dir / f"{name}.npy"
+            if file is not None and opts.allow_pickle and file.exists() and name not in written:
+                cams = _baseline_from_file(file, valid_cat, opts)
+                n_files += cams is not None
+            if cams is None:
+                cams = spec.host_cams(model, stacks[:n_host_scales], label, pack_size(pack), name, args)
+            if len(hook.history) <= one:
+                stage4_features(model, stacks[one])
+                features = hook.features[0]
+            else:
+                features = hook.history[one][0]
+            full = torch.zeros((NUM_CLASSES,) + tuple(cams.shape[1:]))
+            full[valid_cat] = cams.float().cpu()
+            estimator.partial_fit([features], label[None].float(), cams=[full], ids=[name])
+    if n_files:
+        logger.info("baseline CAMs: %d of %d read from the host's files in %s", n_files, len(plan.fit_ids),
+                    baseline_dir)
+    elif baseline_dir is not None and not opts.allow_pickle and any(baseline_dir.glob("*.npy")):
+        logger.info("host CAM files in %s are not read (pass --lpcam_allow_pickle True to use them); "
+                    "the baseline CAMs were computed the host way", baseline_dir)
+    weight, bias = plan.weight.to(device), None if plan.bias is None else plan.bias.to(device)
+    estimator.fit_prototypes(weight, bias, metadata={"fit_key": plan.key, "fit_list": opts.fit_list,
+                                                     "baseline_from_files": n_files})
+    estimator.bank_.save(path)
+    logger.info("saved the LPCAM bank %s: %r", path, estimator.bank_)
+    return estimator.bank_
+
+
+def _loader_workers(args: argparse.Namespace, opts: LPCAMOptions, n_procs: int = 1) -> int:
+    """DataLoader workers per process: ``--lpcam_loader_workers``, else the hosts' rule
+    ``num_workers // #processes`` (in spawned workers each loader worker is a fresh interpreter)."""
+    if opts.loader_workers is not None:
+        return max(opts.loader_workers, 0)
+    return max(int(getattr(args, "num_workers", 0) or 0) // max(n_procs, 1), 0)
+
+
+def _baseline_dir(spec: HostSpec, args: argparse.Namespace, opts: LPCAMOptions) -> Optional[Path]:
+    folder = opts.baseline_dir if opts.baseline_dir is not None else getattr(args, spec.out_dir_arg, None)
+    return None if folder is None else Path(folder)
+
+
+def obtain_bank(spec: HostSpec, model: nn.Module, args: argparse.Namespace, opts: LPCAMOptions,
+                device: torch.device, process_id: int, n_procs: int) -> PrototypeBank:
+    """The bank for this run. Worker 0 fits (or reuses) it; other workers wait until a bank whose
+    fingerprint matches theirs is saved (torch's ``spawn`` stops them if worker 0 fails)."""
+    if process_id == 0:
+        return fit_bank(spec, model, args, opts, device, n_procs=n_procs)
+    key = plan_fit(spec, model, args, opts).key
+    path = spec.bank_path(args)
+    logged = False
+    while True:
+        bank, reason = _try_load_bank(path, key)
+        if bank is not None:
+            return bank
+        if not logged:
+            logger.info("worker %d: waiting for worker 0 to fit the LPCAM bank %s (%s)", process_id, path, reason)
+            logged = True
+        time.sleep(BANK_WAIT_POLL_S)
+
+
+# ----------------------------------------------------------------------------------------- writing
+
+
+def lpcam_maps(model: nn.Module, estimator: LPCAM, stacks: Sequence[torch.Tensor], classes: List[int],
+               size: Tuple[int, int], weight: torch.Tensor, *, high_res_direct: bool
+               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Multi-scale + flip LPCAM of one image in the host's geometry.
+
+    Per scale the stage-4 features of the image and of its flip (flipped back) are summed
+    before the similarity (as the LPCAM reference does); each scale's ``(K, h_s, w_s)`` map is
+    resized to the strided size ``((H-1)//4+1, (W-1)//4+1)`` and to (H, W) (IRN: via the
+    16-padded size and a crop; AMN: directly), summed over scales and divided by its max + 1e-5.
+    Classes without prototypes fall back to the plain CAM of ``weight``.
+
+    Returns:
+        ``(strided (K, h4, w4), high_res (K, H, W))`` float32 on CPU.
+    """
+    h4, w4 = strided_size(size)
+    strided = torch.zeros(len(classes), h4, w4)
+    high = torch.zeros(len(classes), *size)
+    if not classes:
+        return strided, high
+    up = strided_up_size(size)
+    for x in stacks:
+        feats = stage4_features(model, x)
+        fused = feats[0:1] + feats[1:2].flip(-1)
+        maps = estimator(fused, classes, normalize=False, fallback="cam", weight=weight)[0].float().cpu()
+        strided += resize(maps, (h4, w4))
+        high += resize(maps, size) if high_res_direct else resize(maps, up)[:, :size[0], :size[1]]
+    return max_normalize(strided), max_normalize(high)
+
+
+def write_shard(spec: HostSpec, model: nn.Module, bank: PrototypeBank, subset: Any, args: argparse.Namespace,
+                opts: LPCAMOptions, device: torch.device, *, process_id: int = 0, n_procs: int = 1) -> int:
+    """Write the LPCAM file of every image of ``subset`` (a host MSF dataset or a Subset of it).
+
+    Images whose file exists and is recorded in this bank's done log are skipped; every file
+    is written atomically and then appended to the done log. Returns the number written.
+    """
+    out_dir = spec.out_dir(args)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weight, _, _ = spec.selection_weight(model)
+    weight = weight.to(device)
+    missing = [c for c in range(NUM_CLASSES) if not bank.has_prototypes(c)]
+    if missing and process_id == 0:
+        logger.warning("classes %s have no prototypes; their maps fall back to the plain CAM", missing)
+    estimator = LPCAM.from_bank(bank, progress=False)
+    output_key = {"host": spec.name, "bank_sha256": file_sha256(spec.bank_path(args)),
+                  "cam_scales": [float(s) for s in args.cam_scales]}
+    log_path = _done_log(out_dir, output_key)
+    done = set(log_path.read_text().split()) if log_path.exists() else set()
+    loader = DataLoader(subset, shuffle=False, num_workers=_loader_workers(args, opts, n_procs), pin_memory=False)
+    written = skipped = 0
+    with torch.no_grad(), open(log_path, "a") as log:
+        for pack in progress_bar(loader, progress=opts.progress, desc=f"LPCAM {spec.name} [{process_id}]",
+                                 total=len(loader), position=process_id if n_procs > 1 else None):
+            name = pack["name"][0]
+            target = out_dir / f"{name}.npy"
+            if name in done and target.exists():
+                skipped += 1
+                continue
+            valid_cat = torch.nonzero(pack["label"][0])[:, 0]
+            strided, high = lpcam_maps(model, estimator, [s.to(device) for s in image_stacks(pack)],
+                                       valid_cat.tolist(), pack_size(pack), weight,
+                                       high_res_direct=spec.high_res_direct)
+            spec.write(target, valid_cat, strided, high)
+            log.write(name + "\n")
+            log.flush()
+            written += 1
+    logger.info("worker %d: wrote %d LPCAM files to %s, skipped %d already written", process_id, written,
+                out_dir, skipped)
+    return written
+
+
+def save_host_dict(path: Path, keys: torch.Tensor, cam: torch.Tensor, high_res: torch.Tensor) -> None:
+    """Atomically ``np.save`` the hosts' dict: ``keys`` torch int64, ``cam`` torch float32 (CPU),
+    ``high_res`` numpy float32."""
+    save_npy_atomic(path, {"keys": keys.detach().cpu().to(torch.int64),
+                           "cam": cam.detach().cpu().to(torch.float32).contiguous(),
+                           "high_res": high_res.detach().cpu().to(torch.float32).numpy()},
+                    allow_pickle=True)
+
+
+# ----------------------------------------------------------------------------------------- entry points
+
+
+def run_in_process(spec: HostSpec, args: argparse.Namespace) -> int:
+    """Fit (or reuse) the bank and write every image of ``args.train_list`` in this process."""
+    opts = LPCAMOptions.from_args(args)
+    device = resolve_device(opts.device)
+    model = load_host_model(spec, args, device)
+    bank = fit_bank(spec, model, args, opts, device)
+    dataset = msf_dataset(args.train_list, args, args.cam_scales)
+    return write_shard(spec, model, bank, dataset, args, opts, device)
+
+
+def work(spec: HostSpec, process_id: int, model: nn.Module, dataset: Sequence[Any], args: argparse.Namespace) -> None:
+    """Body of the patched host ``_work(process_id, model, dataset, args)`` (``dataset``: the
+    host's list of per-worker Subsets)."""
+    _configure_worker_logging()
+    opts = LPCAMOptions.from_args(args)
+    device = resolve_device(opts.device, process_id)
+    model = prepare_model(model, device)
+    n_procs = len(dataset)
+    bank = obtain_bank(spec, model, args, opts, device, process_id, n_procs)
+    write_shard(spec, model, bank, dataset[process_id], args, opts, device, process_id=process_id, n_procs=n_procs)
+
+
+def _configure_worker_logging() -> None:
+    """Spawned workers start with unconfigured logging; show this package's INFO lines there."""
+    package_logger = logging.getLogger("lpcam_plugin")
+    if not logging.getLogger().handlers and not package_logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s [lpcam pid %(process)d] %(levelname)s %(message)s"))
+        package_logger.addHandler(handler)
+        package_logger.setLevel(logging.INFO)
+
+
+def patch_attribute(module_name: str, attribute: str, replacement: Callable[..., Any]) -> Callable[..., Any]:
+    """Replace ``module.attribute`` by ``replacement`` (idempotent); return the original.
+
+    The original is kept on the module as ``_lpcam_original_<attribute>`` for :func:`unpatch_attribute`.
+    """
+    module = importlib.import_module(module_name)
+    current = getattr(module, attribute)
+    if current is replacement:
+        return getattr(module, f"_lpcam_original_{attribute}")
+    setattr(module, f"_lpcam_original_{attribute}", current)
+    setattr(module, attribute, replacement)
+    logger.info("%s.%s now writes LPCAM (%s.%s)", module_name, attribute, replacement.__module__,
+                replacement.__qualname__)
+    return current
+
+
+def unpatch_attribute(module_name: str, attribute: str) -> None:
+    """Undo :func:`patch_attribute` (no-op when not patched)."""
+    module = importlib.import_module(module_name)
+    original = getattr(module, f"_lpcam_original_{attribute}", None)
+    if original is not None:
+        setattr(module, attribute, original)
+        delattr(module, f"_lpcam_original_{attribute}")
+
+
+__all__ = [
+    "FitPlan", "HostSpec", "LPCAMOptions", "add_lpcam_arguments", "fit_bank", "lpcam_maps",
+    "lpcam_written_ids", "obtain_bank", "patch_attribute", "resolve_device", "run_in_process",
+    "save_host_dict", "unpatch_attribute", "work", "write_shard",
+]

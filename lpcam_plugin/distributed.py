@@ -1,0 +1,394 @@
+"""Scale-out on ``torch.distributed``: sharded feature collection, exact pool merge, sharded map writing.
+
+Launch with ``torchrun --nproc_per_node N -m lpcam_plugin fit|infer ...``, or call the functions
+below from a script that has initialised a process group (they run in a single process when
+none is initialised).
+
+*fit* (:func:`fit_distributed`, or :func:`fit_prototypes_distributed` after your own
+``partial_fit`` loop): rank r collects images ``r, r + N, r + 2N, ...`` into its own bounded
+pools; pools are merged exactly onto their owner rank (class ``c`` on rank ``c % N``; see
+:mod:`lpcam_plugin._dist_pools`), K-means runs once per class on its owner, the prototypes are
+all-gathered so every rank holds the same bank, and rank 0 saves it. Because sampling keys are a
+function of (seed, image id, class, position), N ranks draw exactly the samples one rank draws.
+
+*infer* (:func:`infer_distributed`): rank 0 lists the images that have no output yet and
+broadcasts the list; pending image ``j`` goes to rank ``j % N``; each map is written atomically
+as ``<out>/<id>.npz``, so a killed run leaves only complete files (and stray hidden ``.tmp``
+files, removed by the next run) and a rerun skips finished images.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from ._dist_data import FeatureFn, check_unique, collate_items, stack_by_size
+from ._dist_env import Comm, make_comm
+from ._dist_pools import build_bank
+from ._progress import progress_bar
+from .bank import PrototypeBank
+from .estimator import LPCAM
+from .io import atomic_write
+from .maps import max_normalize
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, "os.PathLike[str]"]
+#: Suffix of the per-image map files written by :func:`infer_distributed`.
+MAP_SUFFIX = ".npz"
+#: ``format`` field of the ``manifest.json`` written next to the maps.
+MAPS_FORMAT = "lpcam_plugin.maps/1"
+
+
+def shard_indices(n: int, rank: int, world_size: int) -> List[int]:
+    """Indices ``rank, rank + world_size, ...`` below ``n``: disjoint over ranks, covering ``range(n)``."""
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in a world of size {world_size}")
+    return list(range(rank, n, world_size))
+
+
+# --------------------------------------------------------------------------- fit
+
+
+def collect_features(
+    estimator: LPCAM,
+    feature_fn: FeatureFn,
+    dataset: "torch.utils.data.Dataset",
+    *,
+    weight: Optional[torch.Tensor] = None,
+    indices: Optional[Sequence[int]] = None,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    device: Union[str, torch.device, None] = None,
+    progress: Optional[bool] = None,
+    position: Optional[int] = None,
+) -> LPCAM:
+    """Stream ``dataset[indices]`` through ``feature_fn`` into ``estimator.partial_fit`` (one process).
+
+    Args:
+        estimator: the :class:`LPCAM` whose pools grow.
+        feature_fn: ``images (B, 3, H, W) -> features (B, D, h, w)`` (e.g. a model + FeatureHook).
+        dataset: items ``(id, image (3, H, W), labels (C,))``; ids seed the sampling keys.
+        weight: ``(C, D)`` classifier weight for the single-scale baseline CAM.
+        indices: the items to use (default: all).
+        batch_size: images per DataLoader batch; images of different sizes are run separately.
+        num_workers: DataLoader workers.
+        device: where ``feature_fn`` runs (default: CPU).
+    """
+    device = torch.device(device or "cpu")
+    subset = dataset if indices is None else torch.utils.data.Subset(dataset, list(indices))
+    loader = torch.utils.data.DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                                         collate_fn=collate_items)
+    weight_dev = None if weight is None else weight.to(device)
+    for items in progress_bar(loader, progress=progress, desc="LPCAM features", total=len(loader), position=position):
+        for ids, images, labels in stack_by_size(items):
+            features = feature_fn(images.to(device))
+            estimator.partial_fit(features, labels, weight=weight_dev, ids=ids)
+    return estimator
+
+
+def fit_prototypes_distributed(
+    estimator: LPCAM,
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    *,
+    group: Optional[Any] = None,
+    metadata: Optional[Dict[str, Any]] = None,
+    progress: Optional[bool] = None,
+) -> PrototypeBank:
+    """Collective ``fit_prototypes``: call it on every rank after each rank's ``partial_fit`` loop.
+
+    Pools are merged exactly onto the owner of each class (``c % world_size``), K-means runs
+    once per class, and every rank gets the same :class:`PrototypeBank` (also set as
+    ``estimator.bank_``). Afterwards each rank's estimator keeps only the merged pools of the
+    classes it owns. Without a process group this is ``estimator.fit_prototypes``.
+    """
+    comm = make_comm(group)
+    return build_bank(estimator, comm, weight, bias, metadata=metadata, progress=progress)
+
+
+def fit_distributed(
+    estimator: LPCAM,
+    feature_fn: FeatureFn,
+    dataset: "torch.utils.data.Dataset",
+    weight: torch.Tensor,
+    bias: Optional[torch.Tensor] = None,
+    *,
+    group: Optional[Any] = None,
+    bank_path: Optional[PathLike] = None,
+    batch_size: int = 1,
+    num_workers: int = 0,
+    device: Union[str, torch.device, None] = None,
+    metadata: Optional[Dict[str, Any]] = None,
+    progress: Optional[bool] = None,
+) -> PrototypeBank:
+    """Fit LPCAM prototypes on ``dataset`` with every rank of ``group`` (collective).
+
+    Rank r collects the items ``r, r + N, ...`` (:func:`collect_features`), then
+    :func:`fit_prototypes_distributed` merges and fits. Rank 0 saves the bank to ``bank_path``
+    (atomically); every rank returns the same bank once the file exists.
+
+    Args:
+        estimator: a fresh :class:`LPCAM` with the same config on every rank.
+        feature_fn: ``images (B, 3, H, W) -> features (B, D, h, w)``.
+        dataset: items ``(id, image (3, H, W), labels (C,))``, the same list on every rank.
+        weight, bias: ``(C, D)`` classifier weight and optional ``(C,)`` bias.
+        group: process group (default: the world, or a single process when uninitialised).
+        bank_path: where rank 0 writes the bank.
+        batch_size, num_workers, device: see :func:`collect_features`.
+        metadata: extra JSON facts stored in the bank.
+    """
+    comm = make_comm(group)
+    indices = shard_indices(len(dataset), comm.rank, comm.world_size)
+    logger.info("rank %d/%d: collecting %d of %d images", comm.rank, comm.world_size, len(indices), len(dataset))
+    collect_features(estimator, feature_fn, dataset, weight=weight, indices=indices, batch_size=batch_size,
+                     num_workers=num_workers, device=device, progress=progress,
+                     position=comm.rank if comm.active else None)
+    bank = build_bank(estimator, comm, weight.detach().cpu(), None if bias is None else bias.detach().cpu(),
+                      metadata=metadata, progress=progress)
+    if bank_path is not None and comm.is_main:
+        bank.save(bank_path)
+        logger.info("saved prototype bank to %s", bank_path)
+    comm.barrier()
+    return bank
+
+
+# --------------------------------------------------------------------------- infer
+
+
+@dataclass
+class InferResult:
+    """What :func:`infer_distributed` did.
+
+    Attributes:
+        written: ids whose maps this rank wrote.
+        skipped: ids of the list that already had a map before the run (all ranks).
+        total: ids in the list.
+        missing: ids without a map after the run (checked on rank 0 only; empty elsewhere).
+    """
+
+    written: List[str] = field(default_factory=list)
+    skipped: int = 0
+    total: int = 0
+    missing: List[str] = field(default_factory=list)
+
+
+def map_path(out_dir: PathLike, image_id: str) -> Path:
+    """Where the map of ``image_id`` is written: ``<out_dir>/<id>.npz``."""
+    return Path(out_dir) / f"{image_id}{MAP_SUFFIX}"
+
+
+def read_map(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
+    """Read a map file: ``(keys (K,) int64, high_res (K, H, W) float32)`` (no pickle)."""
+    with np.load(path, allow_pickle=False) as data:
+        return data["keys"], data["high_res"]
+
+
+def image_maps(
+    model: LPCAM,
+    feature_fn: FeatureFn,
+    image: torch.Tensor,
+    classes: Sequence[int],
+    *,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    fallback: str = "error",
+    weight: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
+    """LPCAM maps ``(K, H, W)`` of one image ``(3, H, W)`` for ``classes``, in [0, 1].
+
+    Per scale the image is resized (bilinear), its features (plus those of its horizontal flip,
+    flipped back, when ``flip``) give relu'd maps that are resized to ``(H, W)``; the scales are
+    summed and each class map divided by its max + 1e-5 (the IRN convention; adapters
+    reproduce each host's exact geometry).
+    """
+    height, width = image.shape[-2:]
+    total = torch.zeros(len(classes), height, width, device=image.device)
+    if not classes:
+        return total
+    with torch.inference_mode():
+        for scale in scales:
+            total += _scale_maps(model, feature_fn, image, classes, scale, flip, fallback, weight)
+    return max_normalize(total)
+
+
+def _scale_maps(model: LPCAM, feature_fn: FeatureFn, image: torch.Tensor, classes: Sequence[int], scale: float,
+                flip: bool, fallback: str, weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """Relu'd maps ``(K, H, W)`` of one scale, resized back to the image size."""
+    height, width = image.shape[-2:]
+    x = image[None]
+    if scale != 1.0:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+    features = feature_fn(x)
+    if flip:
+        features = features + feature_fn(x.flip(-1)).flip(-1)
+    maps = model(features, list(classes), normalize=False, fallback=fallback, weight=weight)
+    return F.interpolate(maps, size=(height, width), mode="bilinear", align_corners=False)[0]
+
+
+def _remove_stale_temps(out_dir: Path, names: set) -> int:
+    """Delete ``.<name>.<random>.tmp`` files that :func:`~lpcam_plugin.io.atomic_write` left for ``names``."""
+    removed = 0
+    for entry in os.scandir(out_dir):
+        if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+            target = entry.name[1:-4].rsplit(".", 1)[0]
+            if target in names:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(entry.path)
+                removed += 1
+    return removed
+
+
+def _pending_mask(comm: Comm, ids: Sequence[str], out_dir: Path, skip_existing: bool) -> torch.Tensor:
+    """Rank 0 decides which ids still need a map and broadcasts it, so every rank shards the same list."""
+    mask = torch.zeros(len(ids), dtype=torch.uint8)
+    if comm.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        removed = _remove_stale_temps(out_dir, {map_path(out_dir, i).name for i in ids})
+        if removed:
+            logger.warning("removed %d unfinished temporary file(s) left by an interrupted run in %s", removed, out_dir)
+        for j, image_id in enumerate(ids):
+            mask[j] = 0 if skip_existing and map_path(out_dir, image_id).is_file() else 1
+    if comm.active:
+        dist.broadcast(mask, src=comm.global_rank(0), group=comm.group)
+    return mask.bool()
+
+
+def infer_distributed(
+    model: LPCAM,
+    feature_fn: FeatureFn,
+    dataset: "torch.utils.data.Dataset",
+    out_dir: PathLike,
+    *,
+    group: Optional[Any] = None,
+    scales: Sequence[float] = (1.0,),
+    flip: bool = False,
+    fallback: str = "error",
+    weight: Optional[torch.Tensor] = None,
+    device: Union[str, torch.device, None] = None,
+    num_workers: int = 0,
+    skip_existing: bool = True,
+    manifest: Optional[Dict[str, Any]] = None,
+    progress: Optional[bool] = None,
+) -> InferResult:
+    """Write the LPCAM maps of every image of ``dataset`` to ``out_dir``, sharded over ranks (collective).
+
+    Each image's present classes (its labels) get a map; the file ``<out_dir>/<id>.npz`` holds
+    ``keys`` (K,) int64 ascending 0-based classes and ``high_res`` (K, H, W) float32 in [0, 1]
+    at the input image size (read with :func:`read_map`). Rank 0 also writes ``manifest.json``.
+
+    Args:
+        model: a fitted :class:`LPCAM` (e.g. ``LPCAM.from_bank(PrototypeBank.load(path))``).
+        feature_fn: ``images (B, 3, H, W) -> features (B, D, h, w)``.
+        dataset: items ``(id, image (3, H, W), labels (C,))`` with an ``ids`` attribute listing
+            every id (the same on every rank, no duplicates).
+        out_dir: output folder (shared by all ranks).
+        scales, flip, fallback, weight: see :func:`image_maps`.
+        device: where ``feature_fn`` and the maps run (default: CPU).
+        skip_existing: skip ids whose file exists (resume); False rewrites everything.
+        manifest: extra JSON facts for ``manifest.json``.
+
+    Returns:
+        :class:`InferResult`. Raises ``RuntimeError`` on rank 0 if any id has no file at the end.
+    """
+    ids = getattr(dataset, "ids", None)
+    if ids is None:
+        raise TypeError("dataset must have an `ids` attribute listing every image id")
+    ids = [str(i) for i in ids]
+    check_unique(ids)
+    if model.bank_ is None:
+        raise ValueError("the model is not fitted; load a bank with LPCAM.from_bank(PrototypeBank.load(path))")
+    comm = make_comm(group)
+    out_dir = Path(out_dir)
+    device = torch.device(device or "cpu")
+    weight_dev = None if weight is None else weight.to(device)
+    pending = _pending_mask(comm, ids, out_dir, skip_existing)
+    todo = torch.nonzero(pending).flatten().tolist()
+    mine = todo[comm.rank::comm.world_size]
+    result = InferResult(skipped=len(ids) - len(todo), total=len(ids))
+    logger.info("rank %d/%d: %d of %d images to write (%d already done)",
+                comm.rank, comm.world_size, len(mine), len(ids), result.skipped)
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, mine), batch_size=1, shuffle=False,
+                                         num_workers=num_workers, collate_fn=collate_items)
+    for items in progress_bar(loader, progress=progress, desc="LPCAM maps", total=len(loader),
+                              position=comm.rank if comm.active else None):
+        for image_id, image, labels in items:
+            classes = torch.nonzero(labels > 0).flatten().tolist()
+            maps = image_maps(model, feature_fn, image.to(device), classes, scales=scales, flip=flip,
+                              fallback=fallback, weight=weight_dev)
+            _write_map(map_path(out_dir, image_id), classes, maps)
+            result.written.append(image_id)
+    comm.barrier()
+    if comm.is_main:
+        result.missing = [i for i in ids if not map_path(out_dir, i).is_file()]
+        _write_manifest(out_dir, model, len(ids), comm.world_size, scales, flip, manifest)
+        if result.missing:
+            raise RuntimeError(f"{len(result.missing)} image(s) have no map in {out_dir}, e.g. {result.missing[:5]}")
+    return result
+
+
+def _write_map(path: Path, classes: Sequence[int], maps: torch.Tensor) -> None:
+    with atomic_write(path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, keys=np.asarray(classes, dtype=np.int64),
+                     high_res=maps.detach().float().cpu().numpy())
+
+
+def _write_manifest(out_dir: Path, model: LPCAM, count: int, world_size: int, scales: Sequence[float],
+                    flip: bool, extra: Optional[Dict[str, Any]]) -> None:
+    from . import __version__
+
+    assert model.bank_ is not None
+    manifest = {
+        "format": MAPS_FORMAT,
+        "method": "LPCAM",
+        "files": f"<id>{MAP_SUFFIX}",
+        "arrays": {"keys": "(K,) int64, 0-based classes present in the image, ascending",
+                   "high_res": "(K, H, W) float32 in [0, 1] at the input image size"},
+        "num_images": count,
+        "world_size": world_size,
+        "scales": [float(s) for s in scales],
+        "flip": bool(flip),
+        "config": model.bank_.config,
+        "torch": torch.__version__,
+        "lpcam_plugin": __version__,
+        **(extra or {}),
+    }
+    with atomic_write(out_dir / "manifest.json") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add the ``fit`` and ``infer`` subcommands (see :mod:`lpcam_plugin._dist_cli`)."""
+    from ._dist_cli import add_fit_parser, add_infer_parser
+
+    add_fit_parser(subparsers)
+    add_infer_parser(subparsers)
+
+
+__all__ = [
+    "InferResult",
+    "MAP_SUFFIX",
+    "collect_features",
+    "fit_distributed",
+    "fit_prototypes_distributed",
+    "image_maps",
+    "infer_distributed",
+    "map_path",
+    "read_map",
+    "register_cli",
+    "shard_indices",
+]

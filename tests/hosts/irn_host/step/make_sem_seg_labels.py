@@ -1,0 +1,46 @@
+"""Stand-in for IRN's ``step/make_sem_seg_labels.py``: reads ``cam`` as a torch tensor.
+
+As upstream: ``cam`` of ``cam_out_dir/<id>.npy`` is moved to the device with a tensor method
+(upstream ``.cuda()``), upsampled x4, cropped to the image, divided by its global max, padded with
+a ``sem_seg_bg_thres`` plane and argmax'ed through ``keys``. Differences: no IRN edge model and
+no random walk, in-process, CPU.
+"""
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
+
+import voc12.dataloader
+from misc import torchutils
+
+
+def load_cams(args, img_name):
+    cam_dict = np.load(os.path.join(args.cam_out_dir, img_name + '.npy'), allow_pickle=True).item()
+    return cam_dict['cam'].to('cpu'), cam_dict['keys']
+
+
+def _work(process_id, model, dataset, args):
+    loader = DataLoader(dataset[process_id], shuffle=False, num_workers=0, pin_memory=False)
+    with torch.no_grad():
+        for pack in loader:
+            img_name = voc12.dataloader.decode_int_filename(pack['name'][0])
+            orig_img_size = [int(s) for s in pack['size']]
+            cams, raw_keys = load_cams(args, img_name)
+            keys = np.pad(raw_keys + 1, (1, 0), mode='constant')
+            rw = cams[:, None]
+            rw_up = F.interpolate(rw, scale_factor=4, mode='bilinear', align_corners=False)[
+                ..., 0, :orig_img_size[0], :orig_img_size[1]]
+            rw_up = rw_up / torch.max(rw_up)
+            rw_up_bg = F.pad(rw_up, (0, 0, 0, 0, 1, 0), value=args.sem_seg_bg_thres)
+            rw_pred = keys[torch.argmax(rw_up_bg, dim=0).cpu().numpy()]
+            Image.fromarray(rw_pred.astype(np.uint8)).save(os.path.join(args.sem_seg_out_dir, img_name + '.png'))
+
+
+def run(args):
+    dataset = voc12.dataloader.VOC12ClassificationDatasetMSF(args.infer_list, voc12_root=args.voc12_root,
+                                                             scales=(1.0,))
+    dataset = torchutils.split_dataset(dataset, 1)
+    _work(0, None, dataset, args)

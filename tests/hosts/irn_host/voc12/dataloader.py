@@ -1,0 +1,113 @@
+"""Stand-in for IRN's ``voc12/dataloader.py`` (the classification datasets the CAM steps use).
+
+As upstream: ``cls_labels.npy`` is loaded at import time from ``voc12/cls_labels.npy`` relative
+to the working directory (a dict ``{int32 id without underscore: float32 (20,)}``); ids are
+decoded with ``decode_int_filename``; items are dicts with ``name``, ``img``, ``size``, ``label``.
+Images are read with Pillow instead of imageio, and lists are parsed with ``int()``.
+"""
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from misc import imutils
+
+IMG_FOLDER_NAME = "JPEGImages"
+CAT_LIST = ['aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',
+            'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant', 'sheep', 'sofa',
+            'train', 'tvmonitor']
+N_CAT = len(CAT_LIST)
+
+cls_labels_dict = np.load('voc12/cls_labels.npy', allow_pickle=True).item()
+
+
+def decode_int_filename(int_filename):
+    s = str(int(int_filename))
+    return s[:4] + '_' + s[4:]
+
+
+def load_image_label_list_from_npy(img_name_list):
+    return np.array([cls_labels_dict[img_name] for img_name in img_name_list])
+
+
+def get_img_path(img_name, voc12_root):
+    if not isinstance(img_name, str):
+        img_name = decode_int_filename(img_name)
+    return os.path.join(voc12_root, IMG_FOLDER_NAME, img_name + '.jpg')
+
+
+def load_img_name_list(dataset_path):
+    with open(dataset_path) as handle:
+        return np.array([int(line) for line in handle if line.strip()], dtype=np.int32)
+
+
+def read_rgb(path):
+    with Image.open(path) as image:
+        return np.array(image.convert('RGB'))
+
+
+class TorchvisionNormalize:
+    def __init__(self, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+        self.mean = np.asarray(mean, np.float32)
+        self.std = np.asarray(std, np.float32)
+
+    def __call__(self, img):
+        return ((np.asarray(img, np.float32) / 255.0 - self.mean) / self.std).astype(np.float32)
+
+
+class VOC12ImageDataset(Dataset):
+    def __init__(self, img_name_list_path, voc12_root, resize_long=None, rescale=None,
+                 img_normal=TorchvisionNormalize(), hor_flip=False, crop_size=None, crop_method=None,
+                 to_torch=True):
+        self.img_name_list = load_img_name_list(img_name_list_path)
+        self.voc12_root = voc12_root
+        self.img_normal = img_normal
+        self.to_torch = to_torch
+
+    def __len__(self):
+        return len(self.img_name_list)
+
+    def __getitem__(self, idx):
+        name_str = decode_int_filename(self.img_name_list[idx])
+        img = read_rgb(get_img_path(name_str, self.voc12_root))
+        if self.img_normal:
+            img = self.img_normal(img)
+        if self.to_torch:
+            img = imutils.HWC_to_CHW(img)
+        return {'name': name_str, 'img': img}
+
+
+class VOC12ClassificationDataset(VOC12ImageDataset):
+    def __init__(self, img_name_list_path, voc12_root, resize_long=None, rescale=None,
+                 img_normal=TorchvisionNormalize(), hor_flip=False, crop_size=None, crop_method=None):
+        super().__init__(img_name_list_path, voc12_root, img_normal=img_normal)
+        self.label_list = load_image_label_list_from_npy(self.img_name_list)
+
+    def __getitem__(self, idx):
+        out = super().__getitem__(idx)
+        out['label'] = torch.from_numpy(self.label_list[idx])
+        return out
+
+
+class VOC12ClassificationDatasetMSF(VOC12ClassificationDataset):
+    """Per item: ``img`` = list over scales of (2, 3, h_s, w_s) image + flip stacks (a single
+    stack, not a list, when there is one scale), ``size`` = (H, W), 20-d float ``label``."""
+
+    def __init__(self, img_name_list_path, voc12_root, img_normal=TorchvisionNormalize(), scales=(1.0,)):
+        super().__init__(img_name_list_path, voc12_root, img_normal=img_normal)
+        self.scales = scales
+
+    def __getitem__(self, idx):
+        name_str = decode_int_filename(self.img_name_list[idx])
+        img = read_rgb(get_img_path(name_str, self.voc12_root))
+        stacks = []
+        for s in self.scales:
+            s_img = img if s == 1 else imutils.pil_rescale(img, s, order=3)
+            s_img = imutils.HWC_to_CHW(self.img_normal(s_img))
+            stacks.append(np.stack([s_img, np.flip(s_img, -1)], axis=0))
+        if len(self.scales) == 1:
+            stacks = stacks[0]
+        return {"name": name_str, "img": stacks, "size": (img.shape[0], img.shape[1]),
+                "label": torch.from_numpy(self.label_list[idx])}

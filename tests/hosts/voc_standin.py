@@ -1,0 +1,111 @@
+"""A tiny VOC-style dataset and host checkouts for the IRN / AMN adapter tests.
+
+``make_voc`` writes ``JPEGImages/<id>.jpg`` (coloured squares on noise, one per present class),
+``SegmentationClass/<id>.png`` (palette PNG: class + 1 inside each square, 255 on a 1-px ring,
+0 elsewhere) and ``ImageSets/Segmentation/train.txt``. ``make_host`` copies the stand-in host
+(``irn_host``, or ``irn_host`` overlaid with ``amn_host``) and writes its ``voc12`` lists and
+``cls_labels.npy`` (``{int32 id without underscore: float32 (20,)}``, as IRN's file).
+``make_fork`` edits ``run_sample.py`` the way a user's fork does; ``imported_host`` imports a
+stand-in host in-process.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, Sequence
+
+import numpy as np
+from PIL import Image
+
+HOSTS = Path(__file__).resolve().parent
+CLASSES = (0, 7, 14)  # aeroplane, cat, person
+COLOURS = {0: (220, 40, 40), 7: (40, 200, 40), 14: (40, 40, 220)}
+
+
+def make_voc(root: Path, ids: Sequence[str], eval_ids: Sequence[str], seed: int = 0) -> Dict[str, np.ndarray]:
+    """Write the images, ground truth and split; return ``{id: (20,) float32 label}``."""
+    rng = np.random.default_rng(seed)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    labels = {}
+    for n, image_id in enumerate(ids):
+        h, w = int(rng.integers(40, 64)), int(rng.integers(40, 64))
+        img = rng.integers(0, 80, size=(h, w, 3)).astype(np.uint8)
+        gt = np.zeros((h, w), np.uint8)
+        present = [CLASSES[n % 3]] + ([CLASSES[(n + 1) % 3]] if n % 2 else [])
+        label = np.zeros(20, np.float32)
+        for c in present:
+            size = int(rng.integers(12, 22))
+            top, left = int(rng.integers(0, h - size)), int(rng.integers(0, w - size))
+            img[top:top + size, left:left + size] = COLOURS[c]
+            gt[top:top + size, left:left + size] = 255
+            gt[top + 1:top + size - 1, left + 1:left + size - 1] = c + 1
+            label[c] = 1.0
+        labels[image_id] = label
+        Image.fromarray(img).save(root / "JPEGImages" / f"{image_id}.jpg", quality=95)
+        png = Image.fromarray(gt, mode="P")
+        png.putpalette([v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)])
+        png.save(root / "SegmentationClass" / f"{image_id}.png")
+    (root / "ImageSets/Segmentation/train.txt").write_text("".join(f"{i}\n" for i in eval_ids))
+    return labels
+
+
+def make_host(dest: Path, host: str, labels: Dict[str, np.ndarray], train_aug: Sequence[str],
+              train: Sequence[str]) -> Path:
+    """Copy the stand-in ``host`` ("irn" or "amn") to ``dest`` and write its voc12 files."""
+    ignore = shutil.ignore_patterns("README.md", "__pycache__")
+    shutil.copytree(HOSTS / "irn_host", dest, ignore=ignore)
+    if host == "amn":
+        shutil.copytree(HOSTS / "amn_host", dest, ignore=ignore, dirs_exist_ok=True)
+    np.save(dest / "voc12" / "cls_labels.npy",
+            {np.int32(int(i.replace("_", ""))): v for i, v in labels.items()}, allow_pickle=True)
+    (dest / "voc12" / "train_aug.txt").write_text("".join(f"{i}\n" for i in train_aug))
+    (dest / "voc12" / "train.txt").write_text("".join(f"{i}\n" for i in train))
+    return dest
+
+
+def image_ids(n: int) -> List[str]:
+    return [f"2007_{i:06d}" for i in range(1, n + 1)]
+
+
+def make_fork(host_dir: Path, edits: Dict[str, str], name: str = "run_sample_lpcam.py") -> Path:
+    """Write a forked ``run_sample.py``: each key line (exact, with indentation) is replaced by its
+    value; every key must occur exactly once. Returns the new script."""
+    text = (host_dir / "run_sample.py").read_text()
+    for old, new in edits.items():
+        if text.count(old + "\n") != 1:
+            raise AssertionError(f"line {old!r} occurs {text.count(old)} times in run_sample.py")
+        text = text.replace(old + "\n", new + "\n")
+    script = host_dir / name
+    script.write_text(text)
+    return script
+
+
+HOST_PACKAGES = ("net", "misc", "voc12", "step")
+
+
+@contextlib.contextmanager
+def imported_host(host_dir: Path) -> Iterator[None]:
+    """Run the block inside a stand-in host checkout: cwd = ``host_dir`` (IRN loads
+    ``voc12/cls_labels.npy`` relative to it), ``host_dir`` first on ``sys.path``; afterwards the
+    host's modules (``net``, ``misc``, ``voc12``, ``step`` and their submodules) are dropped from
+    ``sys.modules`` so that the IRN and AMN stand-ins never see each other's modules."""
+
+    def host_modules() -> List[str]:
+        return [m for m in sys.modules if m.split(".")[0] in HOST_PACKAGES]
+
+    if host_modules():
+        raise AssertionError(f"host modules already imported: {host_modules()}")
+    old_cwd = os.getcwd()
+    sys.path.insert(0, str(host_dir))
+    os.chdir(host_dir)
+    try:
+        yield
+    finally:
+        os.chdir(old_cwd)
+        sys.path.remove(str(host_dir))
+        for name in host_modules():
+            del sys.modules[name]
