@@ -8,15 +8,14 @@ Both hosts write one pickled ``np.save`` of a dict per image:
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
 from lpcam_plugin.io import save_npy_atomic
+from ..io import PathLike
 
-PathLike = Union[str, Path]
 #: ``crf_fn(image (H, W, 3) uint8, probs (L, H, W) float32, t, labels) -> (L, H, W)`` CRF marginals.
 CrfFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
 

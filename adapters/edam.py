@@ -31,12 +31,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..io import PathLike
 from ._edam_mct_shared import (CrfFn, all_class_maps, as_image_batch, crf_dict, load_dict, present_classes,
                                save_dict, unbatch)
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
 NUM_CLASSES = 20
 #: ``mask_layer`` channel that is neither a class nor background (never selected in training).
 SPARE_CHANNEL = 20

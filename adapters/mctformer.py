@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,10 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._edam_mct_shared import all_class_maps, as_image_batch, load_dict, unbatch
+from ..io import PathLike
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
 NUM_CLASSES = 20
 #: MCTformer-V2 prepends one class token per class.
 NUM_CLASS_TOKENS = 20

@@ -4,8 +4,9 @@
     python benchmarks/bench_core.py kmeans     # one of: kmeans, maps, collect
 
 Every measurement that involves memory runs in a fresh subprocess, and every ratio is against a
-baseline measured in the same invocation. Peak extra memory = peak RSS of the process minus its
-RSS just before the measured call (the input data already allocated).
+baseline measured in the same invocation. Peak extra memory = peak RSS during the measured call
+(the kernel's VmHWM, reset just before it) minus the RSS just before it (input data allocated).
+Run on an otherwise idle machine: with the cores shared, small operations stall on thread sync.
 """
 from __future__ import annotations
 
@@ -30,8 +31,19 @@ def rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def reset_peak() -> None:
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process to its current RSS (Linux >= 4.0)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+
+
 def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak RSS (VmHWM) since the last :func:`reset_peak`, in MB."""
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def clustered(n: int, dim: int, k: int, seed: int = 0) -> torch.Tensor:
@@ -65,6 +77,7 @@ def run_kmeans_method(method: str) -> Dict[str, float]:
 
     x = clustered(N, DIM, K)
     before = rss_mb()
+    reset_peak()
     start = time.perf_counter()
     if method == "lpcam_plugin (torch)":
         result = kmeans(x, K, seed=0)
@@ -88,7 +101,6 @@ def run_collect(multiple: int) -> Dict[str, float]:
 
     classes, dim, size, cap = 20, 2048, 32, 2000
     g = torch.Generator().manual_seed(0)
-    weight = torch.randn(classes, dim, generator=g)
     model = LPCAM(classes, pool_cap=cap, progress=False)
     fg_per_image = 0.3 * size * size
     images = int(multiple * cap * classes / (2 * fg_per_image)) + 1

@@ -28,11 +28,17 @@ def check_matrix(value: object, name: str) -> torch.Tensor:
     return tensor
 
 
+_FINITE_CHUNK = 1 << 22
+
+
 def check_finite(value: torch.Tensor, name: str) -> None:
-    """Raise ``ValueError`` if ``value`` holds NaN or Inf."""
-    if not bool(torch.isfinite(value).all()):
-        bad = int((~torch.isfinite(value)).sum())
-        raise ValueError(f"{name} contains {bad} NaN/Inf value(s)")
+    """Raise ``ValueError`` if ``value`` holds NaN or Inf (checked in chunks: no full-size temporary)."""
+    flat = value.reshape(-1)
+    for start in range(0, flat.numel(), _FINITE_CHUNK):
+        if not bool(torch.isfinite(flat[start:start + _FINITE_CHUNK]).all()):
+            bad = sum(int((~torch.isfinite(flat[i:i + _FINITE_CHUNK])).sum())
+                      for i in range(start, flat.numel(), _FINITE_CHUNK))
+            raise ValueError(f"{name} contains {bad} NaN/Inf value(s)")
 
 
 def check_feature_dim(features_dim: int, weight_dim: int, what: str = "weight") -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -21,8 +21,8 @@ from torch import nn
 
 from .hooks import FeatureHook, tokens_to_map
 from .selection import reduce_conv_head
+from .io import PathLike
 
-PathLike = Union[str, Path]
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -127,9 +127,8 @@ def _merge_one(estimator: LPCAM, comm: Comm, pool: Optional[FeaturePool], c: int
         parts_keys.append(all_keys[r][:share])
     for request in requests:
         request.wait()
-    spill = estimator.config.spill_dir
     merged = FeaturePool(dim, cap, dtype=estimator.config.storage_dtype,
-                         spill_path=None if spill is None else os.path.join(spill, f"merged_{kind}_{c}.npy"))
+                         spill_path=estimator.pool_spill_path(f"merged_{kind}", c))
     if parts_rows:
         merged.add(torch.cat(parts_rows), torch.cat(parts_keys))
     return merged, sum(shares)

@@ -21,6 +21,8 @@ _EPS = 1e-12
 class PrototypeBank:
     """Class and context prototypes of every class, with the settings they were fitted with.
 
+    A bank is read-only once built (its map directions are cached); build a new one to change it.
+
     Args:
         class_prototypes: ``{c: (P_c, D)}``; a class missing here (or with ``P_c == 0``) has no
             prototypes (its foreground pool was empty when fitting).
@@ -74,6 +76,7 @@ class PrototypeBank:
         self.class_names: Optional[List[str]] = None if class_names is None else [str(n) for n in class_names]
         self.metadata: Dict[str, Any] = dict(metadata or {})
         self.version = version or __version__
+        self._directions: Dict[int, torch.Tensor] = {}
 
     def _checked(self, value: Optional[torch.Tensor], name: str) -> torch.Tensor:
         if value is None:
@@ -101,7 +104,8 @@ class PrototypeBank:
         """``(len(classes), D)`` vectors ``u_c = mean_p p/|p| - mean_q q/|q|`` (the collapsed Eq. 5/6).
 
         The context term is dropped for classes without context prototypes. Raises
-        ``ValueError`` naming any class that has no class prototypes.
+        ``ValueError`` naming any class that has no class prototypes. Vectors are computed once
+        per class and cached: treat a bank's prototypes as read-only after construction.
         """
         classes = check_classes(classes, self.num_classes)
         missing = [c for c in classes if not self.has_prototypes(c)]
@@ -109,15 +113,15 @@ class PrototypeBank:
             names = ", ".join(f"{c} ({self.class_name(c)})" for c in missing)
             raise ValueError(f"class(es) {names} have no class prototypes (empty foreground pool at fit time); "
                              "use fallback='cam' or fit with images of these classes")
-        rows = []
         for c in classes:
-            u = _unit_mean(self.class_prototypes[c])
-            if self.context_prototypes[c].shape[0]:
-                u = u - _unit_mean(self.context_prototypes[c])
-            rows.append(u)
-        if not rows:
+            if c not in self._directions:
+                u = _unit_mean(self.class_prototypes[c])
+                if self.context_prototypes[c].shape[0]:
+                    u = u - _unit_mean(self.context_prototypes[c])
+                self._directions[c] = u
+        if not classes:
             return torch.zeros(0, self.feature_dim)
-        return torch.stack(rows)
+        return torch.stack([self._directions[c] for c in classes])
 
     def without_context(self) -> "PrototypeBank":
         """A copy with no context prototypes (LPCAM-F, the paper's ablation)."""

@@ -39,10 +39,11 @@ from .bank import PrototypeBank
 from .estimator import LPCAM
 from .io import atomic_write
 from .maps import max_normalize
+from .evaluate import read_map
+from .io import PathLike
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
 #: Suffix of the per-image map files written by :func:`infer_distributed`.
 MAP_SUFFIX = ".npz"
 #: ``format`` field of the ``manifest.json`` written next to the maps.
@@ -185,12 +186,6 @@ class InferResult:
 def map_path(out_dir: PathLike, image_id: str) -> Path:
     """Where the map of ``image_id`` is written: ``<out_dir>/<id>.npz``."""
     return Path(out_dir) / f"{image_id}{MAP_SUFFIX}"
-
-
-def read_map(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
-    """Read a map file: ``(keys (K,) int64, high_res (K, H, W) float32)`` (no pickle)."""
-    with np.load(path, allow_pickle=False) as data:
-        return data["keys"], data["high_res"]
 
 
 def image_maps(

@@ -152,18 +152,23 @@ class LPCAM:
 
     def _pool(self, pools: Dict[int, FeaturePool], c: int, kind: str) -> FeaturePool:
         if c not in pools:
-            path = None if self.config.spill_dir is None else os.path.join(self._spill_folder(), f"pool_{kind}_{c}.npy")
+            path = self.pool_spill_path(kind, c)
             assert self.feature_dim_ is not None
             pools[c] = FeaturePool(self.feature_dim_, self.config.pool_cap, dtype=self.config.storage_dtype, spill_path=path)
         return pools[c]
 
-    def _spill_folder(self) -> str:
-        """This estimator's own folder under ``config.spill_dir`` (several processes may share that dir)."""
+    def pool_spill_path(self, kind: str, c: int) -> Optional[str]:
+        """File backing pool ``kind`` of class ``c`` under ``config.spill_dir`` (None without it).
+
+        Each estimator spills into its own new folder ``<spill_dir>/lpcam-pools-*``, so several
+        processes can share one ``spill_dir``.
+        """
+        if self.config.spill_dir is None:
+            return None
         if self._spill_path is None:
-            assert self.config.spill_dir is not None
             os.makedirs(self.config.spill_dir, exist_ok=True)
             self._spill_path = tempfile.mkdtemp(prefix="lpcam-pools-", dir=self.config.spill_dir)
-        return self._spill_path
+        return os.path.join(self._spill_path, f"pool_{kind}_{c}.npy")
 
     def merge_pools(self, other: "LPCAM") -> "LPCAM":
         """Fold another estimator's pools into this one (exact when both used ``ids``)."""
@@ -234,7 +239,6 @@ class LPCAM:
                  weight: torch.Tensor, *, metadata: Optional[Dict[str, Any]] = None) -> "LPCAM":
         """Store fitted per-class prototypes as ``bank_`` (used by :meth:`fit_prototypes` and distributed fitting)."""
         info = {"n_images": self.n_images_seen_,
-                "best_centre_fallbacks": {str(c): p for c, p in sorted(self.best_centre_fallbacks_.items())},
                 "foreground_pool_sizes": {c: len(p) for c, p in sorted(self.foreground_pools_.items())},
                 "context_pool_sizes": {c: len(p) for c, p in sorted(self.context_pools_.items())}}
         self.bank_ = PrototypeBank(prototypes, context, num_classes=self.num_classes, feature_dim=weight.shape[1],

@@ -25,15 +25,14 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from ._progress import progress_bar
+from .io import PathLike
 
 logger = logging.getLogger(__name__)
-
-PathLike = Union[str, Path]
 
 #: Per-class metric names returned by :func:`seed_metrics` (each an ``(n,)`` array).
 PER_CLASS_METRICS = ("iou", "fp", "fn", "precision", "recall")
@@ -403,14 +402,30 @@ def read_class_dict(path: PathLike, *, allow_pickle: bool = False) -> Tuple[np.n
     return keys, maps
 
 
+def read_map(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
+    """Read a native map file written by ``lpcam infer``: ``(keys (K,) int64, high_res (K, H, W) float32)``.
+
+    The ``.npz`` holds plain arrays and is read without pickle.
+    """
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            keys, maps = data["keys"], data["high_res"]
+    except (KeyError, ValueError, OSError) as error:
+        raise ValueError(f"{path}: not an LPCAM map file (.npz with 'keys' and 'high_res'): {error}") from error
+    return _check_maps(keys, maps)
+
+
 def read_cam_file(path: PathLike, fmt: str = "auto", *, allow_pickle: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """Read one CAM file in format ``"irn"`` (IRN/AMN), ``"dict"`` (EDAM/MCTformer) or ``"auto"``."""
+    """Read one CAM file in format ``"irn"`` (IRN/AMN), ``"dict"`` (EDAM/MCTformer), ``"npz"``
+    (``lpcam infer``) or ``"auto"`` (one of the two host ``.npy`` formats)."""
     if fmt == "irn":
         return read_irn_cam(path, allow_pickle=allow_pickle)
     if fmt == "dict":
         return read_class_dict(path, allow_pickle=allow_pickle)
+    if fmt == "npz":
+        return read_map(path)
     if fmt != "auto":
-        raise ValueError(f"unknown CAM format {fmt!r}; expected 'irn', 'dict' or 'auto'")
+        raise ValueError(f"unknown CAM format {fmt!r}; expected 'irn', 'dict', 'npz' or 'auto'")
     data = _load_pickled(path, allow_pickle, "host CAM")
     if isinstance(data, dict) and "keys" in data:
         return read_irn_cam(path, allow_pickle=allow_pickle)
@@ -455,18 +470,19 @@ def evaluate_folder(
     ignore_index: int = 255,
     progress: Optional[bool] = None,
 ) -> SweepResult:
-    """Sweep the host CAM files ``cams_dir/<id>.npy`` against ``gt_dir/<id>.png`` for ``ids``."""
+    """Sweep the CAM files ``cams_dir/<id>.npy`` (``<id>.npz`` for ``fmt="npz"``) against ``gt_dir/<id>.png``."""
     cams_dir, gt_dir = Path(cams_dir), Path(gt_dir)
-    missing = [i for i in ids if not (cams_dir / f"{i}.npy").is_file()]
+    suffix = ".npz" if fmt == "npz" else ".npy"
+    missing = [i for i in ids if not (cams_dir / f"{i}{suffix}").is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} CAM file(s) missing in {cams_dir}, e.g. {missing[0]}.npy")
+        raise FileNotFoundError(f"{len(missing)} CAM file(s) missing in {cams_dir}, e.g. {missing[0]}{suffix}")
     missing = [i for i in ids if not (gt_dir / f"{i}.png").is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} ground-truth PNG(s) missing in {gt_dir}, e.g. {missing[0]}.png")
 
     def cams() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         for image_id in ids:
-            yield read_cam_file(cams_dir / f"{image_id}.npy", fmt, allow_pickle=allow_pickle)
+            yield read_cam_file(cams_dir / f"{image_id}{suffix}", fmt, allow_pickle=allow_pickle)
 
     gts = (read_label_png(gt_dir / f"{image_id}.png") for image_id in ids)
     return sweep(cams(), gts, thresholds, num_classes, ignore_index=ignore_index, progress=progress, total=len(ids))
@@ -548,10 +564,12 @@ def register_cli(subparsers: Any) -> None:
             "({class: map} dicts) against VOC-style PNG ground truth, sweeping the background threshold."
         ),
     )
-    parser.add_argument("--cams", required=True, type=Path, help="folder with <id>.npy CAM files")
+    parser.add_argument("--cams", required=True, type=Path, help="folder with <id>.npy CAM files (<id>.npz with --format npz)")
     parser.add_argument("--gt", required=True, type=Path, help="folder with <id>.png ground-truth label maps")
     parser.add_argument("--list", required=True, type=Path, help="image-id list (plain ids or EDAM/PSA lines)")
-    parser.add_argument("--format", choices=("irn", "dict", "auto"), default="auto", help="CAM file format")
+    parser.add_argument("--format", choices=("irn", "dict", "npz", "auto"), default="auto",
+                        help="CAM files: irn (IRN/AMN dicts), dict (EDAM/MCTformer), npz (lpcam infer), "
+                             "auto (one of the two host .npy formats)")
     parser.add_argument(
         "--allow-pickle", action="store_true", help="read pickled host .npy dicts (only for files you trust)"
     )
@@ -577,6 +595,7 @@ __all__ = [
     "read_class_dict",
     "read_id_list",
     "read_irn_cam",
+    "read_map",
     "read_label_png",
     "register_cli",
     "seed_metrics",

@@ -10,6 +10,7 @@ and runs on the device of its input.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -139,20 +140,35 @@ def _reseed_empty(x: torch.Tensor, best: torch.Tensor, labels: torch.Tensor, cou
     return taken
 
 
+def _cosine_distance(x: torch.Tensor, norms: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """``1 - cos`` between every row of ``x`` ``(N, D)`` and each of ``points`` ``(m, D)``: ``(N, m)``."""
+    point_norms = torch.linalg.vector_norm(points, dim=1).clamp_min(_EPS)
+    return 1.0 - (x @ points.T) / (norms[:, None] * point_norms[None, :])
+
+
 def _kmeans_pp(x: torch.Tensor, norms: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
-    """k-means++ seeding on the cosine distance ``1 - cos``; returns ``(K, D)`` initial centres."""
+    """Greedy k-means++ seeding on the cosine distance ``1 - cos``; returns ``(K, D)`` initial centres.
+
+    As scikit-learn's: each step samples ``2 + ln K`` candidates with probability proportional
+    to their distance to the nearest chosen centre and keeps the one that lowers the total
+    distance most.
+    """
     n = x.shape[0]
-    chosen = [int(torch.randint(n, (1,), generator=generator, device="cpu"))]
-    closest = 1.0 - (x @ x[chosen[0]]) / (norms * norms[chosen[0]])
+    trials = 2 + int(math.log(k))
+    first = int(torch.randint(n, (1,), generator=generator))
+    chosen = [first]
+    closest = _cosine_distance(x, norms, x[first:first + 1])[:, 0].clamp_min_(0.0)
     for _ in range(1, k):
-        weights = closest.clamp_min(0.0).double().cpu()
+        weights = closest.double().cpu()
         weights[chosen] = 0.0
         if float(weights.sum()) <= 0.0:
             weights = torch.ones(n, dtype=torch.float64)
             weights[chosen] = 0.0
-        index = int(torch.multinomial(weights, 1, generator=generator))
-        chosen.append(index)
-        closest = torch.minimum(closest, 1.0 - (x @ x[index]) / (norms * norms[index]))
+        candidates = torch.multinomial(weights, min(trials, int((weights > 0).sum())), generator=generator)
+        distances = torch.minimum(closest[:, None], _cosine_distance(x, norms, x[candidates.to(x.device)]).clamp_min_(0.0))
+        best = int(torch.argmin(distances.sum(dim=0)))
+        chosen.append(int(candidates[best]))
+        closest = distances[:, best].contiguous()
     return x[chosen].clone()
 
 
@@ -195,8 +211,12 @@ def _result(x: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor, centers:
             converged: bool) -> KMeansResult:
     """Package ``centers`` and ``labels`` with the mean cosine of each point to its own centre."""
     unit = centers / torch.linalg.vector_norm(centers, dim=1, keepdim=True).clamp_min(_EPS)
-    own = ((x * unit[labels]).sum(dim=1) / norms).mean()
-    return KMeansResult(centers.float(), labels, n_iter, float(own), converged)
+    total = 0.0
+    for start in range(0, x.shape[0], _CHUNK_ROWS):
+        stop = start + _CHUNK_ROWS
+        sims = (x[start:stop] @ unit.T).gather(1, labels[start:stop, None])[:, 0] / norms[start:stop]
+        total += float(sims.double().sum())
+    return KMeansResult(centers.float(), labels, n_iter, total / x.shape[0], converged)
 
 
 def _unit_numpy(x: torch.Tensor, norms: torch.Tensor) -> np.ndarray:

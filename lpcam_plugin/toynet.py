@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._progress import progress_bar
-from .io import atomic_write
+from .io import PathLike, atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def extract_features(
         model.train(was_training)
 
 
-def save_checkpoint(path: Union[str, "Any"], model: ToyResNet, metadata: Optional[Dict[str, Any]] = None) -> None:
+def save_checkpoint(path: PathLike, model: ToyResNet, metadata: Optional[Dict[str, Any]] = None) -> None:
     """Save ``model`` (state dict of tensors + architecture + JSON-able ``metadata``) atomically."""
     payload = {
         "format": CHECKPOINT_FORMAT,
@@ -229,7 +229,7 @@ def save_checkpoint(path: Union[str, "Any"], model: ToyResNet, metadata: Optiona
         torch.save(payload, tmp)
 
 
-def load_checkpoint(path: Union[str, "Any"]) -> Tuple[ToyResNet, Dict[str, Any]]:
+def load_checkpoint(path: PathLike) -> Tuple[ToyResNet, Dict[str, Any]]:
     """Load a checkpoint written by :func:`save_checkpoint` (``weights_only=True``); model in eval mode."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:

@@ -9,12 +9,11 @@ naming the extra (``pip install lpcam_plugin[viz]``). :func:`label_to_rgb` needs
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-PathLike = Union[str, Path]
+from .io import PathLike
 
 
 def _matplotlib() -> Any:

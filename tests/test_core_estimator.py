@@ -227,4 +227,3 @@ def test_best_centre_fallbacks_reported_once_and_recorded():
     assert len(messages) == 1 and "0 (p=0.250)" in messages[0]
     assert sorted(model.best_centre_fallbacks_) == [c for c in range(C) if model.bank_.has_prototypes(c)]
     assert all(model.bank_.class_prototypes[c].shape[0] == 1 for c in model.best_centre_fallbacks_)
-    assert model.bank_.metadata["best_centre_fallbacks"]["0"] == pytest.approx(0.25)

@@ -1,7 +1,12 @@
-"""A tiny end-to-end run of the demo pipeline (small sizes), through the API and the CLI."""
+"""A tiny end-to-end run of the demo pipeline (small sizes), through the API and the CLI.
+
+The barely trained tiny classifiers make the core warn about classes without (passing) prototypes;
+those expected warnings are filtered.
+"""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -26,6 +31,7 @@ TINY = DemoConfig(
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
 def test_demo_pipeline_end_to_end_and_cached_rerun(tmp_path) -> None:
     out = tmp_path / "demo"
     summary = run_demo(TINY, out, progress=False, figures=False)
@@ -62,6 +68,7 @@ def test_demo_pipeline_end_to_end_and_cached_rerun(tmp_path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
 def test_demo_cli_writes_report_and_figures(tmp_path, capsys) -> None:
     out = tmp_path / "cli"
     argv = ["demo", "--out", str(out), "--seed", "3", "--seeds", "1", "--quick", "--num-images", "12",
@@ -72,3 +79,15 @@ def test_demo_cli_writes_report_and_figures(tmp_path, capsys) -> None:
     assert (out / "threshold_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| LPCAM |" in capsys.readouterr().out
     assert main(["demo", "--out", str(out), "--seeds", "0"]) == 2
+
+
+def test_viz_names_the_extra_when_matplotlib_is_missing(monkeypatch) -> None:
+    from lpcam_plugin import viz
+
+    image = np.zeros((4, 4, 3), dtype=np.uint8)
+    np.testing.assert_allclose(viz.overlay(image, np.ones((4, 4)), image_weight=1.0), 0.0)
+    assert viz.label_to_rgb(np.array([[0, 1], [255, 2]])).tolist()[1][0] == [255, 255, 255]
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match=r"lpcam_plugin\[viz\]"):
+        viz.overlay(image, np.zeros((4, 4)))
+    assert viz.label_to_rgb(np.zeros((2, 2), dtype=np.int64)).shape == (2, 2, 3)  # numpy only

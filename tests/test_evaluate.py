@@ -197,3 +197,21 @@ def test_eval_cli_matches_sweep(tmp_path) -> None:
     assert data["curves"]["miou"] == pytest.approx(expected.miou.tolist())
     with pytest.raises(ValueError, match="--allow-pickle"):
         main(argv)
+
+
+def test_eval_cli_reads_native_npz_maps_without_pickle(tmp_path) -> None:
+    from lpcam_plugin.cli import main
+
+    cams, gts, ids, items = _write_host_files(tmp_path)
+    for image_id, (keys, maps, _) in zip(ids, items):
+        np.savez(cams / f"{image_id}.npz", keys=np.asarray(keys, np.int64), high_res=np.asarray(maps, np.float32))
+    (tmp_path / "list.txt").write_text("\n".join(ids) + "\n")
+    out = tmp_path / "res.json"
+    argv = ["eval", "--cams", str(cams), "--gt", str(gts), "--list", str(tmp_path / "list.txt"), "--format", "npz",
+            "--thresholds", "0:0.5:0.1", "--json", str(out), "--no-progress"]
+    assert main(argv) == 0
+    expected = ev.sweep(((k, m) for k, m, _ in items), (g for *_, g in items), [0, 0.1, 0.2, 0.3, 0.4], 21)
+    assert json.loads(out.read_text())["curves"]["miou"] == pytest.approx(expected.miou.tolist())
+    np.savez(cams / f"{ids[0]}.npz", keys=np.zeros(1, np.int64))
+    with pytest.raises(ValueError, match="not an LPCAM map file"):
+        main(argv)
