@@ -4,10 +4,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict
 
@@ -52,20 +49,14 @@ def pipeline(tmp_path_factory) -> Dict[str, object]:
     })
     passes = ["train_cam", "make_cam", "eval_cam", "cam_to_ir_label", "train_amn", "make_amn_cam", "eval_amn_cam",
               "amn_cam_to_ir_label", "make_sem_seg"]
-    cmd = [sys.executable, str(script), "--voc12_root", str(root / "voc"), "--num_workers", "1",
+    cmd = ["--voc12_root", str(root / "voc"), "--num_workers", "1",
            "--cam_eval_thres", str(EVAL_THRESHOLD), "--sem_seg_bg_thres", "0.35",
            "--lpcam_loader_workers", "0", "--lpcam_progress", "false"]
     for name in passes:
         cmd += [f"--{name}_pass", "true"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, cwd=host, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = voc_standin.run_fork(script, host, cmd)
     return {"root": root, "host": host, "voc": root / "voc", "ids": ids, "labels": labels,
             "stdout": proc.stdout, "stderr": proc.stderr}
-
-
-def _load(path: Path) -> dict:
-    return np.load(path, allow_pickle=True).item()
 
 
 @pytest.mark.slow
@@ -77,7 +68,7 @@ def test_both_routes_write_host_formats_in_spawned_workers(pipeline):
         with Image.open(voc / "JPEGImages" / f"{image_id}.jpg") as image:
             w, h = image.size
         keys = np.nonzero(labels[image_id])[0]
-        stage1, mine = _load(host / "result/cam" / f"{image_id}.npy"), _load(host / "result/amn_cam" / f"{image_id}.npy")
+        stage1, mine = voc_standin.load_host_dict(host / "result/cam" / f"{image_id}.npy"), voc_standin.load_host_dict(host / "result/amn_cam" / f"{image_id}.npy")
         assert stage1["high_res"].shape == (len(keys), h, w)  # route a: IRN format, no background
         assert list(mine) == ["keys", "cam", "high_res"]
         assert mine["keys"].dtype == torch.int64 and mine["keys"].tolist() == keys.tolist()
@@ -120,7 +111,7 @@ def test_in_process_route_b_equals_patched_worker(pipeline, caplog):
         assert amn.run(args, route="b") == N_IMAGES
     assert "reusing the LPCAM bank sess/res50_amn.pth.lpcam_bank.npz" in caplog.text
     for image_id in pipeline["ids"]:
-        a, b = _load(host / "result/amn_cam" / f"{image_id}.npy"), _load(host / "result/amn_cam_inproc" / f"{image_id}.npy")
+        a, b = voc_standin.load_host_dict(host / "result/amn_cam" / f"{image_id}.npy"), voc_standin.load_host_dict(host / "result/amn_cam_inproc" / f"{image_id}.npy")
         assert torch.equal(a["keys"], b["keys"]) and torch.allclose(a["cam"], b["cam"], atol=1e-6)
         np.testing.assert_allclose(a["high_res"], b["high_res"], atol=1e-6)
 

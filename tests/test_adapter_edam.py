@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from conftest import standin_host
 from lpcam_plugin import PrototypeBank, lpcam_map, select_prototypes
 from lpcam_plugin import evaluate as ev
 from lpcam_plugin.adapters import _edam_mct_shared as shared
@@ -25,20 +25,10 @@ LABELS = {"2007_000032": [0, 14], "2007_000039": [6], "2007_000063": [0, 6]}
 D = 32
 
 
-def _drop_host_modules() -> None:
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None) or ""
-        if path.startswith(str(HOST)) or name in ("infer_cls", "network", "voc12", "tool"):
-            del sys.modules[name]
-
-
 @pytest.fixture
 def host(monkeypatch):
     """The stand-in EDAM checkout on sys.path; its modules are removed from sys.modules afterwards."""
-    _drop_host_modules()
-    monkeypatch.syspath_prepend(str(HOST))
-    yield HOST
-    _drop_host_modules()
+    yield from standin_host(monkeypatch, HOST, ("infer_cls", "network", "voc12", "tool"))
 
 
 @pytest.fixture

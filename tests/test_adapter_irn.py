@@ -7,8 +7,6 @@ import logging
 import os
 import pickle
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Dict
 
@@ -62,18 +60,12 @@ def pipeline(tmp_path_factory) -> Dict[str, object]:
         '    parser.add_argument("--sem_seg_bg_thres", default=0.25)':
             '    parser.add_argument("--sem_seg_bg_thres", default=0.25, type=float)',
     })
-    cmd = [sys.executable, str(script), "--voc12_root", str(root / "voc"), "--num_workers", "2",
+    cmd = ["--voc12_root", str(root / "voc"), "--num_workers", "2",
            "--cam_eval_thres", str(EVAL_THRESHOLD), "--conf_fg_thres", "0.45", "--conf_bg_thres", "0.25",
            "--sem_seg_bg_thres", "0.35", "--lpcam_loader_workers", "0", "--lpcam_progress", "false"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, cwd=host, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = voc_standin.run_fork(script, host, cmd)
     return {"root": root, "host": host, "voc": root / "voc", "ids": ids, "labels": labels,
             "stdout": proc.stdout, "stderr": proc.stderr}
-
-
-def _load(path: Path) -> dict:
-    return np.load(path, allow_pickle=True).item()
 
 
 @pytest.mark.slow
@@ -86,7 +78,7 @@ def test_patched_make_cam_writes_irn_format_in_spawned_workers(pipeline):
     assert "waiting for worker 0" in pipeline["stderr"]
     assert not list(out.glob(".*.tmp"))
     for image_id in pipeline["ids"]:
-        d = _load(out / f"{image_id}.npy")
+        d = voc_standin.load_host_dict(out / f"{image_id}.npy")
         assert list(d) == ["keys", "cam", "high_res"]
         with Image.open(voc / "JPEGImages" / f"{image_id}.jpg") as image:
             w, h = image.size
@@ -102,7 +94,7 @@ def test_patched_make_cam_writes_irn_format_in_spawned_workers(pipeline):
             np.testing.assert_allclose(maps.max(axis=(1, 2)), 1.0, atol=1e-3)  # divided by max + 1e-5
     for folder, ids in (("ir_label", pipeline["ids"]), ("sem_seg", pipeline["ids"][:N_TRAIN])):
         for image_id in ids:
-            assert read_label_png(host / "result" / folder / f"{image_id}.png").shape == _load(
+            assert read_label_png(host / "result" / folder / f"{image_id}.png").shape == voc_standin.load_host_dict(
                 out / f"{image_id}.npy")["high_res"].shape[1:]
 
 
@@ -133,7 +125,7 @@ def test_in_process_run_equals_spawned_output_and_resumes(pipeline, caplog):
         assert "reusing the LPCAM bank" in caplog.text  # same checkpoint, config and fit list
         spawned, mine = host / "result" / "cam", host / "result" / "cam_inproc"
         for image_id in pipeline["ids"]:
-            a, b = _load(spawned / f"{image_id}.npy"), _load(mine / f"{image_id}.npy")
+            a, b = voc_standin.load_host_dict(spawned / f"{image_id}.npy"), voc_standin.load_host_dict(mine / f"{image_id}.npy")
             assert torch.equal(a["keys"], b["keys"]) and torch.allclose(a["cam"], b["cam"], atol=1e-6)
             np.testing.assert_allclose(a["high_res"], b["high_res"], atol=1e-6)
         # LPCAM differs from the host's own CAM of the same network (so the workers did not run IRN's _work).
@@ -143,19 +135,19 @@ def test_in_process_run_equals_spawned_output_and_resumes(pipeline, caplog):
         host_args_cam = host_args(host, pipeline["voc"], cam_out_dir=str(host / "result" / "host_cam"))
         os.makedirs(host_args_cam.cam_out_dir)
         make_cam._work(0, model, [dataset], host_args_cam)
-        differs = [not np.allclose(_load(host / "result/host_cam" / f"{i}.npy")["high_res"],
-                                   _load(mine / f"{i}.npy")["high_res"], atol=1e-3) for i in pipeline["ids"]]
+        differs = [not np.allclose(voc_standin.load_host_dict(host / "result/host_cam" / f"{i}.npy")["high_res"],
+                                   voc_standin.load_host_dict(mine / f"{i}.npy")["high_res"], atol=1e-3) for i in pipeline["ids"]]
         assert any(differs)
         # Resume: only the missing file is written again; the others are untouched.
         victim = mine / f"{pipeline['ids'][3]}.npy"
         before = {p.name: p.stat().st_mtime_ns for p in mine.glob("*.npy") if p != victim}
-        reference = _load(victim)
+        reference = voc_standin.load_host_dict(victim)
         victim.unlink()
         caplog.clear()
         assert irn.run(args) == 1
         assert f"skipped {N_IMAGES - 1} already written" in caplog.text
         assert {p.name: p.stat().st_mtime_ns for p in mine.glob("*.npy") if p != victim} == before
-        np.testing.assert_allclose(_load(victim)["high_res"], reference["high_res"], atol=1e-6)
+        np.testing.assert_allclose(voc_standin.load_host_dict(victim)["high_res"], reference["high_res"], atol=1e-6)
 
 
 @pytest.mark.slow

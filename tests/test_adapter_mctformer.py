@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from PIL import Image
 
 import lpcam_plugin.maps
+from conftest import standin_host
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.adapters import _edam_mct_shared as shared
 from lpcam_plugin.adapters import mctformer
@@ -26,20 +26,10 @@ D = 32
 HOST_MODULES = ("models", "engine", "datasets", "psa", "vision_transformer", "utils")
 
 
-def _drop_host_modules() -> None:
-    for name, module in list(sys.modules.items()):
-        path = getattr(module, "__file__", None) or ""
-        if path.startswith(str(HOST)) or name.split(".")[0] in HOST_MODULES:
-            del sys.modules[name]
-
-
 @pytest.fixture
 def host(monkeypatch):
     """The stand-in MCTformer checkout on sys.path; its modules leave sys.modules afterwards."""
-    _drop_host_modules()
-    monkeypatch.syspath_prepend(str(HOST))
-    yield HOST
-    _drop_host_modules()
+    yield from standin_host(monkeypatch, HOST, HOST_MODULES)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Dict, Iterator, List, Sequence
@@ -109,3 +110,18 @@ def imported_host(host_dir: Path) -> Iterator[None]:
         sys.path.remove(str(host_dir))
         for name in host_modules():
             del sys.modules[name]
+
+
+def run_fork(script: Path, host_dir: Path, args: Sequence[str]) -> "subprocess.CompletedProcess[str]":
+    """Run a forked ``run_sample`` script of a stand-in host in a fresh interpreter (one thread,
+    warnings off); fail with its output tail when it exits non-zero."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run([sys.executable, str(script), *args], cwd=host_dir, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def load_host_dict(path: Path) -> dict:
+    """Read a host's pickled ``.npy`` dict (the IRN/AMN CAM format)."""
+    return np.load(path, allow_pickle=True).item()
