@@ -95,9 +95,14 @@ def kmeans(
     return max(runs, key=lambda run: run.objective)
 
 
+def _unit_rows(rows: torch.Tensor) -> torch.Tensor:
+    """``rows`` ``(K, D)`` scaled to unit L2 norm (zero rows stay zero)."""
+    return rows / torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min(_EPS)
+
+
 def _assign(x: torch.Tensor, norms: torch.Tensor, centers: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Best cosine similarity ``(N,)`` and its centre index ``(N,)``, computed in row chunks."""
-    unit = centers / torch.linalg.vector_norm(centers, dim=1, keepdim=True).clamp_min(_EPS)
+    unit = _unit_rows(centers)
     best = torch.empty(x.shape[0], dtype=x.dtype, device=x.device)
     labels = torch.empty(x.shape[0], dtype=torch.int64, device=x.device)
     for start in range(0, x.shape[0], _CHUNK_ROWS):
@@ -210,7 +215,7 @@ def _means_without_empty(x: torch.Tensor, norms: torch.Tensor, labels: torch.Ten
 def _result(x: torch.Tensor, norms: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, n_iter: int,
             converged: bool) -> KMeansResult:
     """Package ``centers`` and ``labels`` with the mean cosine of each point to its own centre."""
-    unit = centers / torch.linalg.vector_norm(centers, dim=1, keepdim=True).clamp_min(_EPS)
+    unit = _unit_rows(centers)
     total = 0.0
     for start in range(0, x.shape[0], _CHUNK_ROWS):
         stop = start + _CHUNK_ROWS
