@@ -1,24 +1,30 @@
-"""lpcam_plugin: LPCAM (Chen & Sun, CVPR 2023) as a drop-in CAM step for WSSS codebases.
+"""lpcam_plugin: a family of CAM methods (CAM, LPCAM, ReCAM) as drop-in CAM steps for WSSS codebases.
 
-The core is backbone-agnostic: capture features with :class:`FeatureHook`, stream them into
-:class:`LPCAM` with ``partial_fit``, fit prototypes, and compute maps. Host adapters live in
-:mod:`lpcam_plugin.adapters`.
+The package is organised in rooms whose imports point one way, from the top down:
+
+- :mod:`lpcam_plugin.adapters`: host adapters (IRN, AMN, EDAM, MCTformer), method-agnostic;
+- :mod:`lpcam_plugin.benchmark`: the synthetic benchmark, toy networks and ``lpcam demo``;
+- :mod:`lpcam_plugin.distributed`: scale-out (torchrun / SLURM) fitting and inference;
+- :mod:`lpcam_plugin.methods`: the methods, peers of each other (``cam``, ``lpcam``, ``recam``);
+- :mod:`lpcam_plugin.core`: plumbing (checks, hooks, atomic I/O, progress, evaluation).
 """
 __version__ = "0.1.0"
 
-from .bank import PrototypeBank
-from .config import LPCAMConfig
-from .distributed import fit_distributed, fit_prototypes_distributed, infer_distributed
-from .estimator import LPCAM
-from .evaluate import (SweepResult, confusion_matrix, maps_to_prediction, read_class_dict, read_irn_cam,
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.lpcam.config import LPCAMConfig
+from lpcam_plugin.distributed.api import fit_distributed, fit_prototypes_distributed, infer_distributed
+from lpcam_plugin.methods.lpcam.estimator import LPCAM
+from lpcam_plugin.core.evaluate import (SweepResult, confusion_matrix, maps_to_prediction, read_class_dict, read_irn_cam,
                        seed_metrics, sweep)
-from .hooks import FeatureHook, TokensToMap, tokens_to_map
-from .io import atomic_write, save_npy_atomic
-from .kmeans import KMeansResult, kmeans
-from .maps import cam_map, lpcam_map, max_normalize
-from .pools import FeaturePool, position_keys
-from .selection import reduce_conv_head, select_prototypes
-from .split import split_local_features, split_masks
+from lpcam_plugin.core.hooks import FeatureHook, TokensToMap, tokens_to_map
+from lpcam_plugin.core.io import atomic_write, save_npy_atomic
+from lpcam_plugin.methods.lpcam.kmeans import KMeansResult, kmeans
+from lpcam_plugin.methods.cam import cam_map
+from lpcam_plugin.core.maps import max_normalize
+from lpcam_plugin.methods.lpcam.maps import lpcam_map
+from lpcam_plugin.methods.lpcam.pools import FeaturePool, position_keys
+from lpcam_plugin.methods.lpcam.selection import reduce_conv_head, select_prototypes
+from lpcam_plugin.methods.lpcam.split import split_local_features, split_masks
 
 __all__ = [
     "__version__",

@@ -1,7 +1,7 @@
 """``python -m lpcam_plugin`` runs the ``lpcam`` command line."""
 import sys
 
-from .cli import main
+from lpcam_plugin.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

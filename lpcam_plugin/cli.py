@@ -10,13 +10,13 @@ import importlib
 import logging
 from typing import Optional, Sequence
 
-from . import __version__
+from lpcam_plugin import __version__
 
 #: Modules that contribute subcommands, in the order they appear in ``lpcam --help``.
 SUBCOMMAND_MODULES = (
-    "lpcam_plugin.demo",
-    "lpcam_plugin.evaluate",
-    "lpcam_plugin.distributed",
+    "lpcam_plugin.benchmark.demo",
+    "lpcam_plugin.core.evaluate",
+    "lpcam_plugin.distributed.cli",
 )
 
 

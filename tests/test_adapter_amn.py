@@ -16,7 +16,7 @@ from torch import nn
 
 import lpcam_plugin.adapters.amn as amn
 from lpcam_plugin import PrototypeBank
-from lpcam_plugin.evaluate import read_irn_cam, read_label_png, sweep
+from lpcam_plugin.core.evaluate import read_irn_cam, read_label_png, sweep
 
 _SPEC = importlib.util.spec_from_file_location("voc_standin", Path(__file__).parent / "hosts" / "voc_standin.py")
 voc_standin = importlib.util.module_from_spec(_SPEC)

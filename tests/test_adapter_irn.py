@@ -18,7 +18,7 @@ from PIL import Image
 import lpcam_plugin.adapters.irn as irn
 from lpcam_plugin import LPCAMConfig, PrototypeBank
 from lpcam_plugin.adapters import _resnet_hosts as hosts
-from lpcam_plugin.evaluate import maps_to_prediction, read_irn_cam, read_label_png, sweep
+from lpcam_plugin.core.evaluate import maps_to_prediction, read_irn_cam, read_label_png, sweep
 
 _SPEC = importlib.util.spec_from_file_location("voc_standin", Path(__file__).parent / "hosts" / "voc_standin.py")
 voc_standin = importlib.util.module_from_spec(_SPEC)
@@ -196,7 +196,7 @@ def test_failed_write_leaves_no_partial_file(pipeline, monkeypatch, tmp_path):
         raise OSError("disk full")
 
     with voc_standin.imported_host(host):
-        monkeypatch.setattr("lpcam_plugin.io.np.save", broken_save)
+        monkeypatch.setattr("lpcam_plugin.core.io.np.save", broken_save)
         args = host_args(host, pipeline["voc"], cam_out_dir=str(tmp_path / "out"))
         with pytest.raises(OSError, match="disk full"):
             irn.run(args)

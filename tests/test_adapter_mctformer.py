@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-import lpcam_plugin.maps
+import lpcam_plugin.methods.lpcam.maps
 from conftest import standin_host
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.adapters import _edam_mct_shared as shared
@@ -115,14 +115,14 @@ def test_hook_is_float32_outside_autocast_and_matches_core(host, monkeypatch):
     model = _model()
     bank = _bank(model, missing=(7,))
     seen = []
-    original = lpcam_plugin.maps.lpcam_map
+    original = lpcam_plugin.methods.lpcam.maps.lpcam_map
 
     def spy(features, *args, **kwargs):
         out = original(features, *args, **kwargs)
         seen.append((features.dtype, out.dtype))
         return out
 
-    monkeypatch.setattr(lpcam_plugin.maps, "lpcam_map", spy)
+    monkeypatch.setattr(lpcam_plugin.methods.lpcam.maps, "lpcam_map", spy)
     x = torch.randn(1, 3, 32, 40)
     with torch.autocast("cpu", dtype=torch.float16):
         _, plain_cams, _ = model(x, return_att=True, attention_type="patchcam")
@@ -177,13 +177,13 @@ def test_unchanged_engine_writes_lpcam_files(host, voc, tmp_path, monkeypatch):
 
     monkeypatch.setattr(psa.tool.imutils, "crf_inference", fake_crf)
     seen = []
-    original = lpcam_plugin.maps.lpcam_map
+    original = lpcam_plugin.methods.lpcam.maps.lpcam_map
 
     def spy(features, *args, **kwargs):
         seen.append((features.dtype, torch.is_autocast_enabled("cpu")))
         return original(features, *args, **kwargs)
 
-    monkeypatch.setattr(lpcam_plugin.maps, "lpcam_map", spy)
+    monkeypatch.setattr(lpcam_plugin.methods.lpcam.maps, "lpcam_map", spy)
     device = torch.device("cpu")
     engine.generate_attention_maps_ms(_loader(root, lists), model, device, _args(lists, tmp_path / "plain"))
     with mctformer.patch(model, bank):

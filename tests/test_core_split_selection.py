@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings, strategies as st
 
 from lpcam_plugin import reduce_conv_head, select_prototypes, split_local_features
-from lpcam_plugin.selection import class_probabilities
+from lpcam_plugin.methods.lpcam.selection import class_probabilities
 
 
 @settings(max_examples=40, deadline=None)

@@ -13,10 +13,10 @@ import pytest
 
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.cli import main
-from lpcam_plugin.demo import METHODS, DemoConfig, run_demo
-from lpcam_plugin.evaluate import evaluate_folder, read_id_list
-from lpcam_plugin.synthetic import SyntheticConfig
-from lpcam_plugin.toynet import TrainConfig, load_checkpoint
+from lpcam_plugin.benchmark.demo import METHODS, DemoConfig, run_demo
+from lpcam_plugin.core.evaluate import evaluate_folder, read_id_list
+from lpcam_plugin.benchmark.synthetic import SyntheticConfig
+from lpcam_plugin.benchmark.toynet import TrainConfig, load_checkpoint
 
 TINY = DemoConfig(
     seeds=(0, 1),
@@ -82,7 +82,7 @@ def test_demo_cli_writes_report_and_figures(tmp_path, capsys) -> None:
 
 
 def test_viz_names_the_extra_when_matplotlib_is_missing(monkeypatch) -> None:
-    from lpcam_plugin import viz
+    from lpcam_plugin.benchmark import viz
 
     image = np.zeros((4, 4, 3), dtype=np.uint8)
     np.testing.assert_allclose(viz.overlay(image, np.ones((4, 4)), image_weight=1.0), 0.0)

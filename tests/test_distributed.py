@@ -22,9 +22,9 @@ from PIL import Image
 from torch import nn
 
 import lpcam_plugin as lp
-from lpcam_plugin._dist_data import (ArrayImageDataset, HookedFeatures, build_model, classifier_weight,
+from lpcam_plugin.distributed.data import (ArrayImageDataset, HookedFeatures, build_model, classifier_weight,
                                      read_id_list, read_labels)
-from lpcam_plugin.distributed import (collect_features, fit_distributed, infer_distributed, map_path, read_map,
+from lpcam_plugin.distributed.api import (collect_features, fit_distributed, infer_distributed, map_path, read_map,
                                       shard_indices)
 
 NUM_CLASSES = 4
@@ -277,7 +277,7 @@ def test_cli_torchrun_two_ranks_matches_one_process(tmp_path: Path) -> None:
                         kwargs={"num_classes": 3})
     weight, _ = classifier_weight(model, "classifier.weight")
     ids = read_id_list(tmp_path / "list.txt")
-    from lpcam_plugin._dist_data import ImageListDataset
+    from lpcam_plugin.distributed.data import ImageListDataset
 
     dataset = ImageListDataset(tmp_path / "img", ids, read_labels(tmp_path / "labels.npy", ids, 3), suffix=".png")
     ref = lp.LPCAM(3, num_clusters=2, pool_cap=40, storage_dtype="float16", progress=False)

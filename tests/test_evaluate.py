@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lpcam_plugin import evaluate as ev
+from lpcam_plugin.core import evaluate as ev
 
 
 def test_confusion_matrix_hand_computed_with_ignore() -> None:

@@ -18,10 +18,8 @@ def test_no_bare_adapters_import_anywhere():
 
 
 def test_every_module_imports_without_optional_dependencies():
-    import lpcam_plugin.adapters as adapters_pkg
-
-    modules = sorted({f"lpcam_plugin.{m.name}" for m in pkgutil.iter_modules(lpcam_plugin.__path__)}
-                     | {f"lpcam_plugin.adapters.{m.name}" for m in pkgutil.iter_modules(adapters_pkg.__path__)})
+    modules = sorted(m.name for m in pkgutil.walk_packages(lpcam_plugin.__path__, "lpcam_plugin."))
+    assert "lpcam_plugin.adapters.irn" in modules and "lpcam_plugin.methods.lpcam.estimator" in modules
     code = ("import sys\n"
             "for name in ('torchvision', 'timm', 'matplotlib', 'faiss', 'pydensecrf', 'cv2'):\n"
             "    sys.modules[name] = None\n"
@@ -40,3 +38,40 @@ def test_version_has_one_source():
 def test_public_api_is_exported():
     for name in lpcam_plugin.__all__:
         assert hasattr(lpcam_plugin, name), name
+
+
+#: Which rooms each room may import (the package's layering; README "How the package is organised").
+ALLOWED_IMPORTS = {
+    "core": {"core"},
+    "methods": {"core", "methods"},
+    "distributed": {"core", "methods", "distributed", "benchmark"},
+    "benchmark": {"core", "methods", "benchmark"},
+    "adapters": {"core", "methods", "adapters"},
+}
+
+
+def _imported_rooms(path: Path) -> set:
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n.split(".")[1] for n in names if n.startswith("lpcam_plugin.") and len(n.split(".")) > 1}
+
+
+def test_imports_point_down_the_layers_and_nothing_is_relative():
+    package = ROOT / "lpcam_plugin"
+    violations = []
+    for room, allowed in ALLOWED_IMPORTS.items():
+        for path in (package / room).rglob("*.py"):
+            text = path.read_text(encoding="utf-8")
+            if re.search(r"^\s*from \.", text, re.M):
+                violations.append(f"{path.relative_to(ROOT)}: relative import")
+            bad = _imported_rooms(path) - allowed
+            if bad:
+                violations.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+    assert violations == []

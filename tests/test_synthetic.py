@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from lpcam_plugin.synthetic import PART_NAMES, SyntheticConfig, generate, images_to_tensor
-from lpcam_plugin.toynet import TrainConfig, ToyResNet, extract_features, load_checkpoint, predict_logits, save_checkpoint, train_classifier
+from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticConfig, generate, images_to_tensor
+from lpcam_plugin.benchmark.toynet import TrainConfig, ToyResNet, extract_features, load_checkpoint, predict_logits, save_checkpoint, train_classifier
 
 SMALL = SyntheticConfig(num_images=12, image_size=32, seed=5)
 

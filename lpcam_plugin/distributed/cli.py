@@ -1,4 +1,4 @@
-"""The ``fit`` and ``infer`` subcommands (registered by :func:`lpcam_plugin.distributed.register_cli`).
+"""The ``fit`` and ``infer`` subcommands (registered by :func:`register_cli`).
 
 Both run in one process, or on every rank of ``torchrun --nproc_per_node N -m lpcam_plugin ...``
 (the process group is initialised from torchrun's environment and destroyed at the end).
@@ -15,11 +15,12 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from ._dist_data import (ArrayImageDataset, HookedFeatures, ImageListDataset, build_model, classifier_weight,
+from lpcam_plugin.distributed.api import fit_distributed, infer_distributed
+from lpcam_plugin.distributed.data import (ArrayImageDataset, HookedFeatures, ImageListDataset, build_model, classifier_weight,
                          read_id_list, read_labels)
-from ._dist_env import init_from_env, local_device
-from .bank import PrototypeBank
-from .estimator import LPCAM
+from lpcam_plugin.distributed.env import init_from_env, local_device
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.lpcam.estimator import LPCAM
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def _weight(args: argparse.Namespace, model: torch.nn.Module) -> Tuple[Optional[
 def _dataset(args: argparse.Namespace, num_classes: int) -> Tuple[torch.utils.data.Dataset, Optional[List[str]]]:
     norm = {k: v for k, v in (("mean", args.mean), ("std", args.std)) if v is not None}
     if args.synthetic is not None:
-        from .synthetic import SyntheticConfig, generate
+        from lpcam_plugin.benchmark.synthetic import SyntheticConfig, generate
 
         data = generate(SyntheticConfig(**json.loads(args.synthetic)), progress=False)
         if data.labels.shape[1] != num_classes:
@@ -168,7 +169,6 @@ def _dataset(args: argparse.Namespace, num_classes: int) -> Tuple[torch.utils.da
 
 def run_fit(args: argparse.Namespace) -> int:
     """Handler of ``lpcam fit``."""
-    from .distributed import fit_distributed
 
     overrides = _parse_overrides(args.set)
     with _process_group(args):
@@ -190,7 +190,6 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def run_infer(args: argparse.Namespace) -> int:
     """Handler of ``lpcam infer``."""
-    from .distributed import infer_distributed
 
     with _process_group(args):
         device = local_device(args.device)
@@ -207,3 +206,9 @@ def run_infer(args: argparse.Namespace) -> int:
                                    manifest={"bank": str(args.bank), "model": args.model})
         logger.info("wrote %d map(s); %d of %d already existed", len(result.written), result.skipped, result.total)
     return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add the ``fit`` and ``infer`` subcommands to the ``lpcam`` parser."""
+    add_fit_parser(subparsers)
+    add_infer_parser(subparsers)

@@ -21,6 +21,13 @@ def check_ndim(value: torch.Tensor, name: str, ndim: int, layout: str) -> None:
         raise ValueError(f"{name} must have shape {layout}, got {tuple(value.shape)}")
 
 
+def float32_features(value: object, name: str = "features") -> torch.Tensor:
+    """A floating ``(B, D, h, w)`` tensor, as float32."""
+    tensor = check_tensor(value, name)
+    check_ndim(tensor, name, 4, "(B, D, h, w)")
+    return tensor.float()
+
+
 def check_matrix(value: object, name: str) -> torch.Tensor:
     """A floating ``(N, D)`` tensor."""
     tensor = check_tensor(value, name)

@@ -13,7 +13,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .io import PathLike
+from lpcam_plugin.core.io import PathLike
 
 
 def _matplotlib() -> Any:
@@ -39,7 +39,7 @@ def _as_float_image(image: np.ndarray) -> np.ndarray:
 
 def _save(fig: Any, path: PathLike) -> None:
     """Write ``fig`` as PNG through :func:`lpcam_plugin.io.atomic_write`."""
-    from .io import atomic_write
+    from lpcam_plugin.core.io import atomic_write
 
     with atomic_write(path) as tmp:
         fig.savefig(tmp, format="png")

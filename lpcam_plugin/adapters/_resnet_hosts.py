@@ -36,14 +36,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from lpcam_plugin._progress import progress_bar
-from lpcam_plugin.bank import PrototypeBank
-from lpcam_plugin.config import KMEANS_BACKENDS, PRESETS, LPCAMConfig
-from lpcam_plugin.estimator import LPCAM
-from lpcam_plugin.evaluate import read_irn_cam
-from lpcam_plugin.hooks import FeatureHook
-from lpcam_plugin.io import save_npy_atomic
-from lpcam_plugin.maps import max_normalize
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.lpcam.config import KMEANS_BACKENDS, PRESETS, LPCAMConfig
+from lpcam_plugin.methods.lpcam.estimator import LPCAM
+from lpcam_plugin.core.evaluate import read_irn_cam
+from lpcam_plugin.core.hooks import FeatureHook
+from lpcam_plugin.core.io import save_npy_atomic
+from lpcam_plugin.core.maps import max_normalize
 
 logger = logging.getLogger(__name__)
 

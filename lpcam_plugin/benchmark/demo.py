@@ -34,14 +34,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._progress import progress_bar
-from .bank import PrototypeBank
-from .estimator import LPCAM
-from .evaluate import DEFAULT_THRESHOLDS, MEAN_METRICS, SweepResult, maps_to_prediction, sweep
-from .io import atomic_write, save_npy_atomic
-from .maps import cam_map, max_normalize
-from .synthetic import PART_NAMES, SyntheticConfig, SyntheticDataset, generate, images_to_tensor
-from .toynet import TrainConfig, ToyResNet, extract_features, load_checkpoint, save_checkpoint, set_torch_seed, train_classifier
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.lpcam.estimator import LPCAM
+from lpcam_plugin.core.evaluate import DEFAULT_THRESHOLDS, MEAN_METRICS, SweepResult, maps_to_prediction, sweep
+from lpcam_plugin.core.io import atomic_write, save_npy_atomic
+from lpcam_plugin.methods.cam import cam_map
+from lpcam_plugin.core.maps import max_normalize
+from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticConfig, SyntheticDataset, generate, images_to_tensor
+from lpcam_plugin.benchmark.toynet import TrainConfig, ToyResNet, extract_features, load_checkpoint, save_checkpoint, set_torch_seed, train_classifier
 
 logger = logging.getLogger(__name__)
 
@@ -350,7 +351,7 @@ def render_report(summary: Dict[str, Any], results: Sequence[SeedResult], config
 
 def _overlay_rows(figure_data: Dict[str, Any], sweeps: Dict[str, SweepResult], rows: int) -> Tuple[List[List[np.ndarray]], List[str]]:
     """Panels for ``overlays.png``: one row per (image, class), cycling through the classes."""
-    from .viz import label_to_rgb, overlay
+    from lpcam_plugin.benchmark.viz import label_to_rgb, overlay
 
     data: SyntheticDataset = figure_data["data"]
     maps = figure_data["maps"]
@@ -379,7 +380,7 @@ def _overlay_rows(figure_data: Dict[str, Any], sweeps: Dict[str, SweepResult], r
 
 def write_figures(out: Path, results: Sequence[SeedResult], figure_data: Dict[str, Any], config: DemoConfig) -> None:
     """``threshold_curve.png`` (mean ± std over seeds) and ``overlays.png`` (first seed)."""
-    from .viz import plot_grid, plot_threshold_curves
+    from lpcam_plugin.benchmark.viz import plot_grid, plot_threshold_curves
 
     curves = {}
     for name in METHODS:
@@ -456,7 +457,7 @@ def _run_cli(args: argparse.Namespace) -> int:
     figures = not args.no_figures
     if figures:
         try:
-            from .viz import _matplotlib
+            from lpcam_plugin.benchmark.viz import _matplotlib
 
             _matplotlib()  # figures are drawn on bare Figure objects: no backend is selected or needed
         except ImportError as error:

@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lpcam_plugin.maps import max_normalize
+from lpcam_plugin.core.maps import max_normalize
 
-from . import _resnet_hosts as hosts
+from lpcam_plugin.adapters import _resnet_hosts as hosts
 
 MAKE_CAM_MODULE = "step.make_cam"
 

@@ -6,7 +6,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from ._checks import check_ndim, check_tensor
+from lpcam_plugin.core.checks import check_ndim, check_tensor
 
 
 def split_masks(cam: torch.Tensor, size: Tuple[int, int], threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:

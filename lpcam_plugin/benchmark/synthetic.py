@@ -42,7 +42,7 @@ from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
-from ._progress import progress_bar
+from lpcam_plugin.core.progress import progress_bar
 
 #: Part ids used in :attr:`SyntheticDataset.parts`.
 PART_NAMES = ("background", "head", "body", "legs")

@@ -13,8 +13,8 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from lpcam_plugin.io import save_npy_atomic
-from ..io import PathLike
+from lpcam_plugin.core.io import save_npy_atomic
+from lpcam_plugin.core.io import PathLike
 
 #: ``crf_fn(image (H, W, 3) uint8, probs (L, H, W) float32, t, labels) -> (L, H, W)`` CRF marginals.
 CrfFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
@@ -134,7 +134,7 @@ def all_class_maps(features: torch.Tensor, bank: Any, num_classes: int, *, norma
     Computed by the core's :func:`lpcam_plugin.lpcam_map` (float32, outside autocast). Classes
     without class prototypes in ``bank`` get all-zero maps (no NaN).
     """
-    from lpcam_plugin import maps as core_maps
+    from lpcam_plugin.methods.lpcam import maps as core_maps
 
     if bank.num_classes != num_classes:
         raise ValueError(f"the bank has {bank.num_classes} classes, the host has {num_classes}")

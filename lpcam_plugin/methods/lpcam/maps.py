@@ -1,29 +1,19 @@
-"""Stage 4: LPCAM maps (Eq. 5, 6) in their collapsed one-matmul form, and the plain CAM baseline."""
+"""Stage 4: LPCAM maps (Eq. 5, 6) in their collapsed one-matmul form."""
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._checks import check_classes, check_feature_dim, check_matrix, check_ndim, check_tensor
-from .bank import PrototypeBank
+from lpcam_plugin.core.checks import check_classes, check_feature_dim, float32_features
+from lpcam_plugin.core.maps import max_normalize
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 
 PrototypeSource = Union[PrototypeBank, Mapping[int, Tuple[torch.Tensor, torch.Tensor]]]
 
 _NORM_EPS = 1e-12
 #: Feature elements per chunk of the batch (bounds the temporary of the norm computation, 256 MB).
 _CHUNK_ELEMENTS = 1 << 26
-
-
-def max_normalize(maps: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Divide each map ``(..., h, w)`` by its spatial max plus ``eps`` (the IRN convention)."""
-    return maps / (maps.amax(dim=(-2, -1), keepdim=True) + eps)
-
-
-def _float32_features(features: torch.Tensor) -> torch.Tensor:
-    check_tensor(features, "features")
-    check_ndim(features, "features", 4, "(B, D, h, w)")
-    return features.float()
 
 
 def _as_bank(prototypes: PrototypeSource) -> PrototypeBank:
@@ -73,7 +63,7 @@ def lpcam_map(
     classes = check_classes(classes, bank.num_classes)
     device_type = features.device.type if isinstance(features, torch.Tensor) else "cpu"
     with torch.autocast(device_type=device_type, enabled=False):
-        feats = _float32_features(features)
+        feats = float32_features(features)
         check_feature_dim(feats.shape[1], bank.feature_dim, "prototype bank")
         directions = bank.directions(classes).to(feats.device)
         b, d, h, w = feats.shape
@@ -82,37 +72,4 @@ def lpcam_map(
         scores = torch.cat([_cosine_scores(directions, flat[start:start + per_chunk])
                             for start in range(0, b, per_chunk)]) if b else flat.new_zeros(0, len(classes), h * w)
         maps = torch.relu(scores).reshape(b, len(classes), h, w)
-    return max_normalize(maps) if normalize else maps
-
-
-def cam_map(
-    features: torch.Tensor,
-    weight: torch.Tensor,
-    classes: Optional[Sequence[int]] = None,
-    *,
-    normalize: bool = True,
-) -> torch.Tensor:
-    """Plain CAM ``relu(W_c . F(x))`` (a 1x1 convolution) for ``classes`` (default: all).
-
-    Args:
-        features: ``(B, D, h, w)``.
-        weight: ``(C, D)`` classifier weight.
-        classes: class indices; default ``range(C)``.
-        normalize: divide each map by its spatial max plus 1e-5.
-
-    Returns:
-        ``(B, len(classes), h, w)`` float32.
-    """
-    device_type = features.device.type if isinstance(features, torch.Tensor) else "cpu"
-    with torch.autocast(device_type=device_type, enabled=False):
-        feats = _float32_features(features)
-        weight = check_matrix(weight, "weight").float().to(feats.device)
-        check_feature_dim(feats.shape[1], weight.shape[1])
-        if classes is not None:
-            weight = weight[check_classes(classes, weight.shape[0])]
-        b, d, h, w = feats.shape
-        scores = torch.matmul(weight, feats.reshape(b, d, h * w))
-        if not bool(torch.isfinite(scores).all()):
-            raise ValueError("features contain NaN/Inf values")
-        maps = torch.relu(scores).reshape(b, weight.shape[0], h, w)
     return max_normalize(maps) if normalize else maps

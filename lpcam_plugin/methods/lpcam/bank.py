@@ -9,9 +9,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from ._checks import check_classes, check_finite, check_matrix
-from .config import LPCAMConfig
-from .io import PathLike, atomic_write
+from lpcam_plugin.core.checks import check_classes, check_finite, check_matrix
+from lpcam_plugin.methods.lpcam.config import LPCAMConfig
+from lpcam_plugin.core.io import PathLike, atomic_write
 
 FORMAT_NAME = "lpcam_plugin.PrototypeBank"
 FORMAT_VERSION = 1
@@ -47,7 +47,7 @@ class PrototypeBank:
         metadata: Optional[Mapping[str, Any]] = None,
         version: Optional[str] = None,
     ) -> None:
-        from . import __version__
+        from lpcam_plugin import __version__
 
         context_prototypes = context_prototypes or {}
         keys = [int(c) for c in list(class_prototypes) + list(context_prototypes)]

@@ -9,15 +9,17 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from ._checks import check_classes, check_feature_dim, check_finite, check_matrix, check_ndim, check_tensor
-from ._progress import progress_bar
-from .bank import PrototypeBank
-from .config import LPCAMConfig
-from .kmeans import kmeans
-from .maps import cam_map, lpcam_map, max_normalize
-from .pools import FeaturePool, ImageId, position_keys
-from .selection import select_with_fallback_info
-from .split import split_masks
+from lpcam_plugin.core.checks import check_classes, check_feature_dim, check_finite, check_matrix, check_ndim, check_tensor
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.lpcam.config import LPCAMConfig
+from lpcam_plugin.methods.lpcam.kmeans import kmeans
+from lpcam_plugin.methods.cam import cam_map
+from lpcam_plugin.core.maps import max_normalize
+from lpcam_plugin.methods.lpcam.maps import lpcam_map
+from lpcam_plugin.methods.lpcam.pools import FeaturePool, ImageId, position_keys
+from lpcam_plugin.methods.lpcam.selection import select_with_fallback_info
+from lpcam_plugin.methods.lpcam.split import split_masks
 
 logger = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from ._progress import progress_bar
-from .io import PathLike
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.core.io import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -547,7 +547,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     )
     sys.stdout.write(format_result(result) + "\n")
     if args.json:
-        from .io import atomic_write
+        from lpcam_plugin.core.io import atomic_write
 
         with atomic_write(args.json) as tmp:
             Path(tmp).write_text(json.dumps(result.to_dict(), indent=2))

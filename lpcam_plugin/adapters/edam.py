@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..io import PathLike
-from ._edam_mct_shared import (CrfFn, all_class_maps, as_image_batch, crf_dict, load_dict, present_classes,
+from lpcam_plugin.core.io import PathLike
+from lpcam_plugin.adapters._edam_mct_shared import (CrfFn, all_class_maps, as_image_batch, crf_dict, load_dict, present_classes,
                                save_dict, unbatch)
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def selection_weight(model_or_weight: Union[nn.Module, torch.Tensor], *, mode: s
         model_or_weight: an EDAM ``Net`` (its ``mask_layer``) or the ``(21, D, 3, 3)`` weight.
         mode: ``"sum"`` (sum of the 9 taps, hosts.md 6.1) or ``"center"`` (centre tap).
     """
-    from lpcam_plugin.selection import reduce_conv_head
+    from lpcam_plugin.methods.lpcam.selection import reduce_conv_head
 
     weight = getattr(model_or_weight, HEAD_LAYER).weight if isinstance(model_or_weight, nn.Module) else model_or_weight
     if not isinstance(weight, torch.Tensor) or weight.dim() != 4 or weight.shape[0] != NUM_CLASSES + 1:
@@ -71,7 +71,7 @@ def selection_weight(model_or_weight: Union[nn.Module, torch.Tensor], *, mode: s
 
 def backbone_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     """``bn7`` output ``(B, D, h, w)`` for ``images`` ``(B, 3, H, W)``, captured with a forward hook."""
-    from lpcam_plugin.hooks import FeatureHook
+    from lpcam_plugin.core.hooks import FeatureHook
 
     if not hasattr(model, "forward_as_dict"):
         raise TypeError(f"{type(model).__name__} has no forward_as_dict; expected an EDAM/PSA resnet38d Net")
@@ -121,7 +121,7 @@ def host_cam(model: nn.Module, views: Sequence[Any], size: Tuple[int, int]) -> T
     Returns:
         ``(cam (20, H, W) in [0, 1], features (D, h, w))``; channel 20 is dropped as ``infer_cls`` does.
     """
-    from lpcam_plugin.hooks import FeatureHook
+    from lpcam_plugin.core.hooks import FeatureHook
 
     if hasattr(type(model).forward_cam, _PATCH_MARK):
         raise RuntimeError("Net.forward_cam is patched with LPCAM; remove the patch before fitting on the host CAM")
@@ -186,7 +186,7 @@ def read_saliency(sal_path: PathLike, name: str) -> np.ndarray:
 def _save_png(path: Path, labels: np.ndarray) -> None:
     from PIL import Image
 
-    from lpcam_plugin.io import atomic_write
+    from lpcam_plugin.core.io import atomic_write
 
     with atomic_write(path) as tmp:
         Image.fromarray(labels.astype(np.uint8)).save(tmp, format="PNG")
@@ -249,7 +249,7 @@ def run(
     Returns:
         number of images processed.
     """
-    from lpcam_plugin._progress import progress_bar
+    from lpcam_plugin.core.progress import progress_bar
 
     if all(out is None for out in (out_cam, out_cam_pred, out_crf, out_crf_pred)):
         raise ValueError("nothing to write: pass out_cam, out_cam_pred, out_crf or out_crf_pred")
@@ -409,7 +409,7 @@ def fit(
         the fitted :class:`lpcam_plugin.LPCAM` (its ``bank_`` holds the prototypes).
     """
     from lpcam_plugin import LPCAM
-    from lpcam_plugin._progress import progress_bar
+    from lpcam_plugin.core.progress import progress_bar
 
     if baseline not in ("host", "cam"):
         raise ValueError(f"baseline must be 'host' or 'cam', got {baseline!r}")
@@ -465,8 +465,8 @@ def evaluate(
     Returns:
         :class:`lpcam_plugin.evaluate.SweepResult` over ``thetas``.
     """
-    from lpcam_plugin import evaluate as ev
-    from lpcam_plugin._progress import progress_bar
+    from lpcam_plugin.core import evaluate as ev
+    from lpcam_plugin.core.progress import progress_bar
 
     values = [float(thetas)] if np.isscalar(thetas) else [float(t) for t in thetas]
     if not values:

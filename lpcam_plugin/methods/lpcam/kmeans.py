@@ -17,7 +17,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
-from ._checks import check_finite, check_matrix
+from lpcam_plugin.core.checks import check_finite, check_matrix
 
 logger = logging.getLogger(__name__)
 

@@ -31,16 +31,16 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ._dist_data import FeatureFn, check_unique, collate_items, stack_by_size
-from ._dist_env import Comm, make_comm
-from ._dist_pools import build_bank
-from ._progress import progress_bar
-from .bank import PrototypeBank
-from .estimator import LPCAM
-from .io import atomic_write
-from .maps import max_normalize
-from .evaluate import read_map
-from .io import PathLike
+from lpcam_plugin.distributed.data import FeatureFn, check_unique, collate_items, stack_by_size
+from lpcam_plugin.distributed.env import Comm, make_comm
+from lpcam_plugin.distributed.pools import build_bank
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.lpcam.estimator import LPCAM
+from lpcam_plugin.core.io import atomic_write
+from lpcam_plugin.core.maps import max_normalize
+from lpcam_plugin.core.evaluate import read_map
+from lpcam_plugin.core.io import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ def _write_map(path: Path, classes: Sequence[int], maps: torch.Tensor) -> None:
 
 def _write_manifest(out_dir: Path, model: LPCAM, count: int, world_size: int, scales: Sequence[float],
                     flip: bool, extra: Optional[Dict[str, Any]]) -> None:
-    from . import __version__
+    from lpcam_plugin import __version__
 
     assert model.bank_ is not None
     manifest = {
@@ -363,17 +363,6 @@ def _write_manifest(out_dir: Path, model: LPCAM, count: int, world_size: int, sc
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
-# --------------------------------------------------------------------------- CLI
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add the ``fit`` and ``infer`` subcommands (see :mod:`lpcam_plugin._dist_cli`)."""
-    from ._dist_cli import add_fit_parser, add_infer_parser
-
-    add_fit_parser(subparsers)
-    add_infer_parser(subparsers)
-
-
 __all__ = [
     "InferResult",
     "MAP_SUFFIX",
@@ -384,6 +373,5 @@ __all__ = [
     "infer_distributed",
     "map_path",
     "read_map",
-    "register_cli",
     "shard_indices",
 ]

@@ -35,10 +35,10 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lpcam_plugin.selection import reduce_conv_head
+from lpcam_plugin.methods.lpcam.selection import reduce_conv_head
 
-from . import _resnet_hosts as hosts
-from . import irn
+from lpcam_plugin.adapters import _resnet_hosts as hosts
+from lpcam_plugin.adapters import irn
 
 MAKE_AMN_CAM_MODULE = "step.make_amn_cam"
 ROUTES = ("a", "b")

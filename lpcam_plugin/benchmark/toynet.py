@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._progress import progress_bar
-from .io import PathLike, atomic_write
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.core.io import PathLike, atomic_write
 
 logger = logging.getLogger(__name__)
 

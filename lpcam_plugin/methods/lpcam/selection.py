@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from ._checks import check_feature_dim, check_matrix, check_tensor
+from lpcam_plugin.core.checks import check_feature_dim, check_matrix, check_tensor
 
 logger = logging.getLogger(__name__)
 

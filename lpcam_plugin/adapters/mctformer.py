@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._edam_mct_shared import all_class_maps, as_image_batch, load_dict, unbatch
-from ..io import PathLike
+from lpcam_plugin.adapters._edam_mct_shared import all_class_maps, as_image_batch, load_dict, unbatch
+from lpcam_plugin.core.io import PathLike
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ _HOOK_MARK = "_lpcam_head_hook"
 
 def selection_weight(model_or_head: nn.Module, *, mode: str = "sum") -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``(W (20, D), b (20,) or None)`` from ``model.head`` (a ``Conv2d(D, 20, 3)``), taps reduced by ``mode``."""
-    from lpcam_plugin.selection import reduce_conv_head
+    from lpcam_plugin.methods.lpcam.selection import reduce_conv_head
 
     head = getattr(model_or_head, HEAD_LAYER, model_or_head)
     if not isinstance(head, nn.Conv2d) or head.out_channels != NUM_CLASSES:
@@ -61,7 +61,7 @@ def feature_hook(model: nn.Module, *, source: str = "head", grid: Optional[Tuple
     block's ``(x, attn)`` output, class tokens dropped and patch tokens folded onto ``grid``
     ``(H // 16, W // 16)`` (needed for non-square images) by :func:`lpcam_plugin.tokens_to_map`.
     """
-    from lpcam_plugin.hooks import FeatureHook, tokens_to_map
+    from lpcam_plugin.core.hooks import FeatureHook, tokens_to_map
 
     if source == "head":
         return FeatureHook(getattr(model, HEAD_LAYER), capture="input")
@@ -265,7 +265,7 @@ def fit(
         the fitted :class:`lpcam_plugin.LPCAM` (``bank_`` holds the prototypes).
     """
     from lpcam_plugin import LPCAM
-    from lpcam_plugin._progress import progress_bar
+    from lpcam_plugin.core.progress import progress_bar
 
     if baseline not in ATTENTION_TYPES + ("cam",):
         raise ValueError(f"baseline must be 'fused', 'patchcam' or 'cam', got {baseline!r}")
@@ -327,7 +327,7 @@ def evaluate(
     Returns:
         :class:`lpcam_plugin.evaluate.SweepResult`.
     """
-    from lpcam_plugin import evaluate as ev
+    from lpcam_plugin.core import evaluate as ev
 
     if not 0 <= start < end:
         raise ValueError(f"need 0 <= start < end, got start={start}, end={end}")
