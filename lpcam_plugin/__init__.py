@@ -11,6 +11,8 @@ The package is organised in rooms whose imports point one way, from the top down
 __version__ = "0.1.0"
 
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.recam.config import ReCAMConfig
+from lpcam_plugin.methods.recam.estimator import ReCAM
 from lpcam_plugin.methods.lpcam.config import LPCAMConfig
 from lpcam_plugin.distributed.api import fit_distributed, fit_prototypes_distributed, infer_distributed
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
@@ -34,6 +36,8 @@ __all__ = [
     "LPCAM",
     "LPCAMConfig",
     "PrototypeBank",
+    "ReCAM",
+    "ReCAMConfig",
     "SweepResult",
     "TokensToMap",
     "atomic_write",

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
+import sys
 from typing import Optional, Sequence
 
 from lpcam_plugin import __version__
@@ -17,7 +19,16 @@ SUBCOMMAND_MODULES = (
     "lpcam_plugin.benchmark.demo",
     "lpcam_plugin.core.evaluate",
     "lpcam_plugin.distributed.cli",
+    "lpcam_plugin.adapters.check_host",
 )
+
+
+#: Exceptions reported as a one-line error instead of a traceback (a command that cannot do what it was asked).
+USER_ERRORS = (ValueError, OSError, RuntimeError, TypeError)
+#: Exit status of a command that failed with one of :data:`USER_ERRORS` (argparse uses 2 for usage errors too).
+ERROR_EXIT = 2
+#: Environment variable that, set to anything but ``0``, shows the traceback of such failures.
+DEBUG_ENV = "LPCAM_DEBUG"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,13 +39,29 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register_cli(subparsers)
+    for subparser in {id(p): p for p in subparsers.choices.values()}.values():
+        # also after the subcommand (``lpcam eval ... -v``); SUPPRESS keeps a count given before it
+        subparser.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                               help="more log output (-vv for debug and tracebacks)")
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Run the ``lpcam`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
+    """Run the ``lpcam`` command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
+
+    A command that fails with one of :data:`USER_ERRORS` prints ``lpcam <command>: error:
+    <message>`` on one line to stderr and returns :data:`ERROR_EXIT`; with ``-vv`` or the
+    environment variable ``LPCAM_DEBUG=1`` the exception propagates with its traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(None if argv is None else list(argv))
     level = logging.WARNING - 10 * min(int(args.verbose) + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as error:
+        if args.verbose >= 2 or os.environ.get(DEBUG_ENV, "0") not in ("", "0"):
+            raise
+        message = " ".join(str(error).split()) or type(error).__name__
+        sys.stderr.write(f"lpcam {args.command}: error: {message}\n")
+        return ERROR_EXIT

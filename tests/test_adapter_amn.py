@@ -39,7 +39,7 @@ def pipeline(tmp_path_factory) -> Dict[str, object]:
     host = voc_standin.make_host(root / "amn", "amn", labels, ids, ids[:N_TRAIN])
     script = voc_standin.make_fork(host, {
         "    args = parser.parse_args()":
-            "    import logging\n    logging.basicConfig(level=logging.INFO)\n"
+            "    import logging\n    logging.basicConfig(level=logging.INFO)\n" + voc_standin.fake_gpus(1) +
             "    import lpcam_plugin.adapters.amn as lpcam_amn\n"
             "    lpcam_amn.add_arguments(parser)\n    args = parser.parse_args()",
         "        step.make_cam.run(args)": "        lpcam_amn.patch('a')\n        step.make_cam.run(args)",
@@ -51,7 +51,7 @@ def pipeline(tmp_path_factory) -> Dict[str, object]:
               "amn_cam_to_ir_label", "make_sem_seg"]
     cmd = ["--voc12_root", str(root / "voc"), "--num_workers", "1",
            "--cam_eval_thres", str(EVAL_THRESHOLD), "--sem_seg_bg_thres", "0.35",
-           "--lpcam_loader_workers", "0", "--lpcam_progress", "false"]
+           "--lpcam_loader_workers", "0", "--lpcam_progress", "false", "--lpcam_device", "cpu"]
     for name in passes:
         cmd += [f"--{name}_pass", "true"]
     proc = voc_standin.run_fork(script, host, cmd)
@@ -149,7 +149,20 @@ def test_aspp_reduction_equals_the_head_on_constant_features(monkeypatch):
         amn.aspp_selection_weight(nn.Sequential(nn.Conv2d(dim, 20, 3)), "sum")
 
 
-def test_routes_are_validated_and_patch_targets_the_right_worker(pipeline):
+def test_patch_refuses_without_cuda(pipeline, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with voc_standin.imported_host(pipeline["host"]):
+        from step import make_amn_cam, make_cam
+        originals = make_cam._work, make_amn_cam._work
+        with pytest.raises(RuntimeError, match=r'make_amn_cam\.run\(args\) would spawn zero workers.*route="b"'):
+            amn.patch("b")
+        with pytest.raises(RuntimeError, match=r"step\.make_cam\.run\(args\) would spawn zero workers"):
+            amn.patch("a")
+        assert (make_cam._work, make_amn_cam._work) == originals
+
+
+def test_routes_are_validated_and_patch_targets_the_right_worker(pipeline, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with pytest.raises(ValueError, match="route must be one of"):
         amn.patch("c")
     with pytest.raises(ValueError, match="lpcam_head_reduction"):

@@ -63,7 +63,7 @@ def _net(host_dir):
     with torch.no_grad():
         model.bn7.running_mean.normal_(0, 0.3)
         model.bn7.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return edam.prepare_model(model, "cpu")  # EDAM's train()/eval() return None: no chaining
 
 
 def _dataset(model, voc):
@@ -132,6 +132,41 @@ def _eval_oracle(pred_dicts, gts, theta, alpha, beta, crf, sals):
             t[i] += np.sum((gt == i) * cal)
             tp[i] += np.sum((gt == i) * (pred == gt) * cal)
     return tp / (t + p - tp + 1e-10), (t + p) > 0
+
+
+PYDENSECRF = Path(__file__).parent / "hosts" / "pydensecrf_standin"
+
+
+@pytest.fixture
+def densecrf(monkeypatch):
+    """The pydensecrf stand-in (rejects read-only buffers, like the real Cython module) on sys.path."""
+    yield from standin_host(monkeypatch, PYDENSECRF, ("pydensecrf",))
+
+
+def test_eval_returns_none_and_prepare_model_does_not_chain(host):
+    import network.resnet38_EDAM_cls as cls_module
+
+    model = cls_module.Net()
+    assert model.eval() is None  # as upstream: Net.train() has no return, so model.eval().to(...) crashes
+    model.train()
+    assert edam.prepare_model(model, "cpu") is model and not model.training
+
+
+def test_crf_outputs_get_a_writable_image(host, voc, tmp_path, densecrf):
+    """np.asarray(PIL image) is read-only and pydensecrf rejects it; the adapter passes a copy."""
+    model = _net(host)
+    root, _ = voc
+    from PIL import Image as PILImage
+
+    with PILImage.open(root / "JPEGImages" / f"{NAMES[0]}.jpg") as image:
+        read_only = np.asarray(image.convert("RGB"))
+    assert not read_only.flags.writeable
+    cam = {0: np.full(read_only.shape[:2], 0.7, np.float32)}
+    crf = shared.crf_dict(cam, read_only, alpha=1, t=3)  # default CRF = pydensecrf (the stand-in)
+    assert list(crf) == [0, 1] and crf[1].shape == read_only.shape[:2]
+    count = edam.run(model, _bank(model=model), _dataset(model, voc), out_crf=tmp_path / "crf",
+                     image_loader=edam.voc_image_loader(root), progress=False)
+    assert count == len(NAMES) and len(list((tmp_path / "crf").glob("*.npy"))) == len(NAMES)
 
 
 def test_selection_weight_sum_rows_and_conv_equivalence(host):
@@ -346,6 +381,21 @@ def test_evaluate_follows_eval_py_rule(host, tmp_path, voc):
             iou, seen = _eval_oracle(data, gts, theta, *args)
             np.testing.assert_allclose(result.metrics["iou"][i][seen], iou[seen], atol=1e-9)
     assert not np.array_equal(sal.confusion, plain.confusion)
+    # eval.py averages over all 21 labels (absent classes count 0); that is the default here.
+    for result, args, data in ((plain, (0, 1, False, None), dicts), (crf, (1e-6, 0.99999, True, sals), crfs)):
+        for i, theta in enumerate(result.thresholds):
+            iou, seen = _eval_oracle(data, gts, theta, *args)
+            assert not seen.all()  # the subset lacks most classes: the two rules differ
+            assert result.miou[i] == pytest.approx(iou.mean(), abs=1e-9)
+            assert result.at(i)["miou"] == pytest.approx(iou.mean(), abs=1e-9)
+            np.testing.assert_allclose(result.metrics["iou"][i], iou, atol=1e-9)
+    present = edam.evaluate(pred_dir, root / "gt", NAMES, thetas=thetas, allow_pickle=True, mean="present",
+                            progress=False)
+    for i, theta in enumerate(thetas):
+        iou, seen = _eval_oracle(dicts, gts, theta, 0, 1, False, None)
+        assert present.miou[i] == pytest.approx(iou[seen].mean(), abs=1e-9)
+    with pytest.raises(ValueError, match="mean must be one of"):
+        edam.evaluate(pred_dir, root / "gt", NAMES, thetas=0.5, allow_pickle=True, mean="some")
     with pytest.raises(ValueError, match="allow_pickle"):
         edam.evaluate(pred_dir, root / "gt", NAMES, thetas=0.5)
 

@@ -52,7 +52,7 @@ def pipeline(tmp_path_factory) -> Dict[str, object]:
     host = voc_standin.make_host(root / "irn", "irn", labels, ids, ids[:N_TRAIN])
     script = voc_standin.make_fork(host, {
         "    args = parser.parse_args()":
-            "    import logging\n    logging.basicConfig(level=logging.INFO)\n"
+            "    import logging\n    logging.basicConfig(level=logging.INFO)\n" + voc_standin.fake_gpus(2) +
             "    import lpcam_plugin.adapters.irn as lpcam_irn\n"
             "    lpcam_irn.add_arguments(parser)\n    args = parser.parse_args()",
         "        step.make_cam.run(args)": "        lpcam_irn.patch()\n        step.make_cam.run(args)",
@@ -62,7 +62,8 @@ def pipeline(tmp_path_factory) -> Dict[str, object]:
     })
     cmd = ["--voc12_root", str(root / "voc"), "--num_workers", "2",
            "--cam_eval_thres", str(EVAL_THRESHOLD), "--conf_fg_thres", "0.45", "--conf_bg_thres", "0.25",
-           "--sem_seg_bg_thres", "0.35", "--lpcam_loader_workers", "0", "--lpcam_progress", "false"]
+           "--sem_seg_bg_thres", "0.35", "--lpcam_loader_workers", "0", "--lpcam_progress", "false",
+           "--lpcam_device", "cpu"]
     proc = voc_standin.run_fork(script, host, cmd)
     return {"root": root, "host": host, "voc": root / "voc", "ids": ids, "labels": labels,
             "stdout": proc.stdout, "stderr": proc.stderr}
@@ -204,7 +205,21 @@ def test_failed_write_leaves_no_partial_file(pipeline, monkeypatch, tmp_path):
     assert all(not log.read_text() for log in (tmp_path / "out").glob(hosts.DONE_LOG_PREFIX + "*"))
 
 
-def test_patch_installs_an_importable_module_level_worker(pipeline):
+def test_patch_refuses_without_cuda(pipeline, monkeypatch):
+    """IRN's make_cam spawns torch.cuda.device_count() workers: with none, a patched step would
+    silently write nothing, so patch() must fail when it is called, naming the alternative."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with voc_standin.imported_host(pipeline["host"]):
+        from step import make_cam
+        original = make_cam._work
+        with pytest.raises(RuntimeError, match=r"no CUDA device is visible.*zero workers.*irn\.run\(args\)") as error:
+            irn.patch()
+        assert "\n" not in str(error.value)
+        assert make_cam._work is original
+
+
+def test_patch_installs_an_importable_module_level_worker(pipeline, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     with voc_standin.imported_host(pipeline["host"]):
         from step import make_cam
         original = make_cam._work

@@ -79,7 +79,7 @@ def _bank(model, seed=0, missing=()):
     gen = torch.Generator().manual_seed(seed)
     with mctformer.feature_hook(model) as hook, torch.no_grad():
         model(torch.randn(1, 3, 32, 32, generator=gen), return_att=True)
-    pool = hook.features[0].reshape(D, -1).T
+        pool = hook.features[0].reshape(D, -1).T
     protos = {c: pool[torch.randperm(pool.shape[0], generator=gen)[:3]] for c in range(20) if c not in missing}
     context = {c: torch.randn(2, D, generator=gen) for c in range(20) if c not in missing}
     return PrototypeBank(protos, context, num_classes=20, feature_dim=D)
@@ -105,9 +105,9 @@ def test_feature_sources_agree_on_non_square_images(host):
         with torch.no_grad():
             model(x, return_att=True)
             _, patch_tokens, _ = model.forward_features(x)
-    assert head.features.shape == (1, D, 4, 5)
-    torch.testing.assert_close(tok.features, head.features)
-    torch.testing.assert_close(patch_tokens.transpose(1, 2).reshape(1, D, 4, 5), head.features)
+        assert head.features.shape == (1, D, 4, 5)
+        torch.testing.assert_close(tok.features, head.features)
+        torch.testing.assert_close(patch_tokens.transpose(1, 2).reshape(1, D, 4, 5), head.features)
     assert not model.head._forward_pre_hooks and not model.blocks[-1]._forward_hooks
 
 
@@ -129,13 +129,14 @@ def test_hook_is_float32_outside_autocast_and_matches_core(host, monkeypatch):
         with mctformer.patch(model, bank) as handle, mctformer.feature_hook(model) as feats:
             _, cams, _ = model(x, return_att=True, attention_type="patchcam")
             # Half-precision features straight into the hook: LPCAM still sees float32.
-            half = feats.features.half()
+            captured = feats.features
+            half = captured.half()
             direct = handle.hook(model.head, (half,), torch.zeros(1, 20, 4, 5, dtype=torch.float16))
     assert plain_cams.dtype == torch.float16, "the stand-in must really run under autocast"
     assert seen and all(dtypes == (torch.float32, torch.float32) for dtypes in seen)
     assert cams.dtype == torch.float32 and direct.dtype == torch.float32
     classes = [c for c in range(20) if c != 7]
-    expected = original(feats.features, bank, classes, normalize=False)
+    expected = original(captured, bank, classes, normalize=False)
     torch.testing.assert_close(cams[:, classes], expected)
     assert not cams[:, 7].any()
     torch.testing.assert_close(direct[:, classes], original(half.float(), bank, classes, normalize=False))
@@ -281,7 +282,7 @@ def test_evaluate_follows_evaluation_py_curve(host, tmp_path):
     result = mctformer.evaluate(pred_dir, gt_dir, NAMES, start=0, end=60, allow_pickle=True, progress=False)
     present = sorted({0} | {c + 1 for cs in LABELS.values() for c in cs})
 
-    def oracle_miou(t):  # evaluation.py: tensor[c+1] = map, tensor[0] = t, argmax, IoU
+    def oracle_miou(t, classes=slice(None)):  # evaluation.py: tensor[c+1] = map, tensor[0] = t, argmax, IoU
         tp, p, g = np.zeros(21), np.zeros(21), np.zeros(21)
         for name, d in dicts.items():
             tensor = np.zeros((21,) + SIZES[name], np.float32)
@@ -293,10 +294,16 @@ def test_evaluate_follows_evaluation_py_curve(host, tmp_path):
                 p[i] += np.sum(pred == i)
                 g[i] += np.sum(gt == i)
                 tp[i] += np.sum((gt == i) & (pred == i))
-        return float(np.mean((tp / (g + p - tp + 1e-10))[present]))
+        return float(np.mean((tp / (g + p - tp + 1e-10))[classes]))
 
+    # evaluation.py takes np.mean over all 21 IoUs (absent classes count 0): the default rule.
+    in_present = mctformer.evaluate(pred_dir, gt_dir, NAMES, start=0, end=60, allow_pickle=True, mean="present",
+                                    progress=False)
     for i in (0, 17, 33, 59):
         assert result.miou[i] == pytest.approx(oracle_miou(result.thresholds[i]), abs=1e-9)
+        assert result.at(i)["miou"] == pytest.approx(result.miou[i])
+        assert in_present.miou[i] == pytest.approx(oracle_miou(result.thresholds[i], present), abs=1e-9)
+        assert in_present.miou[i] > result.miou[i]
     best_t, best_m = mctformer.host_best(result)
     walk, top = 0.0, -1.0
     for t in [i / 100 for i in range(60)]:

@@ -45,7 +45,7 @@ def test_truncated_file(tmp_path):
     path = tmp_path / "b.npz"
     random_bank(1).save(path)
     path.write_bytes(path.read_bytes()[:-200])
-    with pytest.raises(ValueError, match="not a readable LPCAM prototype bank"):
+    with pytest.raises(ValueError, match="truncated or corrupt"):
         PrototypeBank.load(path)
 
 
@@ -64,10 +64,10 @@ def test_tampered_file(tmp_path):
 def test_wrong_file_and_mismatches(tmp_path):
     other = tmp_path / "other.npz"
     np.savez(other, header=np.frombuffer(json.dumps({"format": "x"}).encode(), np.uint8))
-    with pytest.raises(ValueError, match="not an LPCAM prototype bank"):
+    with pytest.raises(ValueError, match="without a lpcam_plugin.PrototypeBank header"):
         PrototypeBank.load(other)
     (tmp_path / "junk.npz").write_text("hello")
-    with pytest.raises(ValueError, match="not a readable"):
+    with pytest.raises(ValueError, match="not a zip/.npz archive"):
         PrototypeBank.load(tmp_path / "junk.npz")
     path = tmp_path / "b.npz"
     random_bank(3).save(path)

@@ -73,10 +73,10 @@ def test_tuple_outputs_and_selector():
     x = torch.randn(2, 5, 3)
     with FeatureHook(block) as hook:
         block(x)
-    torch.testing.assert_close(hook.features, x * 2)
+        torch.testing.assert_close(hook.features, x * 2)
     with FeatureHook(block, feature_selector=_second) as hook:
         block(x)
-    torch.testing.assert_close(hook.features, x.sum())
+        torch.testing.assert_close(hook.features, x.sum())
 
 
 def _second(output):

@@ -1,84 +1,162 @@
-"""A tiny end-to-end run of the demo pipeline (small sizes), through the API and the CLI.
+"""The family benchmark end to end at tiny sizes: registry, both networks, report, figures, CLI.
 
 The barely trained tiny classifiers make the core warn about classes without (passing) prototypes;
 those expected warnings are filtered.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from lpcam_plugin import PrototypeBank
+from lpcam_plugin.benchmark import readouts
+from lpcam_plugin.benchmark.demo import DemoConfig, NetworkConfig, _overlay_indices, run_demo
+from lpcam_plugin.benchmark.readouts import Readout, SeedContext, cam_readout, map_key, select_readouts
+from lpcam_plugin.benchmark.synthetic import SyntheticConfig, generate
+from lpcam_plugin.benchmark.toynet import ToyBottleneckNet, ToyResNet, TrainConfig, load_checkpoint
 from lpcam_plugin.cli import main
-from lpcam_plugin.benchmark.demo import METHODS, DemoConfig, run_demo
 from lpcam_plugin.core.evaluate import evaluate_folder, read_id_list
-from lpcam_plugin.benchmark.synthetic import SyntheticConfig
-from lpcam_plugin.benchmark.toynet import TrainConfig, load_checkpoint
 
+TINY_NETWORKS = (
+    NetworkConfig("toyresnet", "ToyResNet", {"widths": (8, 16, 16), "strides": (2, 2, 1)}),
+    NetworkConfig("bottleneck", "ToyBottleneckNet",
+                  {"widths": (8, 16, 16), "strides": (2, 2, 2), "mid_width": 8, "feature_dim": 64, "blocks": 1}),
+)
 TINY = DemoConfig(
     seeds=(0, 1),
-    data=SyntheticConfig(num_images=20, image_size=32),
-    widths=(8, 16, 16),
+    networks=TINY_NETWORKS,
+    data=SyntheticConfig(num_images=20, image_size=48),
     train=TrainConfig(epochs=2, batch_size=8),
     lpcam_overrides={"num_clusters": 3},
     thresholds=tuple(np.round(np.arange(0, 1, 0.05), 2)),
-    overlay_rows=3,
+    overlay_images=3,
 )
+GRID = {"toyresnet": 6, "bottleneck": 3}  # 48 px at output stride 8 and 16
+
+
+def _half_cam(ctx: SeedContext) -> torch.Tensor:
+    """A stand-in for a method appended by a later issue: one function, one registry line."""
+    return ctx.memo("half", lambda: 0.5 * cam_readout(ctx))
+
+
+def _section(report: str, network: str) -> str:
+    """The report section of ``network`` (from its heading to the next network heading)."""
+    match = re.search(rf"^## {network}:.*?(?=^## |\Z)", report, flags=re.M | re.S)
+    assert match, network
+    return match.group(0)
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
-def test_demo_pipeline_end_to_end_and_cached_rerun(tmp_path) -> None:
+def test_every_readout_runs_on_both_networks_with_report_figures_and_cached_rerun(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(readouts, "READOUTS", readouts.READOUTS + [Readout("Half-CAM", _half_cam, "test stand-in")])
+    methods = [r.name for r in select_readouts()]
+    assert methods == ["CAM", "LPCAM-F", "LPCAM", "Half-CAM"]
     out = tmp_path / "demo"
-    summary = run_demo(TINY, out, progress=False, figures=False)
+    summaries = run_demo(TINY, out, progress=False, figures=True)
+    assert list(summaries) == ["toyresnet", "bottleneck"]
     report = (out / "report.md").read_text()
-    for name in METHODS:
-        assert f"| {name} |" in report
-        row = summary["table"][name]
-        assert 0.0 <= row["miou"]["mean"] <= 100.0 and row["miou"]["std"] >= 0.0
-    assert len(summary["targets"]) == 5
     results = json.loads((out / "results.json").read_text())
-    assert [s["seed"] for s in results["per_seed"]] == [0, 1]
-    for seed in (0, 1):
-        bank = PrototypeBank.load(out / f"seed{seed}" / "prototypes.npz")
-        assert bank.num_classes == TINY.data.num_classes and bank.feature_dim == 16
-        _, meta = load_checkpoint(out / f"seed{seed}" / "classifier.pt")
-        assert meta["key"]["data"] == SyntheticConfig(num_images=20, image_size=32, seed=seed).fingerprint()
-        with np.load(out / f"seed{seed}" / "maps.npz", allow_pickle=False) as maps:
-            assert maps["lpcam"].shape == (20, TINY.data.num_classes, 4, 4)
+    for network in ("toyresnet", "bottleneck"):
+        assert list(summaries[network]["table"]) == methods  # table order = registry order
+        section = _section(report, network)
+        for name in methods:
+            assert f"| {name} |" in section
+            assert sum(line.startswith(("| 0 | " + name + " |", "| 1 | " + name + " |")) for line in section.splitlines()) == 2
+            row = summaries[network]["table"][name]
+            assert 0.0 <= row["miou"]["mean"] <= 100.0 and row["miou"]["std"] >= 0.0
+        for figure in (f"threshold_curve_{network}.png", f"overlays_{network}.png"):
+            assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert f"]({figure})" in section  # embedded in that network's section
+        assert [s["seed"] for s in results["networks"][network]["per_seed"]] == [0, 1]
+        for seed in (0, 1):
+            folder = out / network / f"seed{seed}"
+            model, meta = load_checkpoint(folder / "classifier.pt")
+            assert isinstance(model, ToyResNet if network == "toyresnet" else ToyBottleneckNet)
+            assert meta["key"]["data"] == SyntheticConfig(num_images=20, image_size=48, seed=seed).fingerprint()
+            assert PrototypeBank.load(folder / "prototypes.npz").feature_dim == model.feature_dim
+            with np.load(folder / "maps.npz", allow_pickle=False) as maps:
+                for name in methods:
+                    assert maps[map_key(name)].shape == (20, TINY.data.num_classes, GRID[network], GRID[network])
+                np.testing.assert_allclose(maps["half_cam"], 0.5 * maps["cam"].astype(np.float32), atol=1e-3)
+    assert "| bottleneck | 1 |" in report  # wall-time row per (network, seed)
 
-    # the exported host files reproduce the LPCAM curve of the first seed through `lpcam eval`'s reader path
-    export = out / "seed0" / "export"
+    # the exported host files reproduce the LPCAM curve of the first network and seed through `lpcam eval`'s reader
+    export = out / "toyresnet" / "seed0" / "export"
     swept = evaluate_folder(export / "lpcam", export / "gt", read_id_list(export / "train.txt"), fmt="dict",
                             allow_pickle=True, thresholds=TINY.thresholds, num_classes=TINY.data.num_classes + 1,
                             progress=False)
-    expected = results["per_seed"][0]["sweeps"]["LPCAM"]["curves"]["miou"]
+    expected = results["networks"]["toyresnet"]["per_seed"][0]["sweeps"]["LPCAM"]["curves"]["miou"]
     np.testing.assert_allclose(swept.miou, expected, atol=1e-6)
 
-    # a rerun reuses the checkpoints and is deterministic
-    stamps = {seed: (out / f"seed{seed}" / "classifier.pt").stat().st_mtime_ns for seed in (0, 1)}
+    # a rerun reuses every checkpoint and is deterministic for the seeds
+    checkpoints = sorted(out.glob("*/seed*/classifier.pt"))
+    assert len(checkpoints) == 4
+    stamps = [path.stat().st_mtime_ns for path in checkpoints]
     again = run_demo(TINY, out, progress=False, figures=False)
-    assert stamps == {seed: (out / f"seed{seed}" / "classifier.pt").stat().st_mtime_ns for seed in (0, 1)}
-    assert again == summary
+    assert stamps == [path.stat().st_mtime_ns for path in checkpoints]
+    assert again == summaries
+
+    # a read-out must return (N, C, h, w)
+    monkeypatch.setattr(readouts, "READOUTS", [Readout("Bad", lambda ctx: ctx.features)])
+    with pytest.raises(ValueError, match=r"read-out Bad returned shape \(20, 16, 6, 6\)"):
+        run_demo(dataclasses.replace(TINY, seeds=(0,)), out, progress=False, figures=False)
 
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
-def test_demo_cli_writes_report_and_figures(tmp_path, capsys) -> None:
+def test_demo_cli_selects_networks_and_methods(tmp_path, capsys) -> None:
     out = tmp_path / "cli"
-    argv = ["demo", "--out", str(out), "--seed", "3", "--seeds", "1", "--quick", "--num-images", "12",
-            "--epochs", "1", "--no-progress"]
+    argv = ["demo", "--out", str(out), "--seed", "3", "--quick", "--num-images", "12", "--epochs", "1",
+            "--networks", "bottleneck", "--methods", "LPCAM", "CAM", "--no-progress", "--no-figures"]
     assert main(argv) == 0
-    for name in ("report.md", "results.json", "threshold_curve.png", "overlays.png", "seed3/prototypes.npz"):
+    for name in ("report.md", "results.json", "bottleneck/seed3/prototypes.npz", "bottleneck/seed3/classifier.pt"):
         assert (out / name).is_file(), name
-    assert (out / "threshold_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "| LPCAM |" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "## bottleneck: ToyBottleneckNet, output stride 16, D = 1024" in printed
+    assert printed.index("| CAM |") < printed.index("| LPCAM |") and "| LPCAM-F |" not in printed
+    assert "--networks bottleneck --methods LPCAM CAM" in printed  # the command is recorded
     assert main(["demo", "--out", str(out), "--seeds", "0"]) == 2
+    assert main(["demo", "--out", str(out), "--methods", "NoSuchCAM"]) == 2
+
+
+def test_config_presets() -> None:
+    full = DemoConfig.full()
+    assert full.seeds == (0, 1, 2) and [n.name for n in full.networks] == ["toyresnet", "bottleneck"]
+    default = DemoConfig()
+    assert default.seeds == (0,) and [n.name for n in default.networks] == ["toyresnet"] and default.methods is None
+    quick = full.quick()
+    assert quick.networks == full.networks and quick.data.num_images < full.data.num_images
+    assert dataclasses.replace(default, methods=("CAM",)).to_dict()["methods"] == ("CAM",)
+    assert map_key("ReCAM+LPCAM") == "recam_lpcam" and map_key("LPCAM-F") == "lpcam_f"
+
+
+def test_select_readouts_keeps_registry_order_and_rejects_unknown_names() -> None:
+    assert [r.name for r in select_readouts(["LPCAM", "CAM"])] == ["CAM", "LPCAM"]
+    with pytest.raises(ValueError, match="NoSuchCAM"):
+        select_readouts(["NoSuchCAM"])
+
+
+def test_readout_names_must_have_distinct_file_keys(monkeypatch) -> None:
+    monkeypatch.setattr(readouts, "READOUTS", readouts.READOUTS + [Readout("LPCAM F", cam_readout)])
+    with pytest.raises(ValueError, match="distinct"):
+        select_readouts()
+
+
+def test_overlay_images_are_distinct_and_cycle_through_classes() -> None:
+    data = generate(SyntheticConfig(num_images=30, image_size=32, seed=4), progress=False)
+    picks = _overlay_indices(data, 8)
+    assert len(picks) == 8 and len({index for index, _ in picks}) == 8
+    assert [c for _, c in picks[:6]] == list(range(6))
+    assert all(data.labels[index, c] > 0 for index, c in picks)
 
 
 def test_viz_names_the_extra_when_matplotlib_is_missing(monkeypatch) -> None:

@@ -87,10 +87,13 @@ def _api_worker(rank: int, world: int, tmp: str) -> None:
                         for c, p in pools.items()}
                  for kind, pools in (("fg", estimator.foreground_pools_), ("ctx", estimator.context_pools_))}
         first = infer_distributed(estimator, features, dataset, os.path.join(tmp, "maps"))
-        # a rank "killed" mid-run: its last files are missing; the rerun writes exactly those
+        # a rank "killed" mid-run: its last files are missing, and one file got truncated on disk;
+        # the rerun writes exactly those
         if rank == 0:
             for image_id in ("im003", "im010", "im017"):
                 map_path(os.path.join(tmp, "maps"), image_id).unlink()
+            damaged = map_path(os.path.join(tmp, "maps"), "im001")
+            damaged.write_bytes(damaged.read_bytes()[:100])
         dist.barrier()
         second = infer_distributed(estimator, features, dataset, os.path.join(tmp, "maps"))
         report = {"pools": pools, "first": first.written, "second": second.written,
@@ -106,7 +109,6 @@ def two_rank_run(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, List[D
     tmp = tmp_path_factory.mktemp("dist")
     maps = tmp / "maps"
     maps.mkdir()
-    (maps / "im001.npz").write_bytes(b"finished earlier")            # done before: must be skipped
     (maps / ".im002.npz.k3j9x1.tmp").write_bytes(b"half written")    # left by a killed rank
     (maps / ".notours.npz.aaaa.tmp").write_bytes(b"someone else's")  # not an id of the list
     mp.spawn(_api_worker, args=(2, str(tmp)), nprocs=2, join=True)
@@ -157,12 +159,12 @@ def test_two_rank_infer_writes_each_image_once_and_resumes(two_rank_run) -> None
     ids = [f"im{i:03d}" for i in range(NUM_IMAGES)]
     first = [set(r["first"]) for r in reports]
     assert not first[0] & first[1]
-    assert first[0] | first[1] == set(ids) - {"im001"}
+    assert first[0] | first[1] == set(ids)
     assert abs(len(first[0]) - len(first[1])) <= 1
-    assert [r["skipped"] for r in reports] == [[1, 21]] * 2
+    assert [r["skipped"] for r in reports] == [[0, 20]] * 2
     second = [set(r["second"]) for r in reports]
-    assert not second[0] & second[1] and second[0] | second[1] == {"im003", "im010", "im017"}
-    assert (maps / "im001.npz").read_bytes() == b"finished earlier"
+    assert not second[0] & second[1] and second[0] | second[1] == {"im001", "im003", "im010", "im017"}
+    assert read_map(maps / "im001.npz")[1].shape[1:] == (32, 32)
     assert sorted(p.name for p in maps.glob("*.npz")) == sorted(f"{i}.npz" for i in ids)
     assert not (maps / ".im002.npz.k3j9x1.tmp").exists()
     assert (maps / ".notours.npz.aaaa.tmp").exists()
@@ -207,7 +209,9 @@ def test_multi_scale_flip_maps_and_rerun_skips(tmp_path: Path) -> None:
     assert len(first.written) == NUM_IMAGES and again.written == [] and again.skipped == NUM_IMAGES
     keys, maps = read_map(map_path(out, "im005"))
     assert maps.shape == (len(keys), 32, 32) and np.isclose(maps.max(axis=(1, 2)), 1, atol=1e-4).all()
-    forced = infer_distributed(model, features, dataset, out, skip_existing=False)
+    with pytest.raises(ValueError, match="different scales, flip"):
+        infer_distributed(model, features, dataset, out)
+    forced = infer_distributed(model, features, dataset, out, overwrite=True)
     assert len(forced.written) == NUM_IMAGES
     assert not np.allclose(read_map(map_path(out, "im005"))[1], maps)  # single-scale maps replaced them
 
@@ -294,15 +298,17 @@ def test_cli_torchrun_two_ranks_matches_one_process(tmp_path: Path) -> None:
     assert maps.shape == (len(keys), 32, 40)
 
 
-def test_cli_needs_an_image_source(tmp_path: Path) -> None:
+def test_cli_needs_an_image_source(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from lpcam_plugin.cli import main
 
     argv = ["fit", "--model", "test_distributed:TinyNet", "--feature-layer", "stages",
             "--classifier-weight", "classifier.weight", "--bank", str(tmp_path / "b.npz"), "--list", "x.txt"]
+    assert main(argv) == 2
+    assert "lpcam fit: error: give --synthetic" in capsys.readouterr().err
+    assert main([a if a != "classifier.weight" else "head.weight" for a in argv]) == 2
+    assert "no parameter 'head.weight'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="missing: --images, --labels"):
-        main(argv)
-    with pytest.raises(ValueError, match="no parameter 'head.weight'"):
-        main([a if a != "classifier.weight" else "head.weight" for a in argv])
+        main(argv + ["-vv"])
 
 
 def test_cli_single_process_on_synthetic_data(tmp_path: Path) -> None:

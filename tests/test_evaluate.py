@@ -180,7 +180,7 @@ def test_read_id_list_accepts_edam_lines(tmp_path) -> None:
     assert ev.read_id_list(path) == ["2007_000032", "2007_000039"]
 
 
-def test_eval_cli_matches_sweep(tmp_path) -> None:
+def test_eval_cli_matches_sweep(tmp_path, capsys) -> None:
     from lpcam_plugin.cli import main
 
     cams, gts, ids, items = _write_host_files(tmp_path)
@@ -195,11 +195,13 @@ def test_eval_cli_matches_sweep(tmp_path) -> None:
     expected = ev.sweep(((k, m) for k, m, _ in items), (g for *_, g in items), [0, 0.1, 0.2, 0.3, 0.4, 0.75], 21)
     assert data["thresholds"] == pytest.approx(expected.thresholds.tolist())
     assert data["curves"]["miou"] == pytest.approx(expected.miou.tolist())
-    with pytest.raises(ValueError, match="--allow-pickle"):
-        main(argv)
+    capsys.readouterr()
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("lpcam eval: error: ") and "--allow-pickle" in error and error.count("\n") == 1
 
 
-def test_eval_cli_reads_native_npz_maps_without_pickle(tmp_path) -> None:
+def test_eval_cli_reads_native_npz_maps_without_pickle(tmp_path, capsys) -> None:
     from lpcam_plugin.cli import main
 
     cams, gts, ids, items = _write_host_files(tmp_path)
@@ -213,5 +215,6 @@ def test_eval_cli_reads_native_npz_maps_without_pickle(tmp_path) -> None:
     expected = ev.sweep(((k, m) for k, m, _ in items), (g for *_, g in items), [0, 0.1, 0.2, 0.3, 0.4], 21)
     assert json.loads(out.read_text())["curves"]["miou"] == pytest.approx(expected.miou.tolist())
     np.savez(cams / f"{ids[0]}.npz", keys=np.zeros(1, np.int64))
-    with pytest.raises(ValueError, match="not an LPCAM map file"):
-        main(argv)
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "not an LPCAM map file" in capsys.readouterr().err

@@ -11,7 +11,6 @@ import logging
 
 import numpy as np
 import torch
-import torchvision  # EDAM's own transforms, as in infer_cls.py
 
 import voc12.data
 from tool import imutils
@@ -41,8 +40,11 @@ def main() -> None:
 
     model = getattr(importlib.import_module(args.network), "Net")()
     model.load_state_dict(torch.load(args.weights, map_location="cpu"))
-    model.eval().to("cuda" if torch.cuda.is_available() else "cpu")
-    transform = torchvision.transforms.Compose([np.asarray, model.normalize, imutils.HWC_to_CHW])
+    edam.prepare_model(model, "cuda" if torch.cuda.is_available() else "cpu")  # EDAM's eval() returns None
+
+    def transform(img):  # infer_cls.py's Compose([np.asarray, model.normalize, imutils.HWC_to_CHW])
+        return imutils.HWC_to_CHW(model.normalize(np.asarray(img)))
+
     dataset = voc12.data.VOC12ClsDatasetMSF(args.list, voc12_root=args.voc12_root, scales=(1, 0.5, 1.5, 2.0),
                                             inter_transform=transform)
     if args.step == "fit":

@@ -13,11 +13,20 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from lpcam_plugin.core.io import save_npy_atomic
-from lpcam_plugin.core.io import PathLike
+from lpcam_plugin.core.evaluate import SweepResult
+from lpcam_plugin.core.io import PathLike, save_npy_atomic
 
 #: ``crf_fn(image (H, W, 3) uint8, probs (L, H, W) float32, t, labels) -> (L, H, W)`` CRF marginals.
 CrfFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
+
+
+def writable_image(image: np.ndarray) -> np.ndarray:
+    """A C-contiguous, writable copy of ``image``.
+
+    Images read with ``np.asarray(PIL.Image)`` are read-only views; pydensecrf's Cython
+    signatures reject read-only buffers, so every image handed to a CRF goes through this.
+    """
+    return np.array(image, order="C", copy=True)
 
 
 def dense_crf(image: np.ndarray, probs: np.ndarray, t: int, labels: int) -> np.ndarray:
@@ -45,7 +54,9 @@ def dense_crf(image: np.ndarray, probs: np.ndarray, t: int, labels: int) -> np.n
     crf = dcrf.DenseCRF2D(w, h, labels)
     crf.setUnaryEnergy(np.ascontiguousarray(unary_from_softmax(probs)))
     crf.addPairwiseGaussian(sxy=3, compat=3)
-    crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=np.ascontiguousarray(image), compat=10)
+    # pydensecrf takes a writable buffer only: a read-only np.asarray(PIL image) would fail with
+    # "buffer source array is read-only" (the hosts pass np.copy(img) for the same reason).
+    crf.addPairwiseBilateral(sxy=80, srgb=13, rgbim=writable_image(image), compat=10)
     return np.array(crf.inference(t), dtype=np.float32).reshape(labels, h, w)
 
 
@@ -65,7 +76,7 @@ def crf_dict(cam_dict: Mapping[int, np.ndarray], image: np.ndarray, *, alpha: fl
     """
     if not cam_dict:
         raise ValueError("cam_dict is empty: no class to run the CRF on")
-    image = np.ascontiguousarray(image)
+    image = writable_image(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}")
     maps = np.stack([np.asarray(v, dtype=np.float32) for v in cam_dict.values()])
@@ -80,6 +91,46 @@ def crf_dict(cam_dict: Mapping[int, np.ndarray], image: np.ndarray, *, alpha: fl
     for i, c in enumerate(cam_dict):
         out[int(c) + 1] = np.asarray(marginals[i + 1], dtype=np.float32)
     return out
+
+
+#: How a host-specific ``evaluate`` averages per-class IoU: ``"all"`` = over every label, a class
+#: absent from both ground truth and prediction counting 0 (EDAM ``eval.py``, MCTformer
+#: ``evaluation.py``: ``TP / (T + P - TP + 1e-10)``, then ``np.mean`` over 21); ``"present"`` =
+#: over the classes that occur (:func:`lpcam_plugin.evaluate.seed_metrics`, IRN's ``np.nanmean``).
+IOU_MEANS = ("all", "present")
+
+
+class AllClassSweepResult(SweepResult):
+    """A :class:`~lpcam_plugin.evaluate.SweepResult` whose IoU/FP/FN means count absent classes as 0.
+
+    ``metrics`` already holds the host-rule values (see :func:`with_iou_mean`); :meth:`at` reads
+    them instead of recomputing the present-class means.
+    """
+
+    def at(self, index: int) -> Dict[str, Any]:
+        out = super().at(index)
+        for per_class, mean in _HOST_MEANS:
+            out[per_class] = self.metrics[per_class][index]
+            out[mean] = float(self.metrics[mean][index])
+        return out
+
+
+_HOST_MEANS = (("iou", "miou"), ("fp", "mfp"), ("fn", "mfn"))
+
+
+def with_iou_mean(result: SweepResult, mean: str) -> SweepResult:
+    """``result`` with its IoU (and FP/FN) means taken by ``mean`` (one of :data:`IOU_MEANS`)."""
+    if mean not in IOU_MEANS:
+        raise ValueError(f"mean must be one of {IOU_MEANS}, got {mean!r}")
+    if mean == "present":
+        return result
+    metrics = dict(result.metrics)
+    for per_class, name in _HOST_MEANS:
+        values = np.nan_to_num(np.asarray(metrics[per_class], dtype=np.float64), nan=0.0)
+        metrics[per_class] = values
+        metrics[name] = values.mean(axis=-1)
+    return AllClassSweepResult(thresholds=result.thresholds, confusion=result.confusion, metrics=metrics,
+                               num_images=result.num_images)
 
 
 def save_dict(path: PathLike, data: Mapping[int, np.ndarray]) -> None:

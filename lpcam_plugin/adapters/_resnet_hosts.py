@@ -20,6 +20,7 @@ at call time; nothing here imports torchvision.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -36,13 +37,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from lpcam_plugin.adapters._recam_step import obtain_recam, recam_files
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.config import KMEANS_BACKENDS, PRESETS, LPCAMConfig
+from lpcam_plugin.methods.cam import cam_map
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
+from lpcam_plugin.methods.recam.config import PRESETS as RECAM_PRESETS
+from lpcam_plugin.methods.recam.config import ReCAMConfig
+from lpcam_plugin.methods.recam.estimator import ReCAM
 from lpcam_plugin.core.evaluate import read_irn_cam
 from lpcam_plugin.core.hooks import FeatureHook
-from lpcam_plugin.core.io import save_npy_atomic
+from lpcam_plugin.core.io import file_sha256, save_npy_atomic
 from lpcam_plugin.core.maps import max_normalize
 
 logger = logging.getLogger(__name__)
@@ -71,6 +77,16 @@ def str2bool(value: Any) -> bool:
     raise argparse.ArgumentTypeError(f"boolean value expected, got {value!r}")
 
 
+#: What the CAM step can write (``--lpcam_method``).
+METHODS = ("lpcam", "cam", "recam", "recam+lpcam")
+#: ReCAMConfig fields exposed as ``--lpcam_recam_<field>``: (type, help).
+_RECAM_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
+    "epochs": (int, "fine-tuning epochs"),
+    "learning_rate": (float, "learning rate of W_sce (backbone and W_bce: 0.1 x)"),
+    "loss_weight": (float, "lambda, weight of the softmax cross-entropy"),
+    "map_weight": (str, "weight of the maps: sce*bce or bce"),
+    "selection_weight": (str, "recam+lpcam selection weight: sce, bce or sce*bce"),
+}
 #: LPCAMConfig fields exposed as ``--lpcam_<field>``: (type, help).
 _CONFIG_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
     "num_clusters": (int, "K, centres per pool"),
@@ -119,6 +135,18 @@ def add_lpcam_arguments(parser: argparse.ArgumentParser, *, preset: str = "voc")
                        help="DataLoader workers per process (default: the host's num_workers // #processes)")
     group.add_argument("--lpcam_progress", type=str2bool, default=None,
                        help="progress bars (default: only on a terminal)")
+    group.add_argument("--lpcam_method", default="lpcam", choices=METHODS,
+                       help="maps to write: lpcam, cam, recam (ReCAM step, then its maps) or recam+lpcam "
+                            "(LPCAM on the ReCAM backbone, split by ReCAM maps) (default: %(default)s)")
+    recam_voc, recam_coco = RECAM_PRESETS["voc"], RECAM_PRESETS["coco"]
+    for name, (kind, text) in _RECAM_OPTIONS.items():
+        group.add_argument(f"--lpcam_recam_{name}", type=kind, default=None,
+                           help=f"ReCAM step: {text} (preset: voc {getattr(recam_voc, name)!r}, "
+                                f"coco {getattr(recam_coco, name)!r})")
+    group.add_argument("--lpcam_recam_batch_size", type=int, default=None,
+                       help="ReCAM step: batch size over all processes (default: the host's cam_batch_size, 16)")
+    group.add_argument("--lpcam_recam_crop_size", type=int, default=None,
+                       help="ReCAM step: random crop size (default: the host's cam_crop_size, 512)")
     return group
 
 
@@ -136,6 +164,10 @@ class LPCAMOptions:
     device: str = "auto"
     loader_workers: Optional[int] = None
     progress: Optional[bool] = None
+    method: str = "lpcam"
+    recam: ReCAMConfig = ReCAMConfig()
+    recam_batch_size: Optional[int] = None
+    recam_crop_size: Optional[int] = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "LPCAMOptions":
@@ -152,6 +184,11 @@ class LPCAMOptions:
             per_class = IMAGES_PER_CLASS.get(preset)
         if per_class is not None and per_class < 1:
             raise ValueError(f"lpcam_images_per_class must be >= 1, got {per_class}")
+        method = getattr(args, "lpcam_method", None) or "lpcam"
+        if method not in METHODS:
+            raise ValueError(f"lpcam_method must be one of {METHODS}, got {method!r}")
+        recam = ReCAMConfig.preset(preset, **{name: getattr(args, f"lpcam_recam_{name}") for name in _RECAM_OPTIONS
+                                              if getattr(args, f"lpcam_recam_{name}", None) is not None})
         return cls(config=config, preset=preset,
                    fit_list=getattr(args, "lpcam_fit_list", None) or "voc12/train.txt",
                    images_per_class=per_class, bank=getattr(args, "lpcam_bank", None),
@@ -159,7 +196,9 @@ class LPCAMOptions:
                    allow_pickle=bool(getattr(args, "lpcam_allow_pickle", False)),
                    device=getattr(args, "lpcam_device", None) or "auto",
                    loader_workers=getattr(args, "lpcam_loader_workers", None),
-                   progress=getattr(args, "lpcam_progress", None))
+                   progress=getattr(args, "lpcam_progress", None), method=method, recam=recam,
+                   recam_batch_size=getattr(args, "lpcam_recam_batch_size", None),
+                   recam_crop_size=getattr(args, "lpcam_recam_crop_size", None))
 
 
 # ----------------------------------------------------------------------------------------- host spec
@@ -182,6 +221,8 @@ class HostSpec:
             16-padded size and cropping (IRN).
         bank_arg: ``args`` attribute of an explicit bank path for this host (or None).
         extra_fit_key: ``(args, options) -> dict`` extra facts that must match for bank reuse.
+        methods: the ``--lpcam_method`` values this CAM step supports; ``methods_note`` says why
+            the others are not.
     """
 
     name: str
@@ -194,6 +235,8 @@ class HostSpec:
     high_res_direct: bool
     bank_arg: str = "lpcam_bank"
     extra_fit_key: Optional[Callable[[argparse.Namespace, LPCAMOptions], Dict[str, Any]]] = None
+    methods: Tuple[str, ...] = METHODS
+    methods_note: str = ""
 
     def weights_path(self, args: argparse.Namespace) -> str:
         return getattr(args, self.weights_arg) + ".pth"
@@ -234,10 +277,13 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
     return model.to(device)
 
 
-def load_host_model(spec: HostSpec, args: argparse.Namespace, device: torch.device) -> nn.Module:
-    """``getattr(importlib.import_module(args.<network>), 'CAM')()`` with the host's weights (strict)."""
+def load_host_model(spec: HostSpec, args: argparse.Namespace, device: torch.device,
+                    weights: Optional[Path] = None) -> nn.Module:
+    """``getattr(importlib.import_module(args.<network>), 'CAM')()`` with the host's weights (strict),
+    or with ``weights`` (e.g. the ReCAM-fine-tuned network)."""
     model = getattr(importlib.import_module(getattr(args, spec.network_arg)), "CAM")()
-    state = torch.load(spec.weights_path(args), map_location="cpu", weights_only=True)
+    state = torch.load(weights if weights is not None else spec.weights_path(args), map_location="cpu",
+                       weights_only=True)
     model.load_state_dict(state, strict=True)
     return prepare_model(model, device)
 
@@ -280,15 +326,6 @@ def resize(maps: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
 def stage4_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``stage4(stage3(stage2(stage1(x))))`` of the host network: ``(B, D, h, w)``."""
     return model.stage4(model.stage3(model.stage2(model.stage1(x))))
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _scale_one_index(scales: Sequence[float]) -> int:
@@ -334,21 +371,45 @@ def _select_fit_indices(label_list: np.ndarray, names: Sequence[str], per_class:
     return sorted(keep)
 
 
-def _fit_key(spec: HostSpec, args: argparse.Namespace, opts: LPCAMOptions, weight_desc: str,
+@dataclass(frozen=True)
+class FitSource:
+    """What a bank is fitted from besides the images: the network, selection weight and baseline.
+
+    Attributes:
+        weights: the network's weights file (the host's, or the ReCAM-fine-tuned one).
+        weight, bias: ``(20, D)`` selection weight and optional ``(20,)`` bias; ``description`` names it.
+        baseline: ``(model, stacks, label, size, name, args) -> (K, H, W)`` max-normalised maps of
+            the present classes that split the local features (the host's CAM, or ReCAM's maps).
+        host_files: whether the host's own CAM files may stand in for ``baseline``.
+        bank_path: where the bank is saved.
+        extra_key: further facts that must match for the bank to be reused.
+    """
+
+    weights: Path
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+    description: str
+    baseline: Callable[..., torch.Tensor]
+    host_files: bool
+    bank_path: Path
+    extra_key: Dict[str, Any]
+
+
+def _fit_key(spec: HostSpec, args: argparse.Namespace, opts: LPCAMOptions, source: FitSource,
              fit_ids: Sequence[str], baseline_dir: Optional[Path]) -> Dict[str, Any]:
     """Everything the bank depends on; the bank is reused only when this matches exactly."""
-    weights = Path(spec.weights_path(args))
     return {
         "host": spec.name,
         "features": "stage4 output, scale 1.0, unflipped",
-        "selection_weight": weight_desc,
-        "checkpoint_sha256": file_sha256(weights),
+        "selection_weight": source.description,
+        "checkpoint_sha256": file_sha256(source.weights),
         "config": {k: v for k, v in opts.config.to_dict().items() if k != "spill_dir"},
         "fit_list_sha256": hashlib.sha256("\n".join(fit_ids).encode()).hexdigest(),
         "fit_images": len(fit_ids),
         "cam_scales": [float(s) for s in args.cam_scales],
         "baseline_files": None if baseline_dir is None else str(baseline_dir.resolve()),
         **(spec.extra_fit_key(args, opts) if spec.extra_fit_key is not None else {}),
+        **source.extra_key,
     }
 
 
@@ -391,7 +452,7 @@ class FitPlan:
     key: Dict[str, Any]
 
 
-def plan_fit(spec: HostSpec, model: nn.Module, args: argparse.Namespace, opts: LPCAMOptions) -> FitPlan:
+def plan_fit(spec: HostSpec, args: argparse.Namespace, opts: LPCAMOptions, source: FitSource) -> FitPlan:
     """Build the fit dataset, pick the fit images and compute the bank fingerprint (no forward pass)."""
     scales = tuple(float(s) for s in args.cam_scales)
     if 1.0 not in scales:
@@ -401,23 +462,22 @@ def plan_fit(spec: HostSpec, model: nn.Module, args: argparse.Namespace, opts: L
     names = [dataloader.decode_int_filename(n) for n in dataset.img_name_list]
     indices = _select_fit_indices(np.asarray(dataset.label_list), names, opts.images_per_class, opts.config.seed)
     fit_ids = [names[i] for i in indices]
-    weight, bias, weight_desc = spec.selection_weight(model)
-    baseline_dir = _baseline_dir(spec, args, opts)
-    key = _fit_key(spec, args, opts, weight_desc, fit_ids, baseline_dir if opts.allow_pickle else None)
-    return FitPlan(dataset, scales, indices, fit_ids, weight, bias, baseline_dir, key)
+    baseline_dir = _baseline_dir(spec, args, opts) if source.host_files else None
+    key = _fit_key(spec, args, opts, source, fit_ids, baseline_dir if opts.allow_pickle else None)
+    return FitPlan(dataset, scales, indices, fit_ids, source.weight, source.bias, baseline_dir, key)
 
 
 def fit_bank(spec: HostSpec, model: nn.Module, args: argparse.Namespace, opts: LPCAMOptions,
-             device: torch.device, *, n_procs: int = 1) -> PrototypeBank:
+             device: torch.device, source: FitSource, *, n_procs: int = 1) -> PrototypeBank:
     """Reuse the saved bank if its fingerprint matches; else collect, fit, save and return it.
 
-    Per fit image: the baseline is the host's own CAM (its file in the baseline folder when
-    allowed and present, else computed the host way: multi-scale + flip), and the features are
-    the scale-1.0, unflipped ``stage4`` output (captured by a hook during the host's forward),
-    as in the LPCAM reference.
+    Per fit image: the baseline is ``source.baseline`` (the host's own CAM, also read from its
+    file in the baseline folder when allowed and present; or ReCAM's maps), computed the host
+    way (multi-scale + flip), and the features are the scale-1.0, unflipped ``stage4`` output
+    (captured by a hook during the host's forward), as in the LPCAM reference.
     """
-    plan = plan_fit(spec, model, args, opts)
-    path = spec.bank_path(args)
+    plan = plan_fit(spec, args, opts, source)
+    path = source.bank_path
     bank, reason = _try_load_bank(path, plan.key)
     if bank is not None:
         logger.info("reusing the LPCAM bank %s (same checkpoint, config and fit list)", path)
@@ -444,7 +504,7 @@ def fit_bank(spec: HostSpec, model: nn.Module, args: argparse.Namespace, opts: L
                 cams = _baseline_from_file(file, valid_cat, opts)
                 n_files += cams is not None
             if cams is None:
-                cams = spec.host_cams(model, stacks[:n_host_scales], label, pack_size(pack), name, args)
+                cams = source.baseline(model, stacks[:n_host_scales], label, pack_size(pack), name, args)
             if len(hook.history) <= one:
                 stage4_features(model, stacks[one])
                 features = hook.features[0]
@@ -481,13 +541,13 @@ def _baseline_dir(spec: HostSpec, args: argparse.Namespace, opts: LPCAMOptions) 
 
 
 def obtain_bank(spec: HostSpec, model: nn.Module, args: argparse.Namespace, opts: LPCAMOptions,
-                device: torch.device, process_id: int, n_procs: int) -> PrototypeBank:
+                device: torch.device, source: FitSource, process_id: int, n_procs: int) -> PrototypeBank:
     """The bank for this run. Worker 0 fits (or reuses) it; other workers wait until a bank whose
     fingerprint matches theirs is saved (torch's ``spawn`` stops them if worker 0 fails)."""
     if process_id == 0:
-        return fit_bank(spec, model, args, opts, device, n_procs=n_procs)
-    key = plan_fit(spec, model, args, opts).key
-    path = spec.bank_path(args)
+        return fit_bank(spec, model, args, opts, device, source, n_procs=n_procs)
+    key = plan_fit(spec, args, opts, source).key
+    path = source.bank_path
     logged = False
     while True:
         bank, reason = _try_load_bank(path, key)
@@ -502,16 +562,50 @@ def obtain_bank(spec: HostSpec, model: nn.Module, args: argparse.Namespace, opts
 # ----------------------------------------------------------------------------------------- writing
 
 
-def lpcam_maps(model: nn.Module, estimator: LPCAM, stacks: Sequence[torch.Tensor], classes: List[int],
-               size: Tuple[int, int], weight: torch.Tensor, *, high_res_direct: bool
-               ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Multi-scale + flip LPCAM of one image in the host's geometry.
+@dataclass(frozen=True)
+class Readout:
+    """What the CAM step writes, whatever the method: one scale's image + flip features -> maps.
 
-    Per scale the stage-4 features of the image and of its flip (flipped back) are summed
-    before the similarity (as the LPCAM reference does); each scale's ``(K, h_s, w_s)`` map is
-    resized to the strided size ``((H-1)//4+1, (W-1)//4+1)`` and to (H, W) (IRN: via the
-    16-padded size and a crop; AMN: directly), summed over scales and divided by its max + 1e-5.
-    Classes without prototypes fall back to the plain CAM of ``weight``.
+    Attributes:
+        method: one of :data:`METHODS`.
+        maps: ``(features (2, D, h, w), classes) -> (K, h, w)`` unnormalised maps of the image,
+            its flip folded in the way the method's reference does.
+        key: what produced the maps (method, checkpoint, bank or ReCAM file hashes); files are
+            skipped on resume only when written with the same key.
+    """
+
+    method: str
+    maps: Callable[[torch.Tensor, List[int]], torch.Tensor]
+    key: Dict[str, Any]
+
+
+def linear_readout(weight: torch.Tensor) -> Callable[[torch.Tensor, List[int]], torch.Tensor]:
+    """CAM / ReCAM: ``relu(W_c . f)`` of the image and of its flip (flipped back), summed, as
+    IRN's ``CAM.forward`` and ReCAM's ``forward2`` do. ``weight``: ``(20, D)``."""
+    def maps(features: torch.Tensor, classes: List[int]) -> torch.Tensor:
+        both = cam_map(features, weight.to(features.device), classes, normalize=False)
+        return both[0] + both[1].flip(-1)
+    return maps
+
+
+def lpcam_readout(estimator: LPCAM, fallback_weight: torch.Tensor) -> Callable[[torch.Tensor, List[int]], torch.Tensor]:
+    """LPCAM: the image's and its flip's features summed before the similarity (as the LPCAM
+    reference does); classes without prototypes fall back to the CAM of ``fallback_weight``."""
+    def maps(features: torch.Tensor, classes: List[int]) -> torch.Tensor:
+        fused = features[0:1] + features[1:2].flip(-1)
+        return estimator(fused, classes, normalize=False, fallback="cam",
+                         weight=fallback_weight.to(features.device))[0]
+    return maps
+
+
+def host_maps(model: nn.Module, readout: Readout, stacks: Sequence[torch.Tensor], classes: List[int],
+              size: Tuple[int, int], *, high_res_direct: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Multi-scale + flip maps of one image in the host's geometry.
+
+    Per scale the ``stage4`` features of the image + flip stack go through ``readout.maps``;
+    each scale's ``(K, h_s, w_s)`` map is resized to the strided size ``((H-1)//4+1, (W-1)//4+1)``
+    and to (H, W) (IRN: via the 16-padded size and a crop; AMN: directly), summed over scales
+    and divided by its max + 1e-5.
 
     Returns:
         ``(strided (K, h4, w4), high_res (K, H, W))`` float32 on CPU.
@@ -523,37 +617,29 @@ def lpcam_maps(model: nn.Module, estimator: LPCAM, stacks: Sequence[torch.Tensor
         return strided, high
     up = strided_up_size(size)
     for x in stacks:
-        feats = stage4_features(model, x)
-        fused = feats[0:1] + feats[1:2].flip(-1)
-        maps = estimator(fused, classes, normalize=False, fallback="cam", weight=weight)[0].float().cpu()
+        maps = readout.maps(stage4_features(model, x), classes).float().cpu()
         strided += resize(maps, (h4, w4))
         high += resize(maps, size) if high_res_direct else resize(maps, up)[:, :size[0], :size[1]]
     return max_normalize(strided), max_normalize(high)
 
 
-def write_shard(spec: HostSpec, model: nn.Module, bank: PrototypeBank, subset: Any, args: argparse.Namespace,
+def write_shard(spec: HostSpec, model: nn.Module, readout: Readout, subset: Any, args: argparse.Namespace,
                 opts: LPCAMOptions, device: torch.device, *, process_id: int = 0, n_procs: int = 1) -> int:
-    """Write the LPCAM file of every image of ``subset`` (a host MSF dataset or a Subset of it).
+    """Write the maps of every image of ``subset`` (a host MSF dataset or a Subset of it).
 
-    Images whose file exists and is recorded in this bank's done log are skipped; every file
-    is written atomically and then appended to the done log. Returns the number written.
+    Images whose file exists and is recorded in the done log of this read-out's key are
+    skipped; every file is written atomically and then appended to the done log. Returns the
+    number written.
     """
     out_dir = spec.out_dir(args)
     out_dir.mkdir(parents=True, exist_ok=True)
-    weight, _, _ = spec.selection_weight(model)
-    weight = weight.to(device)
-    missing = [c for c in range(NUM_CLASSES) if not bank.has_prototypes(c)]
-    if missing and process_id == 0:
-        logger.warning("classes %s have no prototypes; their maps fall back to the plain CAM", missing)
-    estimator = LPCAM.from_bank(bank, progress=False)
-    output_key = {"host": spec.name, "bank_sha256": file_sha256(spec.bank_path(args)),
-                  "cam_scales": [float(s) for s in args.cam_scales]}
+    output_key = {"host": spec.name, **readout.key, "cam_scales": [float(s) for s in args.cam_scales]}
     log_path = _done_log(out_dir, output_key)
     done = set(log_path.read_text().split()) if log_path.exists() else set()
     loader = DataLoader(subset, shuffle=False, num_workers=_loader_workers(args, opts, n_procs), pin_memory=False)
     written = skipped = 0
     with torch.no_grad(), open(log_path, "a") as log:
-        for pack in progress_bar(loader, progress=opts.progress, desc=f"LPCAM {spec.name} [{process_id}]",
+        for pack in progress_bar(loader, progress=opts.progress, desc=f"{readout.method} {spec.name} [{process_id}]",
                                  total=len(loader), position=process_id if n_procs > 1 else None):
             name = pack["name"][0]
             target = out_dir / f"{name}.npy"
@@ -561,15 +647,14 @@ def write_shard(spec: HostSpec, model: nn.Module, bank: PrototypeBank, subset: A
                 skipped += 1
                 continue
             valid_cat = torch.nonzero(pack["label"][0])[:, 0]
-            strided, high = lpcam_maps(model, estimator, [s.to(device) for s in image_stacks(pack)],
-                                       valid_cat.tolist(), pack_size(pack), weight,
-                                       high_res_direct=spec.high_res_direct)
+            strided, high = host_maps(model, readout, [s.to(device) for s in image_stacks(pack)],
+                                      valid_cat.tolist(), pack_size(pack), high_res_direct=spec.high_res_direct)
             spec.write(target, valid_cat, strided, high)
             log.write(name + "\n")
             log.flush()
             written += 1
-    logger.info("worker %d: wrote %d LPCAM files to %s, skipped %d already written", process_id, written,
-                out_dir, skipped)
+    logger.info("worker %d: wrote %d %s files to %s, skipped %d already written", process_id, written,
+                readout.method, out_dir, skipped)
     return written
 
 
@@ -585,14 +670,93 @@ def save_host_dict(path: Path, keys: torch.Tensor, cam: torch.Tensor, high_res: 
 # ----------------------------------------------------------------------------------------- entry points
 
 
-def run_in_process(spec: HostSpec, args: argparse.Namespace) -> int:
-    """Fit (or reuse) the bank and write every image of ``args.train_list`` in this process."""
+def _check_method(spec: HostSpec, opts: LPCAMOptions) -> None:
+    if opts.method not in spec.methods:
+        raise ValueError(f"the {spec.name} CAM step cannot write --lpcam_method {opts.method}: {spec.methods_note}")
+
+
+def _recam(spec: HostSpec, args: argparse.Namespace, opts: LPCAMOptions, device: torch.device, process_id: int,
+           n_procs: int) -> Tuple[ReCAM, Path]:
+    """The ReCAM step of this run (trained by process 0, reused when its files match)."""
+    recam = ReCAM(NUM_CLASSES, config=opts.recam, progress=opts.progress)
+    batch_size = opts.recam_batch_size or int(getattr(args, "cam_batch_size", 16))
+    crop_size = opts.recam_crop_size or int(getattr(args, "cam_crop_size", 512))
+    return obtain_recam(args, spec.weights_path(args), recam, device, batch_size=batch_size, crop_size=crop_size,
+                        workers=_loader_workers(args, opts, n_procs), train=process_id == 0)
+
+
+def _host_fit_source(spec: HostSpec, model: nn.Module, args: argparse.Namespace) -> FitSource:
+    weight, bias, description = spec.selection_weight(model)
+    return FitSource(weights=Path(spec.weights_path(args)), weight=weight, bias=bias, description=description,
+                     baseline=spec.host_cams, host_files=True, bank_path=spec.bank_path(args), extra_key={})
+
+
+def _recam_fit_source(spec: HostSpec, args: argparse.Namespace, opts: LPCAMOptions, recam: ReCAM,
+                      weights: Path) -> FitSource:
+    """LPCAM on the ReCAM backbone: split by ReCAM's maps (computed the host way), selection by
+    ``recam.selection_weight_``; the bank goes next to the fine-tuned weights."""
+    readout = Readout("recam", linear_readout(recam.map_weight_), {})
+
+    def baseline(model: nn.Module, stacks: Sequence[torch.Tensor], label: torch.Tensor, size: Tuple[int, int],
+                 name: str, host_args: argparse.Namespace) -> torch.Tensor:
+        classes = torch.nonzero(label)[:, 0].tolist()
+        return host_maps(model, readout, stacks, classes, size, high_res_direct=spec.high_res_direct)[1]
+
+    bank_path = Path(opts.bank) if opts.bank else weights.with_suffix(".lpcam_bank.npz")
+    return FitSource(weights=weights, weight=recam.selection_weight_, bias=None,
+                     description=f"ReCAM selection weight ({recam.config.selection_weight})", baseline=baseline,
+                     host_files=False, bank_path=bank_path,
+                     extra_key={"split": f"ReCAM maps ({recam.config.map_weight})"})
+
+
+def prepare_readout(spec: HostSpec, model: Optional[nn.Module], args: argparse.Namespace, opts: LPCAMOptions,
+                    device: torch.device, *, process_id: int = 0, n_procs: int = 1) -> Tuple[nn.Module, Readout]:
+    """The network to run and the read-out to write for ``opts.method``.
+
+    ``model``: the host's network already built by the host step (patched workers), or None to
+    load it here. ReCAM methods first run (or reuse) the ReCAM step and load the fine-tuned
+    weights into the network.
+    """
+    _check_method(spec, opts)
+    weights = Path(spec.weights_path(args))
+    recam = None
+    if opts.method in ("recam", "recam+lpcam"):
+        recam, weights = _recam(spec, args, opts, device, process_id, n_procs)
+    if model is None:
+        model = load_host_model(spec, args, device, weights)
+    else:
+        if recam is not None:
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
+        model = prepare_model(model, device)
+    if opts.method == "cam":
+        weight = spec.selection_weight(model)[0]
+        return model, Readout("cam", linear_readout(weight), {"method": "cam", "checkpoint_sha256": file_sha256(weights)})
+    if opts.method == "recam":
+        assert recam is not None
+        key = {"method": "recam", "recam_sha256": file_sha256(recam_files(spec.weights_path(args))["recam"])}
+        return model, Readout("recam", linear_readout(recam.map_weight_), key)
+    source = (_host_fit_source(spec, model, args) if recam is None
+              else _recam_fit_source(spec, args, opts, recam, weights))
+    bank = obtain_bank(spec, model, args, opts, device, source, process_id, n_procs)
+    missing = bank.classes_without_prototypes
+    if missing and process_id == 0:
+        logger.warning("classes %s have no prototypes; their maps fall back to the plain CAM", missing)
+    fallback = source.weight if recam is None else recam.map_weight_
+    estimator = LPCAM.from_bank(bank, progress=False)
+    key = {"method": opts.method, "bank_sha256": file_sha256(source.bank_path)}
+    return model, Readout(opts.method, lpcam_readout(estimator, fallback), key)
+
+
+def run_in_process(spec: HostSpec, args: argparse.Namespace, method: Optional[str] = None) -> int:
+    """Write the maps of ``method`` (default ``args.lpcam_method``, else LPCAM) for every image of
+    ``args.train_list`` in this process (fitting or training what the method needs first)."""
     opts = LPCAMOptions.from_args(args)
+    if method is not None:
+        opts = dataclasses.replace(opts, method=method)
     device = resolve_device(opts.device)
-    model = load_host_model(spec, args, device)
-    bank = fit_bank(spec, model, args, opts, device)
+    model, readout = prepare_readout(spec, None, args, opts, device)
     dataset = msf_dataset(args.train_list, args, args.cam_scales)
-    return write_shard(spec, model, bank, dataset, args, opts, device)
+    return write_shard(spec, model, readout, dataset, args, opts, device)
 
 
 def work(spec: HostSpec, process_id: int, model: nn.Module, dataset: Sequence[Any], args: argparse.Namespace) -> None:
@@ -601,10 +765,9 @@ def work(spec: HostSpec, process_id: int, model: nn.Module, dataset: Sequence[An
     _configure_worker_logging()
     opts = LPCAMOptions.from_args(args)
     device = resolve_device(opts.device, process_id)
-    model = prepare_model(model, device)
     n_procs = len(dataset)
-    bank = obtain_bank(spec, model, args, opts, device, process_id, n_procs)
-    write_shard(spec, model, bank, dataset[process_id], args, opts, device, process_id=process_id, n_procs=n_procs)
+    model, readout = prepare_readout(spec, model, args, opts, device, process_id=process_id, n_procs=n_procs)
+    write_shard(spec, model, readout, dataset[process_id], args, opts, device, process_id=process_id, n_procs=n_procs)
 
 
 def _configure_worker_logging() -> None:
@@ -615,6 +778,18 @@ def _configure_worker_logging() -> None:
         handler.setFormatter(logging.Formatter("%(asctime)s [lpcam pid %(process)d] %(levelname)s %(message)s"))
         package_logger.addHandler(handler)
         package_logger.setLevel(logging.INFO)
+
+
+def require_spawn_devices(step_module: str, alternative: str) -> None:
+    """Raise when the unchanged host step would spawn no worker on this machine.
+
+    IRN's ``make_cam.run`` and AMN's ``make_amn_cam.run`` start ``torch.cuda.device_count()``
+    workers: without a visible CUDA device that is 0, so a patched step writes nothing and
+    raises nothing (hosts.md section 9). ``patch()`` calls this so the failure shows when it is made.
+    """
+    if torch.cuda.device_count() == 0:
+        raise RuntimeError(f"patch(): no CUDA device is visible, so {step_module}.run(args) would spawn zero "
+                           f"workers and write nothing; call {alternative} instead of {step_module}.run(args)")
 
 
 def patch_attribute(module_name: str, attribute: str, replacement: Callable[..., Any]) -> Callable[..., Any]:
@@ -643,7 +818,8 @@ def unpatch_attribute(module_name: str, attribute: str) -> None:
 
 
 __all__ = [
-    "FitPlan", "HostSpec", "LPCAMOptions", "add_lpcam_arguments", "fit_bank", "lpcam_maps",
-    "lpcam_written_ids", "obtain_bank", "patch_attribute", "resolve_device", "run_in_process",
+    "METHODS", "FitPlan", "FitSource", "HostSpec", "LPCAMOptions", "Readout", "add_lpcam_arguments", "fit_bank",
+    "host_maps", "lpcam_readout", "linear_readout", "prepare_readout",
+    "lpcam_written_ids", "obtain_bank", "patch_attribute", "require_spawn_devices", "resolve_device", "run_in_process",
     "save_host_dict", "unpatch_attribute", "work", "write_shard",
 ]

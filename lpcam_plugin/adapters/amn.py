@@ -128,7 +128,10 @@ def spec(head_reduction: str = "sum") -> hosts.HostSpec:
                           out_dir_arg="amn_cam_out_dir",
                           selection_weight=functools.partial(selection_weight, mode=head_reduction),
                           host_cams=host_cams, write=write, high_res_direct=True, bank_arg="lpcam_amn_bank",
-                          extra_fit_key=_extra_fit_key)
+                          extra_fit_key=_extra_fit_key, methods=("lpcam",),
+                          methods_note="AMN's own CAM (route b) has a dropout + ASPP head and an IRN-label-"
+                                       "conditioned network, not the GAP-linear head ReCAM fine-tunes; run ReCAM "
+                                       "on AMN's stage 1 (route 'a', IRN's CAM network) instead")
 
 
 def _spec_from_args(args: argparse.Namespace) -> hosts.HostSpec:
@@ -152,12 +155,14 @@ def _check_route(route: str) -> str:
     return route
 
 
-def run(args: argparse.Namespace, route: str = "b") -> int:
+def run(args: argparse.Namespace, route: str = "b", method: Optional[str] = None) -> int:
     """In-process drop-in: route "a" for ``step.make_cam.run(args)``, route "b" for
-    ``step.make_amn_cam.run(args)``. Returns the number of files written."""
+    ``step.make_amn_cam.run(args)``. ``method`` (default ``args.lpcam_method``, else LPCAM): any of
+    ``lpcam``, ``cam``, ``recam``, ``recam+lpcam`` on route "a"; ``lpcam`` on route "b". Returns
+    the number of files written."""
     if _check_route(route) == "a":
-        return irn.run(args)
-    return hosts.run_in_process(_spec_from_args(args), args)
+        return irn.run(args, method)
+    return hosts.run_in_process(_spec_from_args(args), args, method)
 
 
 def _work(process_id: int, model: nn.Module, dataset: Sequence[Any], args: argparse.Namespace) -> None:
@@ -171,10 +176,15 @@ def patch(route: str = "b") -> None:
     Route "a" replaces ``step.make_cam._work`` (as :func:`lpcam_plugin.adapters.irn.patch`);
     route "b" replaces ``step.make_amn_cam._work`` by :func:`_work`. Module-level functions
     survive the steps' ``torch.multiprocessing.spawn``.
+
+    Raises:
+        RuntimeError: no CUDA device is visible: AMN's steps would spawn zero workers (one per
+            GPU) and silently write nothing; call :func:`run` with the route instead.
     """
     if _check_route(route) == "a":
         irn.patch()
     else:
+        hosts.require_spawn_devices(MAKE_AMN_CAM_MODULE, 'lpcam_plugin.adapters.amn.run(args, route="b")')
         hosts.patch_attribute(MAKE_AMN_CAM_MODULE, "_work", _work)
 
 

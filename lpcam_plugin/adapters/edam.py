@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lpcam_plugin.core.io import PathLike
-from lpcam_plugin.adapters._edam_mct_shared import (CrfFn, all_class_maps, as_image_batch, crf_dict, load_dict, present_classes,
-                               save_dict, unbatch)
+from lpcam_plugin.adapters._edam_mct_shared import (IOU_MEANS, CrfFn, all_class_maps, as_image_batch, crf_dict,
+                                                    load_dict, present_classes, save_dict, unbatch, with_iou_mean)
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,18 @@ _PATCH_MARK = "_lpcam_patch"
 
 
 # --------------------------------------------------------------------------- weight and features
+
+
+def prepare_model(model: nn.Module, device: Union[str, torch.device]) -> nn.Module:
+    """Put an EDAM ``Net`` in eval mode on ``device`` and return it.
+
+    EDAM's ``resnet38d.Net.train(mode)`` returns None, so ``model.eval()`` returns None too and
+    ``model.eval().to(device)`` fails with ``'NoneType' object has no attribute 'to'``: the two
+    calls are made separately here.
+    """
+    model.eval()
+    model.to(device)
+    return model
 
 
 def selection_weight(model_or_weight: Union[nn.Module, torch.Tensor], *, mode: str = "sum") -> torch.Tensor:
@@ -77,9 +89,10 @@ def backbone_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         raise TypeError(f"{type(model).__name__} has no forward_as_dict; expected an EDAM/PSA resnet38d Net")
     with FeatureHook(getattr(model, FEATURE_LAYER)) as hook:
         model.forward_as_dict(images)
-    if hook.features is None:
+        features = hook.features
+    if features is None:
         raise RuntimeError(f"{FEATURE_LAYER} did not run in forward_as_dict")
-    return hook.features
+    return features
 
 
 def _view_maps(model: nn.Module, views: Sequence[Any], size: Tuple[int, int],
@@ -130,8 +143,8 @@ def host_cam(model: nn.Module, views: Sequence[Any], size: Tuple[int, int]) -> T
     def cam_fn(x: torch.Tensor) -> torch.Tensor:
         with FeatureHook(getattr(model, FEATURE_LAYER)) as hook:
             cam = model.forward_cam(x)
-        if not captured:
-            captured.append(hook.features[0])
+            if not captured:
+                captured.append(hook.features[0])
         return cam
 
     with torch.no_grad():
@@ -196,14 +209,17 @@ def _save_png(path: Path, labels: np.ndarray) -> None:
 
 
 def voc_image_loader(voc12_root: PathLike) -> Callable[[str], np.ndarray]:
-    """``name -> (H, W, 3) uint8`` from ``<voc12_root>/JPEGImages/<name>.jpg`` (for the CRF)."""
+    """``name -> (H, W, 3) uint8`` from ``<voc12_root>/JPEGImages/<name>.jpg`` (for the CRF).
+
+    The array is a writable copy (``np.array``), not the read-only ``np.asarray`` view of the image.
+    """
     root = Path(voc12_root)
 
     def load(name: str) -> np.ndarray:
         from PIL import Image
 
         with Image.open(root / "JPEGImages" / f"{name}.jpg") as image:
-            return np.asarray(image.convert("RGB"))
+            return np.array(image.convert("RGB"))
 
     return load
 
@@ -450,6 +466,7 @@ def evaluate(
     crf: bool = False,
     sal_path: Optional[PathLike] = None,
     allow_pickle: bool = False,
+    mean: str = "all",
     progress: Optional[bool] = None,
 ) -> Any:
     """Score EDAM-format dicts with ``eval.py``'s npy rule through :mod:`lpcam_plugin.evaluate`.
@@ -459,8 +476,10 @@ def evaluate(
     and :func:`~lpcam_plugin.evaluate.seed_metrics`. Default ``thetas`` = ``eval.py --curve``.
     CRF dicts without saliency do not depend on ``theta``.
 
-    Note: ``eval.py`` averages IoU over all 21 classes (a class absent from ground truth and
-    prediction counts 0); ``seed_metrics`` averages over the classes that occur (same on VOC train).
+    ``mean="all"`` (default) averages IoU, FP and FN over all 21 labels with a class absent from
+    ground truth and prediction counting 0, as ``eval.py`` does, so the mIoU equals the script's on
+    any subset; ``mean="present"`` averages over the classes that occur (same on VOC train, where
+    every class occurs).
 
     Returns:
         :class:`lpcam_plugin.evaluate.SweepResult` over ``thetas``.
@@ -471,6 +490,8 @@ def evaluate(
     values = [float(thetas)] if np.isscalar(thetas) else [float(t) for t in thetas]
     if not values:
         raise ValueError("thetas must not be empty")
+    if mean not in IOU_MEANS:
+        raise ValueError(f"mean must be one of {IOU_MEANS}, got {mean!r}")
     n = NUM_CLASSES + 1
     confusion = np.zeros((len(values), n, n), dtype=np.int64)
     for name in progress_bar(names, progress=progress, desc="EDAM eval", total=len(names)):
@@ -483,4 +504,5 @@ def evaluate(
     per_threshold = [ev.seed_metrics(c) for c in confusion]
     metrics = {key: np.stack([np.asarray(m[key], dtype=np.float64) for m in per_threshold])
                for key in ev.PER_CLASS_METRICS + ev.MEAN_METRICS}
-    return ev.SweepResult(thresholds=np.asarray(values), confusion=confusion, metrics=metrics, num_images=len(names))
+    result = ev.SweepResult(thresholds=np.asarray(values), confusion=confusion, metrics=metrics, num_images=len(names))
+    return with_iou_mean(result, mean)

@@ -7,6 +7,7 @@ Two ways to use it in an IRN fork (run from the fork's root, as IRN expects):
   when available, else CPU).
 - Or call ``patch()`` once before ``step.make_cam.run(args)``: the unchanged step then spawns
   its workers (one per GPU), and each runs :func:`_work` of this module instead of IRN's.
+  Needs CUDA: without a visible GPU the step spawns no worker, so ``patch()`` raises.
   Replacing the module-level ``_work`` survives ``torch.multiprocessing.spawn`` because the
   children unpickle the function by module and name (hosts.md §1.2).
 
@@ -69,11 +70,13 @@ def add_arguments(parser: argparse.ArgumentParser, *, preset: str = "voc") -> ar
     return parser
 
 
-def run(args: argparse.Namespace) -> int:
-    """Drop-in for ``step.make_cam.run(args)``: fit (or reuse) the bank, write LPCAM for
-    ``args.train_list`` into ``args.cam_out_dir``. Returns the number of files written
-    (files already written with the same bank are skipped)."""
-    return hosts.run_in_process(SPEC, args)
+def run(args: argparse.Namespace, method: Optional[str] = None) -> int:
+    """Drop-in for ``step.make_cam.run(args)``: write the maps of ``method`` (``"lpcam"``,
+    ``"cam"``, ``"recam"`` or ``"recam+lpcam"``; default ``args.lpcam_method``, else LPCAM) for
+    ``args.train_list`` into ``args.cam_out_dir``, after fitting or training what the method
+    needs (LPCAM bank, ReCAM step). Returns the number of files written (files already written
+    by the same producer are skipped)."""
+    return hosts.run_in_process(SPEC, args, method)
 
 
 def _work(process_id: int, model: nn.Module, dataset: Sequence[Any], args: argparse.Namespace) -> None:
@@ -86,7 +89,12 @@ def patch() -> None:
 
     Replaces ``step.make_cam._work`` by :func:`_work`; call it in the parent process before the
     step runs. Options missing from ``args`` take their defaults (see :func:`add_arguments`).
+
+    Raises:
+        RuntimeError: no CUDA device is visible: IRN's step would spawn zero workers (one per
+            GPU) and silently write nothing; call :func:`run` instead.
     """
+    hosts.require_spawn_devices(MAKE_CAM_MODULE, "lpcam_plugin.adapters.irn.run(args)")
     hosts.patch_attribute(MAKE_CAM_MODULE, "_work", _work)
 
 

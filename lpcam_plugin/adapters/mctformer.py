@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lpcam_plugin.adapters._edam_mct_shared import all_class_maps, as_image_batch, load_dict, unbatch
+from lpcam_plugin.adapters._edam_mct_shared import (IOU_MEANS, all_class_maps, as_image_batch, load_dict, unbatch,
+                                                    with_iou_mean)
 from lpcam_plugin.core.io import PathLike
 
 logger = logging.getLogger(__name__)
@@ -285,7 +286,7 @@ def fit(
             if cam_dir is not None or baseline == "cam":
                 with feature_hook(model, source="head") as hook:
                     model(as_image_batch(views[0], device), return_att=True, n_layers=layer_index)
-                features = hook.features[0].float()
+                    features = hook.features[0].float()
                 if cam_dir is not None:
                     size = tuple(as_image_batch(views[0], torch.device("cpu")).shape[-2:])
                     cam = _dict_cam(cam_dir, str(name), size, allow_pickle)
@@ -316,6 +317,7 @@ def evaluate(
     start: int = 0,
     end: int = 60,
     allow_pickle: bool = False,
+    mean: str = "all",
     progress: Optional[bool] = None,
 ) -> Any:
     """Score ``--cam-npy-dir`` dicts with ``evaluation.py``'s rule over ``t = start/100 .. (end-1)/100``.
@@ -324,6 +326,10 @@ def evaluate(
     0 and takes the arg-max, which is :func:`lpcam_plugin.evaluate.maps_to_prediction`. The whole
     curve is scored in one pass; :func:`host_best` applies the host's stopping rule to it.
 
+    ``mean="all"`` (default) averages IoU, FP and FN over all 21 labels, a class absent from ground
+    truth and prediction counting 0, as ``evaluation.py`` does (its number on any subset);
+    ``mean="present"`` averages over the classes that occur.
+
     Returns:
         :class:`lpcam_plugin.evaluate.SweepResult`.
     """
@@ -331,9 +337,12 @@ def evaluate(
 
     if not 0 <= start < end:
         raise ValueError(f"need 0 <= start < end, got start={start}, end={end}")
+    if mean not in IOU_MEANS:
+        raise ValueError(f"mean must be one of {IOU_MEANS}, got {mean!r}")
     thresholds = [i / 100.0 for i in range(start, end)]
-    return ev.evaluate_folder(predict_dir, gt_dir, list(names), fmt="dict", allow_pickle=allow_pickle,
-                              thresholds=thresholds, progress=progress)
+    result = ev.evaluate_folder(predict_dir, gt_dir, list(names), fmt="dict", allow_pickle=allow_pickle,
+                                thresholds=thresholds, progress=progress)
+    return with_iou_mean(result, mean)
 
 
 def host_best(result: Any) -> Tuple[float, float]:

@@ -1,22 +1,25 @@
-"""``lpcam demo``: the synthetic WSSS benchmark end to end (data, classifier, prototypes, evaluation).
+"""``lpcam demo``: the synthetic WSSS benchmark that judges the CAM family on the same data and seeds.
 
-Per seed: generate the data set (:mod:`lpcam_plugin.synthetic`), train the toy ResNet
-(:mod:`lpcam_plugin.toynet`; a cached checkpoint is reused when data and schedule match), fit
-LPCAM prototypes on the training images with the single-scale CAM as baseline, compute CAM,
-LPCAM-F (class prototypes only) and LPCAM maps for every training image, and sweep the
-background threshold (:func:`lpcam_plugin.evaluate.sweep`). Results are averaged over seeds.
+Per seed the data set is generated once (:mod:`lpcam_plugin.benchmark.synthetic`); per
+(network, seed) the classifier is trained (:mod:`lpcam_plugin.benchmark.toynet`; a cached
+checkpoint is reused when data, schedule and architecture match), its features are extracted,
+every read-out of :data:`~lpcam_plugin.benchmark.readouts.READOUTS` computes maps ``(N, C, h, w)``
+for the training images, and the background threshold is swept
+(:func:`lpcam_plugin.core.evaluate.sweep`). Results are averaged over seeds per network.
 
 Output folder::
 
-    report.md              Table 1 (FP, FN, mIoU, precision, recall at each method's best t), mean ± std
-    results.json           every number in report.md plus the mIoU curves per seed
-    threshold_curve.png    mIoU vs background threshold (paper Figure 5d), mean ± std over seeds
-    overlays.png           image | ground truth | CAM | LPCAM | seed masks, first seed
-    seed<N>/classifier.pt  checkpoint (torch.load(weights_only=True))
-    seed<N>/prototypes.npz the prototype bank (PrototypeBank.load)
-    seed<N>/maps.npz       CAM / LPCAM-F / LPCAM maps at feature resolution, float16, (N, C, h, w)
-    seed<N>/export/        first seed only: LPCAM as EDAM/MCTformer {class: map} .npy dicts, GT PNGs and
-                           train.txt, so that ``lpcam eval`` reproduces the LPCAM row of that seed
+    report.md                       per network: FP, FN, mIoU, precision, recall at each method's best t
+                                    (mean ± std over seeds), targets, diagnostics, per-seed rows, wall times,
+                                    and the figures below embedded
+    results.json                    every number in report.md plus the mIoU curves per seed
+    threshold_curve_<network>.png   mIoU vs background threshold, one line per method, mean ± std over seeds
+    overlays_<network>.png          first seed: image | each method's map; GT | each method's seed mask
+    <network>/seed<N>/classifier.pt checkpoint (torch.load(weights_only=True))
+    <network>/seed<N>/prototypes.npz the LPCAM prototype bank (PrototypeBank.load)
+    <network>/seed<N>/maps.npz      every read-out's maps at feature resolution, float16, (N, C, h, w)
+    <network>/seed<N>/export/       first network, first seed: LPCAM as EDAM/MCTformer {class: map} .npy
+                                    dicts, GT PNGs and train.txt, so that ``lpcam eval`` reproduces that row
 """
 from __future__ import annotations
 
@@ -34,43 +37,90 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lpcam_plugin.core.progress import progress_bar
-from lpcam_plugin.methods.lpcam.bank import PrototypeBank
-from lpcam_plugin.methods.lpcam.estimator import LPCAM
+from lpcam_plugin.benchmark.readouts import READOUTS, SeedContext, map_key, select_readouts
+from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticConfig, SyntheticDataset, generate, images_to_tensor
+from lpcam_plugin.benchmark.toynet import (
+    ToyClassifier,
+    TrainConfig,
+    build_network,
+    extract_features,
+    load_or_train,
+    set_torch_seed,
+    train_classifier,
+)
 from lpcam_plugin.core.evaluate import DEFAULT_THRESHOLDS, MEAN_METRICS, SweepResult, maps_to_prediction, sweep
 from lpcam_plugin.core.io import atomic_write, save_npy_atomic
-from lpcam_plugin.methods.cam import cam_map
 from lpcam_plugin.core.maps import max_normalize
-from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticConfig, SyntheticDataset, generate, images_to_tensor
-from lpcam_plugin.benchmark.toynet import TrainConfig, ToyResNet, extract_features, load_checkpoint, save_checkpoint, set_torch_seed, train_classifier
+from lpcam_plugin.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
-#: Methods compared, in table order.
-METHODS = ("CAM", "LPCAM-F", "LPCAM")
-#: Table-1 columns (paper order) -> metric key.
+#: Table columns (paper Table 1 order) -> metric key.
 TABLE_COLUMNS = (("FP", "mfp"), ("FN", "mfn"), ("mIoU", "miou"), ("Precision", "mprecision"), ("Recall", "mrecall"))
+#: Claims checked from the means: (text, method a, method b, key, required margin of mean(a) - mean(b)).
+#: A target is reported only when both of its methods ran.
+TARGETS: List[Tuple[str, str, str, str, float]] = [
+    ("LPCAM mIoU >= CAM mIoU + 5", "LPCAM", "CAM", "miou", 5.0),
+    ("LPCAM recall >= CAM recall + 10", "LPCAM", "CAM", "mrecall", 10.0),
+    ("LPCAM-F recall > CAM recall", "LPCAM-F", "CAM", "mrecall", 0.0),
+    ("LPCAM precision > LPCAM-F precision", "LPCAM", "LPCAM-F", "mprecision", 0.0),
+    ("LPCAM curve drop < CAM curve drop", "CAM", "LPCAM", "curve_drop", 0.0),
+]
+_DIAGNOSTIC_KEYS = ("recall_head", "recall_body", "recall_legs", "context_fp", "act_head", "act_body", "act_legs",
+                    "act_background", "act_other_objects", "auc")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """A benchmark network: ``name`` (table and folder name), ``kind`` (key of ``toynet.NETWORKS``), options."""
+
+    name: str
+    kind: str
+    options: Dict[str, Any] = field(default_factory=dict)
+
+    def build(self, num_classes: int) -> ToyClassifier:
+        """A fresh, untrained network for ``num_classes`` classes."""
+        return build_network(self.kind, num_classes, **self.options)
+
+
+#: IRN-like basic-block ResNet: output stride 8, D = 128.
+TOYRESNET = NetworkConfig("toyresnet", "ToyResNet", {"widths": (32, 64, 128), "strides": (2, 2, 1)})
+#: ResNet-50-stage-4-like: bottlenecks expanding to D = 1024 at output stride 16.
+BOTTLENECK = NetworkConfig("bottleneck", "ToyBottleneckNet",
+                           {"widths": (32, 64, 128), "strides": (2, 2, 2), "mid_width": 128, "feature_dim": 1024,
+                            "blocks": 3})
+#: Networks selectable by name on the command line, in report order.
+NETWORK_PRESETS: Dict[str, NetworkConfig] = {n.name: n for n in (TOYRESNET, BOTTLENECK)}
 
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Everything that defines a demo run (recorded in ``results.json``)."""
+    """Everything that defines a demo run (recorded in ``results.json``).
 
-    seeds: Tuple[int, ...] = (0, 1, 2)
+    ``methods``: read-out names to run (``None``: every entry of ``READOUTS``, in its order).
+    ``overlay_images``: images (distinct, one per class first) in each ``overlays_<network>.png``.
+    """
+
+    seeds: Tuple[int, ...] = (0,)
+    networks: Tuple[NetworkConfig, ...] = (TOYRESNET,)
+    methods: Optional[Tuple[str, ...]] = None
     data: SyntheticConfig = SyntheticConfig()
-    widths: Tuple[int, ...] = (32, 64, 128)
-    strides: Tuple[int, ...] = (2, 2, 1)
     train: TrainConfig = TrainConfig()
     lpcam_overrides: Dict[str, Any] = field(default_factory=dict)
     thresholds: Tuple[float, ...] = DEFAULT_THRESHOLDS
     curve_window: float = 0.1
-    overlay_rows: int = 6
+    overlay_images: int = 6
     export_host_files: bool = True
 
     @classmethod
-    def quick(cls, seeds: Sequence[int] = (0, 1, 2)) -> "DemoConfig":
-        """Small sizes for a fast smoke run (numbers are noisier)."""
-        return cls(seeds=tuple(seeds), data=SyntheticConfig(num_images=240), train=TrainConfig(epochs=8))
+    def full(cls, seeds: Sequence[int] = (0, 1, 2)) -> "DemoConfig":
+        """Every network preset, three seeds."""
+        return cls(seeds=tuple(seeds), networks=tuple(NETWORK_PRESETS.values()))
+
+    def quick(self) -> "DemoConfig":
+        """The same run at small sizes, for a fast smoke run (numbers are noisier)."""
+        return dataclasses.replace(self, data=dataclasses.replace(self.data, num_images=240),
+                                   train=dataclasses.replace(self.train, epochs=8))
 
     def to_dict(self) -> Dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -80,40 +130,55 @@ class DemoConfig:
 
 @dataclass
 class SeedResult:
-    """Results of one seed: one :class:`SweepResult` per method, plus diagnostics."""
+    """One (network, seed): a :class:`SweepResult` per method, diagnostics, timings and notes.
+
+    ``seconds`` holds the wall time of each stage (``"classifier"``, ``"features"``, one entry per
+    read-out, ``"evaluation"``) and their ``"total"``; a fit that several read-outs share is
+    charged to the first one that needs it. Data generation (shared by the networks) and figures
+    count only in the run's wall time. ``network_stats``: classifier training numbers
+    (``cached`` = 1 when the checkpoint was reused) and feature statistics.
+    """
 
     seed: int
+    network: str
     sweeps: Dict[str, SweepResult]
     diagnostics: Dict[str, Dict[str, float]]
-    train_stats: Dict[str, float]
-    prototype_counts: Dict[str, List[int]]
-    seconds: float
+    network_stats: Dict[str, float]
+    notes: Dict[str, str]
+    seconds: Dict[str, float]
 
 
 # ----------------------------------------------------------------------------- stages
 
 
-def _classifier(data: SyntheticDataset, x: torch.Tensor, config: DemoConfig, seed: int, path: Path,
-                progress: Optional[bool]) -> Tuple[ToyResNet, Dict[str, float]]:
-    """Train the toy classifier for ``seed`` or reuse a matching checkpoint at ``path``."""
+def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor, config: DemoConfig, seed: int,
+                path: Path, progress: Optional[bool]) -> Tuple[ToyClassifier, Dict[str, float], Dict[str, Any]]:
+    """Train ``network`` for ``seed`` or reuse a matching checkpoint at ``path``: ``(model, stats, key)``."""
     train = dataclasses.replace(config.train, seed=seed)
-    fresh = ToyResNet(data.config.num_classes, config.widths, config.strides)
-    key = {"data": data.config.fingerprint(), "train": train.to_dict(), "architecture": fresh.architecture()}
-    if path.is_file():
-        try:
-            model, meta = load_checkpoint(path)
-        except (ValueError, RuntimeError, KeyError) as error:
-            logger.warning("ignoring unreadable checkpoint %s: %s", path, error)
-        else:
-            if meta.get("key") == key:
-                logger.info("reusing classifier checkpoint %s", path)
-                return model, dict(meta.get("stats", {}))
-            logger.info("checkpoint %s was trained with other settings; retraining", path)
-    set_torch_seed(seed)
-    model = ToyResNet(data.config.num_classes, config.widths, config.strides)
-    stats = train_classifier(model, x, torch.from_numpy(data.labels), train, progress=progress)
-    save_checkpoint(path, model, {"key": key, "stats": stats, "class_names": data.class_names})
-    return model, stats
+    key = {"data": data.config.fingerprint(), "train": train.to_dict(), "network": network.kind,
+           "architecture": network.build(data.config.num_classes).architecture()}
+
+    def fit() -> Tuple[ToyClassifier, Dict[str, float]]:
+        set_torch_seed(seed)
+        model = network.build(data.config.num_classes)
+        return model, train_classifier(model, x, torch.from_numpy(data.labels), train, progress=progress)
+
+    model, stats, cached = load_or_train(path, key, fit, {"class_names": data.class_names})
+    return model, {**stats, "cached": float(cached)}, key
+
+
+def _feature_stats(features: torch.Tensor, masks: np.ndarray) -> Dict[str, float]:
+    """Sparsity and magnitude of ``(N, D, h, w)`` features: zero fraction, mean L2 norm on object / background cells.
+
+    A cell counts as object when more than half of its pixels (``masks`` ``(N, S, S)``) are foreground.
+    """
+    n, d, h, w = features.shape
+    fg = torch.from_numpy((masks > 0).astype(np.float32))[:, None]
+    cover = F.adaptive_avg_pool2d(fg, (h, w))[:, 0] > 0.5
+    norms = features.float().norm(dim=1)
+    return {"dim": float(d), "grid": float(h), "zero_fraction": float((features == 0).float().mean()),
+            "norm_object": float(norms[cover].mean()) if cover.any() else float("nan"),
+            "norm_background": float(norms[~cover].mean()) if (~cover).any() else float("nan")}
 
 
 def _upsampled(maps: torch.Tensor, size: int) -> torch.Tensor:
@@ -146,7 +211,7 @@ def _part_diagnostics(maps: torch.Tensor, data: SyntheticDataset, threshold: flo
 
     hits = np.zeros(len(PART_NAMES))
     totals = np.zeros(len(PART_NAMES))
-    act = {name: [] for name in PART_NAMES[1:] + ("background", "other_objects")}
+    act: Dict[str, List[float]] = {name: [] for name in PART_NAMES[1:] + ("background", "other_objects")}
     own_values, bg_values = [], []
     ctx_hits = ctx_total = 0
     size = data.config.image_size
@@ -179,12 +244,13 @@ def _part_diagnostics(maps: torch.Tensor, data: SyntheticDataset, threshold: flo
     out["context_fp"] = float(ctx_hits / max(ctx_total, 1))
     out.update({f"act_{name}": float(np.mean(values)) if values else float("nan") for name, values in act.items()})
     own_all, bg_all = np.concatenate(own_values), np.concatenate(bg_values)
-    out["auc"] = float(roc_auc_score(np.r_[np.ones(own_all.size), np.zeros(bg_all.size)], np.r_[own_all, bg_all]))
+    both = own_all.size > 0 and bg_all.size > 0
+    out["auc"] = float(roc_auc_score(np.r_[np.ones(own_all.size), np.zeros(bg_all.size)], np.r_[own_all, bg_all])) if both else float("nan")
     return out
 
 
 def _export_host_files(folder: Path, data: SyntheticDataset, maps: torch.Tensor, progress: Optional[bool]) -> None:
-    """Write LPCAM maps as EDAM/MCTformer ``{class: (H, W)}`` dicts, GT PNGs and an id list."""
+    """Write maps as EDAM/MCTformer ``{class: (H, W)}`` dicts under ``lpcam/``, GT PNGs and an id list."""
     from PIL import Image
 
     size = data.config.image_size
@@ -197,263 +263,376 @@ def _export_host_files(folder: Path, data: SyntheticDataset, maps: torch.Tensor,
         tmp.write_text("\n".join(data.ids) + "\n")
 
 
-def run_seed(seed: int, config: DemoConfig, out: Path, *, progress: Optional[bool] = None,
-             export: bool = False) -> Tuple[SeedResult, Dict[str, Any]]:
-    """Run the whole pipeline for one seed; returns the result and the arrays needed for figures."""
-    start = time.perf_counter()
-    folder = out / f"seed{seed}"
-    data = generate(dataclasses.replace(config.data, seed=seed), progress=progress)
+def run_seed(network: NetworkConfig, data: SyntheticDataset, config: DemoConfig, out: Path, *,
+             progress: Optional[bool] = None, export: bool = False) -> Tuple[SeedResult, Dict[str, torch.Tensor]]:
+    """Classifier, features, every selected read-out and the sweep for one (network, seed) on ``data``.
+
+    Returns the result and the maps ``{method: (N, C, h, w)}`` (float32, CPU).
+    """
+    seed = data.config.seed
+    seconds: Dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = now - clock
+        clock = now
+
+    folder = out / network.name / f"seed{seed}"
     x = images_to_tensor(data.images)
-    model, train_stats = _classifier(data, x, config, seed, folder / "classifier.pt", progress)
+    model, train_stats, key = _classifier(network, data, x, config, seed, folder / "classifier.pt", progress)
+    lap("classifier")
     features = extract_features(model, x, progress=progress)
-    weight = model.class_weight()
-    labels = torch.from_numpy(data.labels)
-
-    estimator = LPCAM(data.config.num_classes, "voc", class_names=data.class_names, progress=progress,
-                      seed=seed, **config.lpcam_overrides)
-    batch = 128
-    starts = range(0, len(data), batch)
-    for i in progress_bar(starts, progress=progress, desc="LPCAM features", total=len(starts)):
-        estimator.partial_fit(features[i : i + batch], labels[i : i + batch], weight=weight, ids=data.ids[i : i + batch])
-    estimator.fit_prototypes(weight, metadata={"demo_seed": seed})
-    bank: PrototypeBank = estimator.bank_
-    bank.save(folder / "prototypes.npz")
-    lpcam_f = LPCAM.from_bank(bank.without_context(), progress=progress)
-
-    # Classes whose baseline CAM never exceeded tau_split have no prototypes; they fall back to CAM.
-    maps = {
-        "CAM": cam_map(features, weight) * labels[:, :, None, None],
-        "LPCAM-F": lpcam_f(features, labels, fallback="cam", weight=weight),
-        "LPCAM": estimator(features, labels, fallback="cam"),
-    }
+    network_stats = {**train_stats, "stride": float(model.stride), **_feature_stats(features, data.masks)}
+    lap("features")
+    ctx = SeedContext(seed=seed, network=network.name, model=model, images=x, features=features,
+                      labels=torch.from_numpy(data.labels), data=data, folder=folder, classifier_key=key,
+                      lpcam_overrides=dict(config.lpcam_overrides), progress=progress)
+    n, c = len(data), data.config.num_classes
+    maps: Dict[str, torch.Tensor] = {}
+    readouts = select_readouts(config.methods)
+    for readout in progress_bar(readouts, progress=progress, desc=f"read-outs ({network.name}, seed {seed})",
+                                total=len(readouts), leave=False):
+        set_torch_seed(seed)  # a read-out's numbers do not depend on which read-outs ran before it
+        result = readout.compute(ctx)
+        if tuple(result.shape[:2]) != (n, c) or result.dim() != 4:
+            raise ValueError(f"read-out {readout.name} returned shape {tuple(result.shape)}, expected ({n}, {c}, h, w)")
+        maps[readout.name] = result.detach().float().cpu()
+        lap(readout.name)
     with atomic_write(folder / "maps.npz") as tmp:
         with open(tmp, "wb") as handle:
-            np.savez_compressed(handle, labels=data.labels, **{k.lower().replace("-", "_"): v.numpy().astype(np.float16) for k, v in maps.items()})
-    if export:
+            np.savez_compressed(handle, labels=data.labels,
+                                **{map_key(k): v.numpy().astype(np.float16) for k, v in maps.items()})
+    if export and "LPCAM" in maps:
         _export_host_files(folder / "export", data, maps["LPCAM"], progress)
 
     size = data.config.image_size
     sweeps, diagnostics = {}, {}
-    num_labels = data.config.num_classes + 1
-    for name in METHODS:
-        sweeps[name] = sweep(_image_maps(maps[name], data.labels, size), (m.astype(np.int64) for m in data.masks),
-                             config.thresholds, num_labels, progress=progress, total=len(data))
-        diagnostics[name] = _part_diagnostics(maps[name], data, sweeps[name].best_threshold)
-    counts = {
-        "class": [int(bank.class_prototypes[c].shape[0]) for c in range(bank.num_classes)],
-        "context": [int(bank.context_prototypes[c].shape[0]) if c in bank.context_prototypes else 0 for c in range(bank.num_classes)],
-    }
-    result = SeedResult(seed, sweeps, diagnostics, train_stats, counts, time.perf_counter() - start)
-    return result, {"data": data, "maps": maps}
+    for name, method_maps in maps.items():
+        sweeps[name] = sweep(_image_maps(method_maps, data.labels, size), (m.astype(np.int64) for m in data.masks),
+                             config.thresholds, c + 1, progress=progress, total=n)
+        diagnostics[name] = _part_diagnostics(method_maps, data, sweeps[name].best_threshold)
+    lap("evaluation")
+    seconds["total"] = sum(seconds.values())
+    return SeedResult(seed, network.name, sweeps, diagnostics, network_stats, dict(ctx.notes), seconds), maps
 
 
 # ----------------------------------------------------------------------------- summary
 
 
+def _stats(values: Sequence[float], scale: float = 100.0) -> Dict[str, float]:
+    """Mean and sample std (ddof=1; 0 for one value) of ``scale * values``."""
+    arr = scale * np.asarray(values, dtype=np.float64)
+    return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
+
+
 def summarize(results: Sequence[SeedResult], window: float = 0.1) -> Dict[str, Any]:
-    """Mean and sample std (ddof=1; 0 for one seed) over seeds, in %, and the issue's targets."""
+    """One network's table: per method the mean ± std over seeds (in %) of the best-threshold metrics.
 
-    def stats(values: Sequence[float]) -> Dict[str, float]:
-        arr = 100.0 * np.asarray(values, dtype=np.float64)
-        return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
-
+    Returns ``{"table": {method: {metric: {"mean", "std"}, "threshold", "curve_drop", "diagnostics"}},
+    "targets": {text: {"margin", "required", "met"}}, "seeds": [...], "network": {...}}``.
+    """
     table: Dict[str, Dict[str, Any]] = {}
-    for name in METHODS:
+    for name in results[0].sweeps:
         bests = [r.sweeps[name].best for r in results]
-        row = {key: stats([b[key] for b in bests]) for key in MEAN_METRICS}
-        row["threshold"] = {"mean": float(np.mean([b["threshold"] for b in bests])),
-                            "std": float(np.std([b["threshold"] for b in bests], ddof=1)) if len(bests) > 1 else 0.0}
-        row["curve_drop"] = stats([r.sweeps[name].curve_drop(window) for r in results])
-        row["diagnostics"] = {key: stats([r.diagnostics[name][key] for r in results]) for key in results[0].diagnostics[name]}
+        row: Dict[str, Any] = {key: _stats([b[key] for b in bests]) for key in MEAN_METRICS}
+        row["threshold"] = _stats([b["threshold"] for b in bests], 1.0)
+        row["curve_drop"] = _stats([r.sweeps[name].curve_drop(window) for r in results])
+        row["diagnostics"] = {key: _stats([r.diagnostics[name][key] for r in results]) for key in results[0].diagnostics[name]}
         table[name] = row
-
-    def mean(name: str, key: str) -> float:
-        return table[name][key]["mean"]
-
-    targets = {
-        "LPCAM mIoU >= CAM mIoU + 5": (mean("LPCAM", "miou") - mean("CAM", "miou"), 5.0),
-        "LPCAM recall >= CAM recall + 10": (mean("LPCAM", "mrecall") - mean("CAM", "mrecall"), 10.0),
-        "LPCAM-F recall > CAM recall": (mean("LPCAM-F", "mrecall") - mean("CAM", "mrecall"), 0.0),
-        "LPCAM precision > LPCAM-F precision": (mean("LPCAM", "mprecision") - mean("LPCAM-F", "mprecision"), 0.0),
-        f"LPCAM curve drop (±{window}) < CAM curve drop": (mean("CAM", "curve_drop") - mean("LPCAM", "curve_drop"), 0.0),
-    }
-    target_rows = {
-        text: {"margin": margin, "required": need, "met": bool(margin >= need if need > 0 else margin > 0)}
-        for text, (margin, need) in targets.items()
-    }
-    return {"table": table, "targets": target_rows, "seeds": [r.seed for r in results]}
+    targets = {}
+    for text, a, b, key, need in TARGETS:
+        if a in table and b in table:
+            margin = table[a][key]["mean"] - table[b][key]["mean"]
+            targets[text] = {"margin": margin, "required": need, "met": bool(margin >= need if need > 0 else margin > 0)}
+    network = {key: _stats([r.network_stats[key] for r in results], 1.0)
+               for key in ("train_accuracy", "zero_fraction", "norm_object", "norm_background", "dim", "grid", "stride")}
+    return {"table": table, "targets": targets, "seeds": [r.seed for r in results], "network": network}
 
 
 def _fmt(cell: Dict[str, float], digits: int = 1) -> str:
     return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
 
 
-def render_report(summary: Dict[str, Any], results: Sequence[SeedResult], config: DemoConfig, command: str,
-                  seconds: float) -> str:
-    """The Markdown report."""
-    table = summary["table"]
-    seeds = ", ".join(str(s) for s in summary["seeds"])
+def _network_title(network: NetworkConfig, summary: Dict[str, Any]) -> str:
+    stats = summary["network"]
+    grid = int(stats["grid"]["mean"])
+    return (f"{network.name}: {network.kind}, output stride {int(stats['stride']['mean'])}, "
+            f"D = {int(stats['dim']['mean'])}, feature grid {grid}x{grid}")
+
+
+def _render_network(network: NetworkConfig, summary: Dict[str, Any], results: Sequence[SeedResult],
+                    config: DemoConfig, figures: bool) -> List[str]:
+    """The report section of one network."""
+    table, stats = summary["table"], summary["network"]
+    methods = list(table)
     lines = [
-        "# LPCAM demo: synthetic WSSS benchmark",
+        f"## {_network_title(network, summary)}",
         "",
-        f"Command: `{command}`  ",
-        f"Seeds: {seeds} (generator and classifier); {config.data.num_images} training images of "
-        f"{config.data.image_size}x{config.data.image_size}, {config.data.num_classes} classes; "
-        f"classifier widths {list(config.widths)} (output stride 8), {config.train.epochs} epochs; wall time {seconds:.0f} s.",
+        f"Constructor options `{json.dumps(network.options)}`; classifier exact-match train accuracy "
+        f"{_fmt(stats['train_accuracy'])} %; features {100 * stats['zero_fraction']['mean']:.0f} % zeros, mean L2 "
+        f"norm {stats['norm_object']['mean']:.1f} on object cells vs {stats['norm_background']['mean']:.1f} on "
+        "background cells.",
         "",
-        "## Seed masks at each method's best background threshold (paper Table 1 columns)",
+        f"### Seed masks at each method's best background threshold ({len(results)} seed(s), mean ± sample std, %)",
         "",
-        "Mean ± sample std over seeds, in %. FP/FN are the per-class FP/(TP+FP+FN) and FN/(TP+FP+FN) "
-        "rates, averaged over background + classes.",
-        "",
-        "| method | FP | FN | mIoU | precision | recall | best t | mIoU drop within ±%.2f of best t |" % config.curve_window,
+        f"| method | FP | FN | mIoU | precision | recall | best t | mIoU drop within ±{config.curve_window:.2f} of best t |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for name in METHODS:
+    for name in methods:
         row = table[name]
         cells = [_fmt(row[key]) for _, key in TABLE_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(row['threshold'], 2)} | {_fmt(row['curve_drop'])} |")
-    lines += ["", "## Targets (from the means)", "", "| target | margin | met |", "|---|---|---|"]
-    for text, row in summary["targets"].items():
-        lines.append(f"| {text} | {row['margin']:+.1f} | {'yes' if row['met'] else 'no'} |")
+    if summary["targets"]:
+        lines += ["", "### Targets (from the means)", "", "| target | margin | met |", "|---|---|---|"]
+        for text, row in summary["targets"].items():
+            lines.append(f"| {text} | {row['margin']:+.1f} | {'yes' if row['met'] else 'no'} |")
     lines += [
         "",
-        "## Where the pixels are won or lost",
-        "",
-        "Part recall: fraction of a part's pixels labelled with the right class at the method's best "
-        "threshold. Context FP: background pixels labelled as a present class that has a context "
-        "background. Mean activation: mean value of a class's max-normalised map on its own head / body / "
-        "legs, on the background and on other objects (threshold-free). AUC: ROC AUC of the map value, "
-        "own-object pixels vs background pixels (threshold-free separability). All in %.",
+        "### Where the pixels are won or lost (mean over seeds, %)",
         "",
         "| method | recall head | recall body | recall legs | context FP | act. head | act. body | act. legs | act. background | act. other objects | AUC |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    keys = ["recall_head", "recall_body", "recall_legs", "context_fp", "act_head", "act_body", "act_legs",
-            "act_background", "act_other_objects", "auc"]
-    for name in METHODS:
+    for name in methods:
         diag = table[name]["diagnostics"]
-        lines.append(f"| {name} | " + " | ".join(_fmt(diag[key]) for key in keys) + " |")
-    lines += ["", "## Per seed", "", "| seed | method | mIoU | precision | recall | best t | classifier exact-match acc | prototypes (class / context per class) |", "|---|---|---|---|---|---|---|---|"]
+        lines.append(f"| {name} | " + " | ".join(f"{diag[key]['mean']:.1f}" for key in _DIAGNOSTIC_KEYS) + " |")
+    lines += ["", "### Per seed", "",
+              "| seed | method | FP | FN | mIoU | precision | recall | best t | read-out s | notes |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
-        for name in METHODS:
+        for name in methods:
             best = r.sweeps[name].best
-            protos = ""
-            if name == "LPCAM":
-                protos = f"{r.prototype_counts['class']} / {r.prototype_counts['context']}"
-            lines.append(
-                f"| {r.seed} | {name} | {100 * best['miou']:.1f} | {100 * best['mprecision']:.1f} | {100 * best['mrecall']:.1f} | "
-                f"{best['threshold']:.2f} | {100 * r.train_stats.get('train_accuracy', float('nan')):.1f} | {protos} |"
-            )
-    lines += ["", "Figures: `threshold_curve.png` (mIoU vs t, mean ± std), `overlays.png` (first seed).", ""]
+            cells = " | ".join(f"{100 * best[key]:.1f}" for _, key in TABLE_COLUMNS)
+            lines.append(f"| {r.seed} | {name} | {cells} | {best['threshold']:.2f} | {r.seconds[name]:.1f} | "
+                         f"{r.notes.get(name, '')} |")
+    if figures:
+        lines += ["", "### Figures", "",
+                  f"![mIoU vs background threshold, {network.name}](threshold_curve_{network.name}.png)", "",
+                  f"![maps and seed masks, {network.name}, seed {results[0].seed}](overlays_{network.name}.png)"]
+    return lines + [""]
+
+
+def render_report(summaries: Dict[str, Dict[str, Any]], results: Dict[str, List[SeedResult]], config: DemoConfig,
+                  command: str, seconds: float, figures: bool = True) -> str:
+    """The Markdown report: run facts, wall times, then one section per network."""
+    methods = list(next(iter(summaries.values()))["table"])
+    data = config.data
+    lines = [
+        "# Synthetic WSSS benchmark: the CAM family",
+        "",
+        f"Command: `{command}`  ",
+        f"Seeds {', '.join(str(s) for s in config.seeds)} (generator, classifier and every fit); "
+        f"{data.num_images} training images of {data.image_size}x{data.image_size}, {data.num_classes} classes; "
+        f"{config.train.epochs} classifier epochs; networks {', '.join(n.name for n in config.networks)}; "
+        f"methods {', '.join(methods)}.  ",
+        f"Wall time: {seconds:.0f} s.",
+        "",
+        "FP/FN are the per-class FP/(TP+FP+FN) and FN/(TP+FP+FN) rates, averaged over background + classes. "
+        "Each method is scored at its own best background threshold t, per seed. Diagnostics: part recall is the "
+        "fraction of a part's pixels labelled with the right class at the best t; context FP the background pixels "
+        "labelled as a present class that has a context background; act. the mean max-normalised map value of a "
+        "class on its own parts, the background and other objects; AUC the ROC AUC of the map value, own-object "
+        "vs background pixels (threshold-free).",
+        "",
+        "### Wall time per stage (s; a fit shared by several read-outs is charged to the first)",
+        "",
+        "| network | seed | classifier | features | " + " | ".join(methods) + " | evaluation | total |",
+        "|---|---|---|---|" + "---|" * len(methods) + "---|---|",
+    ]
+    for network in config.networks:
+        for r in results[network.name]:
+            cached = " (cached)" if r.network_stats.get("cached") else ""
+            cells = [f"{r.seconds['classifier']:.1f}{cached}", f"{r.seconds['features']:.1f}"]
+            cells += [f"{r.seconds[m]:.1f}" for m in methods] + [f"{r.seconds['evaluation']:.1f}", f"{r.seconds['total']:.1f}"]
+            lines.append(f"| {network.name} | {r.seed} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for network in config.networks:
+        lines += _render_network(network, summaries[network.name], results[network.name], config, figures)
+    if figures:
+        lines += [
+            "How to read the figures. Threshold curve: the seed-mask mIoU for every background threshold t, one "
+            "line per method (mean over seeds, shaded ± sample std). The dot marks the peak of the mean curve (the "
+            "best single t for all seeds); the cross with error bars the mean ± std of each seed's own best "
+            "(t, mIoU), which is what the table reports and is never below the mean curve's peak. A flat curve "
+            "around the optimum means the method is insensitive to t. Overlays (first seed): for each image, the "
+            "top row shows the image and each method's map of the named class (max-normalised, colour bar), the "
+            "bottom row the ground truth and each method's seed mask at that method's best t of that seed (class "
+            "colours in the legend).",
+            "",
+        ]
     return "\n".join(lines)
 
 
-def _overlay_rows(figure_data: Dict[str, Any], sweeps: Dict[str, SweepResult], rows: int) -> Tuple[List[List[np.ndarray]], List[str]]:
-    """Panels for ``overlays.png``: one row per (image, class), cycling through the classes."""
-    from lpcam_plugin.benchmark.viz import label_to_rgb, overlay
+# ----------------------------------------------------------------------------- figures
 
-    data: SyntheticDataset = figure_data["data"]
-    maps = figure_data["maps"]
-    size = data.config.image_size
-    panels, titles = [], []
-    for k in range(rows):
+
+def _overlay_indices(data: SyntheticDataset, count: int) -> List[Tuple[int, int]]:
+    """``count`` distinct ``(image index, class)`` pairs: classes in turn, each image at most once."""
+    used: set = set()
+    picks: List[Tuple[int, int]] = []
+    for k in range(count * data.config.num_classes):
+        if len(picks) == count:
+            break
         c = k % data.config.num_classes
-        candidates = np.flatnonzero(data.labels[:, c] > 0)
-        if candidates.size <= k // data.config.num_classes:
-            continue
-        index = int(candidates[k // data.config.num_classes])
+        for index in np.flatnonzero(data.labels[:, c] > 0):
+            if int(index) not in used:
+                used.add(int(index))
+                picks.append((int(index), c))
+                break
+    return picks
+
+
+def write_overlays(path: Path, network: NetworkConfig, result: SeedResult, data: SyntheticDataset,
+                   maps: Dict[str, torch.Tensor], images: int) -> None:
+    """``overlays_<network>.png``: per image a map row (image | each method's map of one class, jet)
+    and a mask row (ground truth | each method's seed mask at its best t of this seed)."""
+    from lpcam_plugin.benchmark.viz import label_to_rgb, overlay, plot_grid, voc_palette
+
+    size = data.config.image_size
+    methods = list(maps)
+    panels, row_titles = [], []
+    for index, c in _overlay_indices(data, images):
         keys = np.flatnonzero(data.labels[index] > 0)
-        row = [data.images[index], label_to_rgb(data.masks[index].astype(np.int64))]
-        heat = {}
-        for name in ("CAM", "LPCAM"):
-            up = _upsampled(maps[name][index, keys], size).numpy()
-            heat[name] = up
-            row.append(overlay(data.images[index], up[list(keys).index(c)]))
-        for name in ("CAM", "LPCAM"):
-            pred = maps_to_prediction(heat[name], keys, sweeps[name].best_threshold)
-            row.append(label_to_rgb(pred))
-        panels.append(row)
-        titles.append(f"{data.ids[index][-5:]} {data.class_names[c]}")
-    return panels, titles
+        heat = {name: _upsampled(maps[name][index, keys], size).numpy() for name in methods}
+        position = list(keys).index(c)
+        panels.append([data.images[index]] + [overlay(data.images[index], heat[name][position]) for name in methods])
+        panels.append([label_to_rgb(data.masks[index].astype(np.int64))]
+                      + [label_to_rgb(maps_to_prediction(heat[name], keys, result.sweeps[name].best_threshold))
+                         for name in methods])
+        row_titles += [f"{data.ids[index]}\nmap of {data.class_names[c]}",
+                       "GT / seed masks\n" + ", ".join(data.class_names[int(k)] for k in keys)]
+    columns = ["image (top) / GT"] + [f"{name}\nmask @ t={result.sweeps[name].best_threshold:.2f}" for name in methods]
+    palette = voc_palette(data.config.num_classes + 1)
+    legend = {"background": palette[0], **{name: palette[c + 1] for c, name in enumerate(data.class_names)}}
+    plot_grid(panels, path, column_titles=columns, row_titles=row_titles, legend=legend,
+              colorbar=("jet", "map value (max-normalised)"), panel_size=1.35,
+              title=f"{network.name}, seed {result.seed}: top rows, each method's map of the named class;\n"
+                    f"bottom rows, ground truth and each method's seed mask at its best t of seed {result.seed}")
 
 
-def write_figures(out: Path, results: Sequence[SeedResult], figure_data: Dict[str, Any], config: DemoConfig) -> None:
-    """``threshold_curve.png`` (mean ± std over seeds) and ``overlays.png`` (first seed)."""
-    from lpcam_plugin.benchmark.viz import plot_grid, plot_threshold_curves
+def write_threshold_curve(path: Path, network: NetworkConfig, results: Sequence[SeedResult]) -> None:
+    """``threshold_curve_<network>.png``: mIoU vs t per method, mean ± std over seeds, both optima marked."""
+    from lpcam_plugin.benchmark.viz import ThresholdCurve, plot_threshold_curves
 
     curves = {}
-    for name in METHODS:
+    for name in results[0].sweeps:
         stack = 100.0 * np.stack([r.sweeps[name].miou for r in results])
-        std = stack.std(axis=0, ddof=1) if len(results) > 1 else None
-        curves[name] = (results[0].sweeps[name].thresholds, stack.mean(axis=0), std)
-    plot_threshold_curves(curves, out / "threshold_curve.png",
-                          title=f"seed mIoU vs background threshold ({len(results)} seed(s), mean ± std)")
-    panels, titles = _overlay_rows(figure_data, results[0].sweeps, config.overlay_rows)
-    plot_grid(panels, out / "overlays.png", row_titles=titles,
-              column_titles=["image", "ground truth", "CAM", "LPCAM", "CAM seeds (best t)", "LPCAM seeds (best t)"])
+        bests = [r.sweeps[name].best for r in results]
+        t_best, v_best = _stats([b["threshold"] for b in bests], 1.0), _stats([b["miou"] for b in bests])
+        curves[name] = ThresholdCurve(results[0].sweeps[name].thresholds, stack.mean(axis=0),
+                                      stack.std(axis=0, ddof=1) if len(results) > 1 else None,
+                                      (t_best["mean"], t_best["std"], v_best["mean"], v_best["std"]))
+    seeds = ", ".join(str(r.seed) for r in results)
+    plot_threshold_curves(curves, path, title=f"{network.name}: seed-mask mIoU vs background threshold "
+                                              f"(seeds {seeds}; mean ± std band)")
+
+
+# ----------------------------------------------------------------------------- run
 
 
 def run_demo(config: DemoConfig, out: Path, *, progress: Optional[bool] = None, figures: bool = True,
-             command: str = "lpcam demo") -> Dict[str, Any]:
-    """Run every seed, write ``report.md``, ``results.json`` and (with ``figures``) the PNGs; return the summary."""
+             command: str = "lpcam demo") -> Dict[str, Dict[str, Any]]:
+    """Run every (network, seed), write ``report.md``, ``results.json`` and (with ``figures``) the PNGs.
+
+    Returns ``{network name: summarize(...)}``.
+    """
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    results, first_figure_data = [], None
+    select_readouts(config.methods)  # fail on unknown names before any training
+    results: Dict[str, List[SeedResult]] = {n.name: [] for n in config.networks}
+    shown: Dict[str, Tuple[SyntheticDataset, Dict[str, torch.Tensor]]] = {}
     for k, seed in enumerate(progress_bar(config.seeds, progress=progress, desc="seeds", total=len(config.seeds))):
-        result, figure_data = run_seed(seed, config, out, progress=progress, export=config.export_host_files and k == 0)
-        logger.info("seed %d: %s (%.0f s)", seed,
-                    ", ".join(f"{m} mIoU {100 * result.sweeps[m].best['miou']:.1f}" for m in METHODS), result.seconds)
-        results.append(result)
-        if first_figure_data is None:
-            first_figure_data = figure_data
-    summary = summarize(results, config.curve_window)
+        data = generate(dataclasses.replace(config.data, seed=seed), progress=progress)
+        for j, network in enumerate(config.networks):
+            result, maps = run_seed(network, data, config, out, progress=progress,
+                                    export=config.export_host_files and k == 0 and j == 0)
+            logger.info("%s seed %d: %s (%.0f s)", network.name, seed,
+                        ", ".join(f"{m} mIoU {100 * s.best['miou']:.1f}" for m, s in result.sweeps.items()),
+                        result.seconds["total"])
+            results[network.name].append(result)
+            if network.name not in shown:
+                shown[network.name] = (data, maps)
+    summaries = {name: summarize(rs, config.curve_window) for name, rs in results.items()}
     if figures:
-        write_figures(out, results, first_figure_data, config)
+        for network in config.networks:
+            first = results[network.name][0]
+            data, maps = shown[network.name]
+            write_threshold_curve(out / f"threshold_curve_{network.name}.png", network, results[network.name])
+            write_overlays(out / f"overlays_{network.name}.png", network, first, data, maps, config.overlay_images)
     seconds = time.perf_counter() - start
-    report = render_report(summary, results, config, command, seconds)
-    if config.export_host_files:
-        first = config.seeds[0]
+    report = render_report(summaries, results, config, command, seconds, figures)
+    first_network, first_seed = config.networks[0].name, config.seeds[0]
+    if config.export_host_files and "LPCAM" in summaries[first_network]["table"]:
+        export = out / first_network / f"seed{first_seed}" / "export"
         report += (
-            f"\nReproduce the LPCAM row of seed {first} from the exported host-format files:\n\n"
-            f"    lpcam eval --cams {out / f'seed{first}/export/lpcam'} --gt {out / f'seed{first}/export/gt'} "
-            f"--list {out / f'seed{first}/export/train.txt'} --format dict --allow-pickle --num-classes "
-            f"{config.data.num_classes + 1}\n"
+            f"\nReproduce the LPCAM row of {first_network}, seed {first_seed} from the exported host-format files:\n\n"
+            f"    lpcam eval --cams {export / 'lpcam'} --gt {export / 'gt'} --list {export / 'train.txt'} "
+            f"--format dict --allow-pickle --num-classes {config.data.num_classes + 1}\n"
         )
     with atomic_write(out / "report.md") as tmp:
         tmp.write_text(report)
     payload = {
         "config": config.to_dict(),
-        "summary": summary,
         "seconds": seconds,
-        "per_seed": [
-            {"seed": r.seed, "seconds": r.seconds, "train": r.train_stats, "prototypes": r.prototype_counts,
-             "diagnostics": r.diagnostics,
-             "sweeps": {name: r.sweeps[name].to_dict() for name in METHODS}}
-            for r in results
-        ],
+        "networks": {
+            name: {
+                "summary": summaries[name],
+                "per_seed": [
+                    {"seed": r.seed, "seconds": r.seconds, "network": r.network_stats, "notes": r.notes,
+                     "diagnostics": r.diagnostics, "sweeps": {m: s.to_dict() for m, s in r.sweeps.items()}}
+                    for r in rs
+                ],
+            }
+            for name, rs in results.items()
+        },
     }
     with atomic_write(out / "results.json") as tmp:
         tmp.write_text(json.dumps(payload, indent=1))
-    return summary
+    return summaries
 
 
 # ----------------------------------------------------------------------------- CLI
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The ``lpcam demo`` command line equivalent to ``args`` (for the report)."""
+    parts = ["lpcam demo", f"--out {args.out}", f"--seed {args.seed}"]
+    parts += [f"--seeds {args.seeds}"] if args.seeds is not None else []
+    parts += [flag for flag, on in (("--full", args.full), ("--quick", args.quick), ("--retrain", args.retrain)) if on]
+    parts += [f"--{name} {' '.join(values)}" for name, values in (("networks", args.networks), ("methods", args.methods)) if values]
+    parts += [f"--{name.replace('_', '-')} {value}" for name, value in (("num_images", args.num_images), ("epochs", args.epochs))
+              if value is not None]
+    return " ".join(parts)
+
+
 def _run_cli(args: argparse.Namespace) -> int:
-    if args.seeds < 1:
-        logger.error("--seeds must be >= 1, got %d", args.seeds)
+    seeds_count = args.seeds if args.seeds is not None else (3 if args.full else 1)
+    if seeds_count < 1:
+        logger.error("--seeds must be >= 1, got %d", seeds_count)
         return 2
-    seeds = tuple(args.seed + k for k in range(args.seeds))
-    config = DemoConfig.quick(seeds) if args.quick else DemoConfig(seeds=seeds)
+    seeds = tuple(args.seed + k for k in range(seeds_count))
+    config = DemoConfig.full(seeds) if args.full else DemoConfig(seeds=seeds)
+    if args.networks:
+        config = dataclasses.replace(config, networks=tuple(NETWORK_PRESETS[name] for name in args.networks))
+    if args.methods:
+        try:
+            select_readouts(args.methods)
+        except ValueError as error:
+            logger.error("%s", error)
+            return 2
+        config = dataclasses.replace(config, methods=tuple(args.methods))
+    if args.quick:
+        config = config.quick()
     if args.num_images is not None:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, num_images=args.num_images))
     if args.epochs is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=args.epochs))
     if args.retrain:
-        for seed in seeds:
-            (args.out / f"seed{seed}" / "classifier.pt").unlink(missing_ok=True)
+        for network in config.networks:
+            for seed in seeds:
+                (args.out / network.name / f"seed{seed}" / "classifier.pt").unlink(missing_ok=True)
     figures = not args.no_figures
     if figures:
         try:
@@ -463,26 +642,30 @@ def _run_cli(args: argparse.Namespace) -> int:
         except ImportError as error:
             logger.error("%s (or pass --no-figures)", error)
             return 2
-    command = f"lpcam demo --out {args.out} --seed {args.seed} --seeds {args.seeds}" + "".join(
-        f" {flag}" for flag, on in (("--quick", args.quick), ("--retrain", args.retrain)) if on
-    ) + "".join(f" --{name.replace('_', '-')} {value}" for name, value in (("num_images", args.num_images), ("epochs", args.epochs)) if value is not None)
-    run_demo(config, args.out, progress=False if args.no_progress else None, figures=figures, command=command)
+    run_demo(config, args.out, progress=False if args.no_progress else None, figures=figures, command=_command(args))
     sys.stdout.write((args.out / "report.md").read_text())
     return 0
 
 
 def register_cli(subparsers: Any) -> None:
     """Add ``lpcam demo`` to the ``lpcam`` command line."""
+    readouts = ", ".join(r.name for r in READOUTS)
     parser = subparsers.add_parser(
         "demo",
-        help="synthetic WSSS benchmark: train a toy classifier, fit LPCAM, report CAM vs LPCAM-F vs LPCAM",
-        description="Generate the synthetic benchmark, train (or reuse) the classifier per seed, fit LPCAM "
-        "prototypes, evaluate seed masks over a threshold sweep and write a report folder.",
+        help=f"synthetic WSSS benchmark: train toy classifiers, compare {readouts}",
+        description="Generate the synthetic benchmark, train (or reuse) each network's classifier per seed, run every "
+        f"read-out ({readouts}), evaluate seed masks over a threshold sweep and write a report folder. "
+        "Default: the toyresnet network, one seed; --full: every network, three seeds.",
     )
     parser.add_argument("--out", type=Path, default=Path("lpcam-demo"), help="report folder (default: lpcam-demo)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds: seed, seed+1, ... (default 3)")
-    parser.add_argument("--quick", action="store_true", help="small sizes for a fast smoke run")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds: seed, seed+1, ... (default 1; 3 with --full)")
+    parser.add_argument("--full", action="store_true", help=f"every network ({', '.join(NETWORK_PRESETS)}) and 3 seeds")
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORK_PRESETS), default=None,
+                        help="networks to run (default: toyresnet; every one with --full)")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="NAME",
+                        help=f"read-outs to run, in table order (default: all of {readouts})")
+    parser.add_argument("--quick", action="store_true", help="small sizes (240 images, 8 epochs) for a fast smoke run")
     parser.add_argument("--num-images", type=int, default=None, help="override the number of images per seed")
     parser.add_argument("--epochs", type=int, default=None, help="override the classifier's training epochs")
     parser.add_argument("--retrain", action="store_true", help="ignore cached classifier checkpoints")

@@ -1,8 +1,11 @@
 """Input validation shared by the stage functions: clear errors that name the problem."""
 from __future__ import annotations
 
-from typing import Sequence
+import numbers
+from collections import Counter
+from typing import Any, List, Sequence
 
+import numpy as np
 import torch
 
 
@@ -54,10 +57,48 @@ def check_feature_dim(features_dim: int, weight_dim: int, what: str = "weight") 
         raise ValueError(f"feature dimension mismatch: features have D={features_dim} but the {what} has D={weight_dim}")
 
 
-def check_classes(classes: Sequence[int], num_classes: int) -> list:
-    """Return ``classes`` as a list of ints in ``[0, num_classes)``; raise ``ValueError`` otherwise."""
-    out = [int(c) for c in classes]
+def check_threshold(value: object, name: str) -> float:
+    """``value`` as a float; ``TypeError`` unless a real number, ``ValueError`` if NaN or outside [0, 1]."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1], got {value!r} ({type(value).__name__})")
+    if not 0.0 <= float(value) <= 1.0:  # also catches NaN
+        raise ValueError(f"{name} must be in [0, 1] (maps are max-normalised), got {value}")
+    return float(value)
+
+
+def check_classes(classes: Sequence[int], num_classes: int) -> List[int]:
+    """Return ``classes`` (a 1-D sequence, tensor or array of distinct class indices) as a list of ints.
+
+    Raises ``ValueError`` for indices outside ``[0, num_classes)``, repeated indices (each class
+    gets one channel), and float or bool values: a float or bool vector such as ``[1., 0., 0., 1.]``
+    is a multi-hot label vector, not a list of indices.
+    """
+    if isinstance(classes, (torch.Tensor, np.ndarray)):
+        is_tensor = isinstance(classes, torch.Tensor)
+        indices = (not (classes.is_floating_point() or classes.is_complex() or classes.dtype == torch.bool)
+                   if is_tensor else classes.dtype.kind in "iu")
+        values = (classes.detach().cpu() if is_tensor else classes).reshape(-1).tolist()
+        shape = tuple(classes.shape)
+    else:
+        values = list(classes)
+        indices = not any(isinstance(c, (bool, float, np.bool_, np.floating)) for c in values)
+        shape = (len(values),)
+    if not indices:
+        raise ValueError(f"classes {_short(values)} looks like a multi-hot label vector; pass labels (B, C) or "
+                         "class indices")
+    if len(shape) != 1:
+        raise ValueError(f"class indices must be a 1-D sequence, got shape {shape}")
+    out = [int(c) for c in values]
     bad = [c for c in out if not 0 <= c < num_classes]
     if bad:
         raise ValueError(f"class index(es) {bad} out of range for {num_classes} classes")
+    repeated = sorted(c for c, n in Counter(out).items() if n > 1)
+    if repeated:
+        raise ValueError(f"class index(es) {repeated} listed more than once; each class gets one map")
     return out
+
+
+def _short(values: Sequence[Any]) -> str:
+    """``values`` for an error message, cut after 8 entries."""
+    items = list(values)
+    return str(items) if len(items) <= 8 else f"[{', '.join(map(str, items[:8]))}, ...] ({len(items)} values)"

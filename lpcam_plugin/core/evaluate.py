@@ -23,6 +23,8 @@ import json
 import logging
 import sys
 import warnings
+import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -256,11 +258,13 @@ class SweepResult:
 
 
 def _check_thresholds(thresholds: Iterable[float]) -> np.ndarray:
+    """Sorted distinct thresholds ``(T,)``; ``ValueError`` for an empty list, NaN or values outside [0, 1]."""
     values = np.asarray(list(thresholds), dtype=np.float64).reshape(-1)
     if values.size == 0:
         raise ValueError("thresholds must not be empty")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("thresholds must be finite")
+    bad = values[~((values >= 0.0) & (values <= 1.0))]  # NaN fails both comparisons
+    if bad.size:
+        raise ValueError(f"thresholds must be in [0, 1] (maps are max-normalised), got {bad[:5].tolist()}")
     return np.unique(values)
 
 
@@ -279,7 +283,7 @@ def sweep(
     Args:
         maps: iterable of ``(keys (K,), maps (K, H, W))`` per image (``K`` may be 0).
         gts: iterable of ``(H, W)`` integer ground truth, same order and length as ``maps``.
-        thresholds: background thresholds; sorted and de-duplicated in the result.
+        thresholds: background thresholds in [0, 1]; sorted and de-duplicated in the result.
         num_classes: labels **including background** (21 for VOC).
         ignore_index: ground-truth value that is not scored.
         progress: progress-bar switch (``None``: only on a TTY).
@@ -410,7 +414,7 @@ def read_map(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as data:
             keys, maps = data["keys"], data["high_res"]
-    except (KeyError, ValueError, OSError) as error:
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: not an LPCAM map file (.npz with 'keys' and 'high_res'): {error}") from error
     return _check_maps(keys, maps)
 
@@ -470,7 +474,16 @@ def evaluate_folder(
     ignore_index: int = 255,
     progress: Optional[bool] = None,
 ) -> SweepResult:
-    """Sweep the CAM files ``cams_dir/<id>.npy`` (``<id>.npz`` for ``fmt="npz"``) against ``gt_dir/<id>.png``."""
+    """Sweep the CAM files ``cams_dir/<id>.npy`` (``<id>.npz`` for ``fmt="npz"``) against ``gt_dir/<id>.png``.
+
+    Raises ``ValueError`` naming an id listed more than once (it would be scored twice) and
+    ``FileNotFoundError`` naming a missing file.
+    """
+    counts = Counter(ids)
+    repeated = [i for i, n in counts.items() if n > 1]
+    if repeated:
+        raise ValueError(f"image id {repeated[0]!r} is listed {counts[repeated[0]]} times "
+                         f"({len(repeated)} repeated id(s)); each image must be scored once")
     cams_dir, gt_dir = Path(cams_dir), Path(gt_dir)
     suffix = ".npz" if fmt == "npz" else ".npy"
     missing = [i for i in ids if not (cams_dir / f"{i}{suffix}").is_file()]
@@ -508,7 +521,7 @@ def format_result(result: SweepResult, class_names: Optional[Sequence[str]] = No
 
 
 def _parse_thresholds(values: Optional[Sequence[str]]) -> Tuple[float, ...]:
-    """``--thresholds`` accepts floats and ``start:stop:step`` ranges (stop exclusive)."""
+    """``--thresholds`` accepts floats and ``start:stop:step`` ranges (stop exclusive); ``ValueError`` otherwise."""
     if not values:
         return DEFAULT_THRESHOLDS
     out: List[float] = []
@@ -516,23 +529,26 @@ def _parse_thresholds(values: Optional[Sequence[str]]) -> Tuple[float, ...]:
         if ":" in value:
             parts = value.split(":")
             if len(parts) != 3:
-                raise argparse.ArgumentTypeError(f"threshold range {value!r} must be start:stop:step")
-            start, stop, step = (float(p) for p in parts)
-            if step <= 0:
-                raise argparse.ArgumentTypeError(f"threshold range {value!r} needs a positive step")
+                raise ValueError(f"bad --thresholds: range {value!r} must be start:stop:step")
+            start, stop, step = (_threshold_number(p) for p in parts)
+            if not step > 0:
+                raise ValueError(f"bad --thresholds: range {value!r} needs a positive step")
             count = int(np.floor((stop - start) / step - 1e-9)) + 1
             out.extend(round(start + i * step, 10) for i in range(max(count, 0)))
         else:
-            out.append(float(value))
+            out.append(_threshold_number(value))
     return tuple(out)
 
 
-def _run_eval(args: argparse.Namespace) -> int:
+def _threshold_number(text: str) -> float:
     try:
-        thresholds = _parse_thresholds(args.thresholds)
-    except (argparse.ArgumentTypeError, ValueError) as error:
-        logger.error("bad --thresholds: %s", error)
-        return 2
+        return float(text)
+    except ValueError:
+        raise ValueError(f"bad --thresholds: {text!r} is not a number") from None
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    thresholds = _parse_thresholds(args.thresholds)
     ids = read_id_list(args.list)
     result = evaluate_folder(
         args.cams,

@@ -73,10 +73,17 @@ class _Recorder:
         self.history: List[torch.Tensor] = []
 
     def record(self, value: Any) -> None:
-        tensor = self.feature_selector(value) if self.feature_selector is not None else _first_tensor(value)
-        tensor = tensor.detach()
+        """Store the selected tensor, detached, transformed, and copied once unless the transform already copied.
+
+        The copy keeps the capture intact when the model modifies the tensor in place later in
+        the forward pass (e.g. ``nn.ReLU(inplace=True)`` after the hooked layer).
+        """
+        source = self.feature_selector(value) if self.feature_selector is not None else _first_tensor(value)
+        tensor = source.detach()
         if self.reshape_transform is not None:
             tensor = self.reshape_transform(tensor)
+        if tensor.untyped_storage().data_ptr() == source.untyped_storage().data_ptr():
+            tensor = tensor.clone()
         self.features = tensor
         if self.keep_all:
             self.history.append(tensor)
@@ -108,8 +115,12 @@ class FeatureHook:
         keep_all: also append every capture to :attr:`history` (several views per image).
 
     Attributes:
-        features: the last captured tensor, detached, or None before the first forward.
+        features: the last captured tensor, detached and copied (later in-place ops of the model
+            do not change it), or None before the first forward.
         history: every capture since the last :meth:`clear` when ``keep_all``.
+
+    Both raise ``RuntimeError`` once the hook is removed (after the ``with`` block or
+    :meth:`remove`): read them inside the block, or keep the tensor in a variable there.
     """
 
     def __init__(
@@ -136,13 +147,20 @@ class FeatureHook:
 
     @property
     def features(self) -> Optional[torch.Tensor]:
-        """The last captured tensor (after ``reshape_transform``), or None."""
+        """The last captured tensor (after ``reshape_transform``), or None; ``RuntimeError`` once removed."""
+        self._check_active("features")
         return self._recorder.features
 
     @property
     def history(self) -> List[torch.Tensor]:
-        """Every capture since the last :meth:`clear` (only with ``keep_all``)."""
+        """Every capture since the last :meth:`clear` (only with ``keep_all``); ``RuntimeError`` once removed."""
+        self._check_active("history")
         return self._recorder.history
+
+    def _check_active(self, what: str) -> None:
+        if self._handle is None:
+            raise RuntimeError(f"FeatureHook on {type(self.module).__name__} was removed (its with block exited or "
+                               f"remove() was called); read hook.{what} inside the with block")
 
     @property
     def active(self) -> bool:

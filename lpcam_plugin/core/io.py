@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -54,3 +55,12 @@ def save_npy_atomic(path: PathLike, obj: Any, *, allow_pickle: bool = False) -> 
     with atomic_write(path) as tmp:
         with open(tmp, "wb") as handle:
             np.save(handle, obj, allow_pickle=allow_pickle)
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

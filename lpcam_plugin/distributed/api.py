@@ -11,14 +11,17 @@ pools; pools are merged exactly onto their owner rank (class ``c`` on rank ``c %
 all-gathered so every rank holds the same bank, and rank 0 saves it. Because sampling keys are a
 function of (seed, image id, class, position), N ranks draw exactly the samples one rank draws.
 
-*infer* (:func:`infer_distributed`): rank 0 lists the images that have no output yet and
-broadcasts the list; pending image ``j`` goes to rank ``j % N``; each map is written atomically
-as ``<out>/<id>.npz``, so a killed run leaves only complete files (and stray hidden ``.tmp``
-files, removed by the next run) and a rerun skips finished images.
+*infer* (:func:`infer_distributed`): rank 0 checks that the folder's ``manifest.json`` names the
+same producer (bank, scales, flip, fallback, package version; else it refuses unless
+``overwrite``), records it, lists the images without a valid map and broadcasts the list;
+pending image ``j`` goes to rank ``j % N``; each map is written atomically as ``<out>/<id>.npz``,
+so a killed run leaves only complete files (and stray hidden ``.tmp`` files, removed by the
+next run) and a rerun recomputes only missing or corrupt maps.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -48,6 +51,8 @@ logger = logging.getLogger(__name__)
 MAP_SUFFIX = ".npz"
 #: ``format`` field of the ``manifest.json`` written next to the maps.
 MAPS_FORMAT = "lpcam_plugin.maps/1"
+#: The file, next to the maps, that records their producer (:func:`map_producer`).
+MANIFEST_NAME = "manifest.json"
 
 
 def shard_indices(n: int, rank: int, world_size: int) -> List[int]:
@@ -172,7 +177,7 @@ class InferResult:
 
     Attributes:
         written: ids whose maps this rank wrote.
-        skipped: ids of the list that already had a map before the run (all ranks).
+        skipped: ids of the list whose valid map of the same producer was kept (all ranks).
         total: ids in the list.
         missing: ids without a map after the run (checked on rank 0 only; empty elsewhere).
     """
@@ -244,19 +249,126 @@ def _remove_stale_temps(out_dir: Path, names: set) -> int:
     return removed
 
 
-def _pending_mask(comm: Comm, ids: Sequence[str], out_dir: Path, skip_existing: bool) -> torch.Tensor:
-    """Rank 0 decides which ids still need a map and broadcasts it, so every rank shards the same list."""
-    mask = torch.zeros(len(ids), dtype=torch.uint8)
-    if comm.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        removed = _remove_stale_temps(out_dir, {map_path(out_dir, i).name for i in ids})
-        if removed:
-            logger.warning("removed %d unfinished temporary file(s) left by an interrupted run in %s", removed, out_dir)
+def map_producer(model: LPCAM, *, scales: Sequence[float] = (1.0,), flip: bool = False, fallback: str = "error",
+                 weight: Optional[torch.Tensor] = None) -> Dict[str, Any]:
+    """What the maps of :func:`infer_distributed` depend on, as recorded in ``manifest.json``.
+
+    The bank's :meth:`~PrototypeBank.checksum` (prototypes and config), the scales, the flip,
+    the fallback (with a sha256 of the ``(C, D)`` fallback weight when ``fallback="cam"``) and
+    the package version. A rerun resumes only into a folder whose maps have the same producer.
+    """
+    from lpcam_plugin import __version__
+
+    if model.bank_ is None:
+        raise ValueError("the model is not fitted; load a bank with LPCAM.from_bank(PrototypeBank.load(path))")
+    fallback_weight = (weight if weight is not None else model.weight_) if fallback == "cam" else None
+    weight_sha256 = None
+    if fallback_weight is not None:
+        array = np.ascontiguousarray(fallback_weight.detach().float().cpu().numpy())
+        weight_sha256 = hashlib.sha256(f"{array.shape}|".encode() + array.tobytes()).hexdigest()
+    producer = {"method": "LPCAM", "bank_sha256": model.bank_.checksum(), "config": model.bank_.config,
+                "scales": [float(s) for s in scales], "flip": bool(flip), "fallback": fallback,
+                "fallback_weight_sha256": weight_sha256, "lpcam_plugin": __version__}
+    return json.loads(json.dumps(producer))
+
+
+def _read_manifest(out_dir: Path) -> Optional[Dict[str, Any]]:
+    """The folder's ``manifest.json`` (None when there is none); ``ValueError`` when it is unreadable."""
+    path = out_dir / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise ValueError(f"{path} is unreadable ({error}); pass overwrite=True (--overwrite) to rewrite the maps") \
+            from error
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is not a JSON object; pass overwrite=True (--overwrite) to rewrite the maps")
+    return manifest
+
+
+def _refusal(out_dir: Path, ids: Sequence[str], producer: Dict[str, Any]) -> Optional[str]:
+    """Why maps of ``producer`` must not be added to ``out_dir`` without overwriting, or None."""
+    hint = "pass overwrite=True (--overwrite) to rewrite them, or write to another folder"
+    try:
+        manifest = _read_manifest(out_dir)
+    except ValueError as error:
+        return str(error)
+    if manifest is None:
+        existing = sum(map_path(out_dir, i).is_file() for i in ids)
+        if existing:
+            return (f"{out_dir} holds {existing} map file(s) but no {MANIFEST_NAME}, so what made them is unknown; "
+                    f"{hint}")
+        return None
+    previous = manifest.get("producer")
+    previous = previous if isinstance(previous, dict) else {}
+    changed = [key for key in producer if previous.get(key) != producer[key]]
+    if changed:
+        return f"{out_dir} holds maps made with a different {', '.join(changed)} (see its {MANIFEST_NAME}); {hint}"
+    return None
+
+
+def _map_is_valid(path: Path, expected_keys: Optional[np.ndarray]) -> bool:
+    """Whether ``path`` is a complete map file: readable, ``(K, H, W)`` float32 in [0, 1], keys as expected."""
+    try:
+        keys, maps = read_map(path)
+    except ValueError:
+        return False
+    if maps.dtype != np.float32 or (maps.size and not (np.isfinite(maps).all() and 0 <= maps.min()
+                                                       and maps.max() <= 1)):
+        return False
+    return expected_keys is None or np.array_equal(keys, expected_keys)
+
+
+def _plan(ids: Sequence[str], out_dir: Path, producer: Dict[str, Any], overwrite: bool,
+          labels: Optional[np.ndarray]) -> Tuple[torch.Tensor, str]:
+    """Rank 0: ``(pending (N,) uint8, refusal message or "")``; writes ``manifest.json`` unless refused."""
+    mask = torch.ones(len(ids), dtype=torch.uint8)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    removed = _remove_stale_temps(out_dir, {map_path(out_dir, i).name for i in ids})
+    if removed:
+        logger.warning("removed %d unfinished temporary file(s) left by an interrupted run in %s", removed, out_dir)
+    if not overwrite:
+        refusal = _refusal(out_dir, ids, producer)
+        if refusal:
+            return mask, refusal
+        invalid = 0
         for j, image_id in enumerate(ids):
-            mask[j] = 0 if skip_existing and map_path(out_dir, image_id).is_file() else 1
-    if comm.active:
-        dist.broadcast(mask, src=comm.global_rank(0), group=comm.group)
-    return mask.bool()
+            path = map_path(out_dir, image_id)
+            if path.is_file():
+                expected = None if labels is None else np.flatnonzero(labels[j] > 0)
+                valid = _map_is_valid(path, expected)
+                mask[j] = 0 if valid else 1
+                invalid += not valid
+        if invalid:
+            logger.warning("%d existing map file(s) in %s are corrupt or do not match the labels; recomputing them",
+                           invalid, out_dir)
+    return mask, ""
+
+
+def _broadcast_plan(comm: Comm, mask: torch.Tensor, refusal: str) -> Tuple[torch.Tensor, str]:
+    """Send rank 0's pending mask and refusal message to every rank (so all shard the same list, or all stop)."""
+    if not comm.active:
+        return mask, refusal
+    src = comm.global_rank(0)
+    encoded = torch.tensor(list(refusal.encode("utf-8")), dtype=torch.uint8)
+    length = torch.tensor([encoded.numel()], dtype=torch.int64)
+    dist.broadcast(length, src=src, group=comm.group)
+    if not comm.is_main:
+        encoded = torch.zeros(int(length), dtype=torch.uint8)
+    if int(length):
+        dist.broadcast(encoded, src=src, group=comm.group)
+    dist.broadcast(mask, src=src, group=comm.group)
+    return mask, bytes(encoded.tolist()).decode("utf-8")
+
+
+def _dataset_labels(dataset: Any, count: int) -> Optional[np.ndarray]:
+    """The dataset's ``(N, C)`` ``labels`` attribute when it has one aligned with its ids, else None."""
+    labels = getattr(dataset, "labels", None)
+    if labels is None:
+        return None
+    labels = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    return labels if labels.ndim == 2 and labels.shape[0] == count else None
 
 
 def infer_distributed(
@@ -272,7 +384,7 @@ def infer_distributed(
     weight: Optional[torch.Tensor] = None,
     device: Union[str, torch.device, None] = None,
     num_workers: int = 0,
-    skip_existing: bool = True,
+    overwrite: bool = False,
     manifest: Optional[Dict[str, Any]] = None,
     progress: Optional[bool] = None,
 ) -> InferResult:
@@ -280,17 +392,25 @@ def infer_distributed(
 
     Each image's present classes (its labels) get a map; the file ``<out_dir>/<id>.npz`` holds
     ``keys`` (K,) int64 ascending 0-based classes and ``high_res`` (K, H, W) float32 in [0, 1]
-    at the input image size (read with :func:`read_map`). Rank 0 also writes ``manifest.json``.
+    at the input image size (read with :func:`read_map`). Before any map is written, rank 0
+    writes ``manifest.json`` recording the producer (:func:`map_producer`).
+
+    A rerun with the same producer resumes: valid existing files are kept, corrupt ones (unreadable,
+    wrong keys for the image's labels, values outside [0, 1]) are recomputed. Into a folder
+    whose maps come from another producer (another bank, scales, flip, fallback or package
+    version), or that holds maps but no manifest, it writes nothing and raises ``ValueError``
+    unless ``overwrite``, which rewrites every map.
 
     Args:
         model: a fitted :class:`LPCAM` (e.g. ``LPCAM.from_bank(PrototypeBank.load(path))``).
         feature_fn: ``images (B, 3, H, W) -> features (B, D, h, w)``.
         dataset: items ``(id, image (3, H, W), labels (C,))`` with an ``ids`` attribute listing
-            every id (the same on every rank, no duplicates).
+            every id (the same on every rank, no duplicates); an ``(N, C)`` ``labels``
+            attribute, when present, is used to check the keys of existing files.
         out_dir: output folder (shared by all ranks).
         scales, flip, fallback, weight: see :func:`image_maps`.
         device: where ``feature_fn`` and the maps run (default: CPU).
-        skip_existing: skip ids whose file exists (resume); False rewrites everything.
+        overwrite: rewrite every map, whatever the folder holds.
         manifest: extra JSON facts for ``manifest.json``.
 
     Returns:
@@ -301,14 +421,20 @@ def infer_distributed(
         raise TypeError("dataset must have an `ids` attribute listing every image id")
     ids = [str(i) for i in ids]
     check_unique(ids)
-    if model.bank_ is None:
-        raise ValueError("the model is not fitted; load a bank with LPCAM.from_bank(PrototypeBank.load(path))")
+    producer = map_producer(model, scales=scales, flip=flip, fallback=fallback, weight=weight)
     comm = make_comm(group)
     out_dir = Path(out_dir)
     device = torch.device(device or "cpu")
     weight_dev = None if weight is None else weight.to(device)
-    pending = _pending_mask(comm, ids, out_dir, skip_existing)
-    todo = torch.nonzero(pending).flatten().tolist()
+    mask, refusal = torch.zeros(len(ids), dtype=torch.uint8), ""
+    if comm.is_main:
+        mask, refusal = _plan(ids, out_dir, producer, overwrite, _dataset_labels(dataset, len(ids)))
+        if not refusal:
+            _write_manifest(out_dir, producer, len(ids), comm.world_size, manifest)
+    mask, refusal = _broadcast_plan(comm, mask, refusal)
+    if refusal:
+        raise ValueError(refusal)
+    todo = torch.nonzero(mask).flatten().tolist()
     mine = todo[comm.rank::comm.world_size]
     result = InferResult(skipped=len(ids) - len(todo), total=len(ids))
     logger.info("rank %d/%d: %d of %d images to write (%d already done)",
@@ -326,7 +452,6 @@ def infer_distributed(
     comm.barrier()
     if comm.is_main:
         result.missing = [i for i in ids if not map_path(out_dir, i).is_file()]
-        _write_manifest(out_dir, model, len(ids), comm.world_size, scales, flip, manifest)
         if result.missing:
             raise RuntimeError(f"{len(result.missing)} image(s) have no map in {out_dir}, e.g. {result.missing[:5]}")
     return result
@@ -339,27 +464,20 @@ def _write_map(path: Path, classes: Sequence[int], maps: torch.Tensor) -> None:
                      high_res=maps.detach().float().cpu().numpy())
 
 
-def _write_manifest(out_dir: Path, model: LPCAM, count: int, world_size: int, scales: Sequence[float],
-                    flip: bool, extra: Optional[Dict[str, Any]]) -> None:
-    from lpcam_plugin import __version__
-
-    assert model.bank_ is not None
+def _write_manifest(out_dir: Path, producer: Dict[str, Any], count: int, world_size: int,
+                    extra: Optional[Dict[str, Any]]) -> None:
     manifest = {
+        **(extra or {}),
         "format": MAPS_FORMAT,
-        "method": "LPCAM",
         "files": f"<id>{MAP_SUFFIX}",
         "arrays": {"keys": "(K,) int64, 0-based classes present in the image, ascending",
                    "high_res": "(K, H, W) float32 in [0, 1] at the input image size"},
         "num_images": count,
         "world_size": world_size,
-        "scales": [float(s) for s in scales],
-        "flip": bool(flip),
-        "config": model.bank_.config,
         "torch": torch.__version__,
-        "lpcam_plugin": __version__,
-        **(extra or {}),
+        "producer": producer,
     }
-    with atomic_write(out_dir / "manifest.json") as tmp:
+    with atomic_write(out_dir / MANIFEST_NAME) as tmp:
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
 
 
@@ -372,6 +490,7 @@ __all__ = [
     "image_maps",
     "infer_distributed",
     "map_path",
+    "map_producer",
     "read_map",
     "shard_indices",
 ]

@@ -83,8 +83,9 @@ def add_infer_parser(subparsers: Any) -> None:
     """``lpcam infer``: write one map file per image, sharded over ranks, resumable."""
     parser = subparsers.add_parser(
         "infer", help="write LPCAM maps <out>/<id>.npz (one process or every torchrun rank)",
-        description="Each rank writes the maps of its share of the images that have none yet; files are written "
-                    "atomically, so a rerun after a crash resumes where it stopped.")
+        description="Each rank writes the maps of its share of the images that have no valid map yet; files are "
+                    "written atomically, so a rerun after a crash resumes where it stopped. A folder of maps made "
+                    "with another bank, scales, flip or version is refused unless --overwrite.")
     _add_common(parser, weight_required=False)
     parser.add_argument("--bank", required=True, type=Path, help="prototype bank written by `lpcam fit`")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
@@ -92,7 +93,8 @@ def add_infer_parser(subparsers: Any) -> None:
     parser.add_argument("--flip", action="store_true", help="add horizontally flipped features per scale")
     parser.add_argument("--fallback", choices=("error", "cam"), default="error",
                         help="classes without prototypes: fail, or use the plain CAM (needs --classifier-weight)")
-    parser.add_argument("--overwrite", action="store_true", help="rewrite maps that already exist")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="rewrite every map, also in a folder of maps made with another bank, scales or flip")
     parser.set_defaults(func=run_infer)
 
 
@@ -202,7 +204,7 @@ def run_infer(args: argparse.Namespace) -> int:
         estimator = LPCAM.from_bank(bank)
         result = infer_distributed(estimator, features, dataset, args.out, scales=args.scales, flip=args.flip,
                                    fallback=args.fallback, weight=weight, device=device, num_workers=args.workers,
-                                   skip_existing=not args.overwrite, progress=False if args.no_progress else None,
+                                   overwrite=args.overwrite, progress=False if args.no_progress else None,
                                    manifest={"bank": str(args.bank), "model": args.model})
         logger.info("wrote %d map(s); %d of %d already existed", len(result.written), result.skipped, result.total)
     return 0

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from lpcam_plugin.core.checks import check_classes, check_feature_dim, check_matrix, float32_features
+from lpcam_plugin.core.checks import check_classes, check_feature_dim, check_finite, check_matrix, float32_features
 from lpcam_plugin.core.maps import max_normalize
 
 
@@ -21,17 +21,19 @@ def cam_map(
     Args:
         features: ``(B, D, h, w)``.
         weight: ``(C, D)`` classifier weight.
-        classes: class indices; default ``range(C)``.
+        classes: distinct class indices; default ``range(C)``.
         normalize: divide each map by its spatial max plus 1e-5.
 
     Returns:
-        ``(B, len(classes), h, w)`` float32.
+        ``(B, len(classes), h, w)`` float32. Raises ``ValueError`` naming the weight or the
+        features when either holds NaN/Inf.
     """
     device_type = features.device.type if isinstance(features, torch.Tensor) else "cpu"
     with torch.autocast(device_type=device_type, enabled=False):
         feats = float32_features(features)
         weight = check_matrix(weight, "weight").float().to(feats.device)
         check_feature_dim(feats.shape[1], weight.shape[1])
+        check_finite(weight, "weight")
         if classes is not None:
             weight = weight[check_classes(classes, weight.shape[0])]
         b, d, h, w = feats.shape

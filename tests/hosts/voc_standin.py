@@ -4,7 +4,9 @@
 ``SegmentationClass/<id>.png`` (palette PNG: class + 1 inside each square, 255 on a 1-px ring,
 0 elsewhere) and ``ImageSets/Segmentation/train.txt``. ``make_host`` copies the stand-in host
 (``irn_host``, or ``irn_host`` overlaid with ``amn_host``) and writes its ``voc12`` lists and
-``cls_labels.npy`` (``{int32 id without underscore: float32 (20,)}``, as IRN's file).
+``cls_labels.npy`` (``{int32 id without underscore: float32 (20,)}``, as IRN's file), and gives
+the copy's ``voc12/dataloader.py`` the documented fix of its ``np.loadtxt`` line (``LOADTXT_FIX``)
+unless ``fix_loadtxt=False``.
 ``make_fork`` edits ``run_sample.py`` the way a user's fork does; ``imported_host`` imports a
 stand-in host in-process.
 """
@@ -54,18 +56,42 @@ def make_voc(root: Path, ids: Sequence[str], eval_ids: Sequence[str], seed: int 
     return labels
 
 
-def make_host(dest: Path, host: str, labels: Dict[str, np.ndarray], train_aug: Sequence[str],
-              train: Sequence[str]) -> Path:
-    """Copy the stand-in ``host`` ("irn" or "amn") to ``dest`` and write its voc12 files."""
+#: IRN's id-list line (``voc12/dataloader.py``) and the fix examples/irn/README.md documents.
+LOADTXT_LINE = "    img_name_list = np.loadtxt(dataset_path, dtype=np.int32)\n"
+LOADTXT_FIX = ("    img_name_list = np.array([int(line.strip().replace('_', '')) for line in open(dataset_path) "
+               "if line.strip()], dtype=np.int32)\n")
+
+
+def copy_host(dest: Path, host: str, *, fix_loadtxt: bool = True) -> Path:
+    """Copy the stand-in ``host`` ("irn", or "amn" = irn_host overlaid with amn_host) to ``dest``."""
     ignore = shutil.ignore_patterns("README.md", "__pycache__")
     shutil.copytree(HOSTS / "irn_host", dest, ignore=ignore)
     if host == "amn":
         shutil.copytree(HOSTS / "amn_host", dest, ignore=ignore, dirs_exist_ok=True)
+    if fix_loadtxt:
+        loader = dest / "voc12" / "dataloader.py"
+        text = loader.read_text()
+        if text.count(LOADTXT_LINE) != 1:
+            raise AssertionError("the stand-in's np.loadtxt line changed")
+        loader.write_text(text.replace(LOADTXT_LINE, LOADTXT_FIX))
+    return dest
+
+
+def make_host(dest: Path, host: str, labels: Dict[str, np.ndarray], train_aug: Sequence[str],
+              train: Sequence[str], *, fix_loadtxt: bool = True) -> Path:
+    """Copy the stand-in ``host`` ("irn" or "amn") to ``dest`` and write its voc12 files."""
+    copy_host(dest, host, fix_loadtxt=fix_loadtxt)
     np.save(dest / "voc12" / "cls_labels.npy",
             {np.int32(int(i.replace("_", ""))): v for i, v in labels.items()}, allow_pickle=True)
     (dest / "voc12" / "train_aug.txt").write_text("".join(f"{i}\n" for i in train_aug))
     (dest / "voc12" / "train.txt").write_text("".join(f"{i}\n" for i in train))
     return dest
+
+
+#: Lines for a forked run_sample.py that pretend ``n`` GPUs: the stand-ins' CAM steps spawn
+#: ``torch.cuda.device_count()`` workers (as upstream) whose replaced ``_work`` runs on the CPU.
+def fake_gpus(n: int) -> str:
+    return f"    import torch\n    torch.cuda.device_count = lambda: {n}  # test: fake GPUs, workers run on CPU\n"
 
 
 def image_ids(n: int) -> List[str]:

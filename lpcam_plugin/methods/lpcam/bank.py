@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zipfile
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -11,10 +10,12 @@ import torch
 
 from lpcam_plugin.core.checks import check_classes, check_finite, check_matrix
 from lpcam_plugin.methods.lpcam.config import LPCAMConfig
-from lpcam_plugin.core.io import PathLike, atomic_write
+from lpcam_plugin.core.archive import read_archive, write_archive
+from lpcam_plugin.core.io import PathLike
 
 FORMAT_NAME = "lpcam_plugin.PrototypeBank"
-FORMAT_VERSION = 1
+#: Version 2: a :mod:`lpcam_plugin.core.archive` file; version 1 (a plain ``.npz``) is refused (refit).
+FORMAT_VERSION = 2
 _EPS = 1e-12
 
 
@@ -55,7 +56,7 @@ class PrototypeBank:
             if not keys:
                 raise ValueError("an empty bank needs num_classes")
             num_classes = max(keys) + 1
-        check_classes(keys, num_classes)
+        check_classes(sorted(set(keys)), num_classes)
         dims = {int(t.shape[1]) for t in list(class_prototypes.values()) + list(context_prototypes.values())
                 if isinstance(t, torch.Tensor) and t.dim() == 2}
         if feature_dim is None:
@@ -137,26 +138,20 @@ class PrototypeBank:
         return arrays
 
     def save(self, path: PathLike) -> None:
-        """Write the bank to ``path`` (an ``.npz`` holding the arrays and a JSON header) atomically."""
-        arrays = self._arrays()
-        header = {
-            "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
-            "num_classes": self.num_classes,
-            "feature_dim": self.feature_dim,
-            "config": self.config,
-            "class_names": self.class_names,
-            "metadata": self.metadata,
-            "version": self.version,
-            "sha256": _checksum(arrays),
-        }
-        try:
-            encoded = json.dumps(header, sort_keys=True).encode("utf-8")
-        except TypeError as error:
-            raise TypeError(f"bank config/metadata must be JSON-serialisable: {error}") from error
-        with atomic_write(path) as tmp:
-            with open(tmp, "wb") as handle:
-                np.savez(handle, header=np.frombuffer(encoded, dtype=np.uint8), **arrays)
+        """Write the bank to ``path`` atomically (a checksummed, pickle-free :mod:`~lpcam_plugin.core.archive`)."""
+        write_archive(path, FORMAT_NAME, FORMAT_VERSION, self._header(), self._arrays())
+
+    def _header(self) -> Dict[str, Any]:
+        return {"num_classes": self.num_classes, "feature_dim": self.feature_dim, "config": self.config,
+                "class_names": self.class_names, "metadata": self.metadata, "version": self.version}
+
+    def checksum(self) -> str:
+        """sha256 (hex) of the prototypes, config, class names, metadata and version: what a map producer depends on."""
+        digest = hashlib.sha256(json.dumps(self._header(), sort_keys=True, default=str).encode("utf-8"))
+        for name, array in sorted(self._arrays().items()):
+            digest.update(f"|{name}|{array.shape}|".encode())
+            digest.update(array.tobytes())
+        return digest.hexdigest()
 
     @classmethod
     def load(
@@ -168,30 +163,24 @@ class PrototypeBank:
     ) -> "PrototypeBank":
         """Read a bank written by :meth:`save` (never unpickles).
 
-        Raises ``ValueError`` for a file that is not a bank, is truncated, was modified after
-        writing (checksum), or does not match ``expected_feature_dim`` / ``expected_config``.
+        Raises ``FileNotFoundError`` for a missing file and a one-line ``ValueError`` for a file
+        that is not a bank (e.g. a ``.npy``), another format, a bank of a newer format version or
+        of format version 1 (a plain ``.npz`` of earlier releases; refit it), a truncated or
+        modified file (checksum over the header and every array), or one that does not match
+        ``expected_feature_dim`` / ``expected_config``.
         """
+        header, arrays = read_archive(path, FORMAT_NAME, FORMAT_VERSION)
         try:
-            with np.load(path, allow_pickle=False) as data:
-                header = json.loads(bytes(data["header"]).decode("utf-8"))
-                if header.get("format") != FORMAT_NAME:
-                    raise ValueError(f"not an LPCAM prototype bank (format {header.get('format')!r})")
-                arrays = {name: data[name] for name in data.files if name != "header"}
-        except FileNotFoundError:
-            raise
-        except (zipfile.BadZipFile, ValueError, KeyError, OSError, EOFError, UnicodeDecodeError) as error:
-            raise ValueError(f"{path}: not a readable LPCAM prototype bank (truncated, corrupt or wrong file): "
-                             f"{error}") from error
-        if header.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: bank format version {header.get('format_version')} is not supported "
-                             f"(this package reads version {FORMAT_VERSION})")
-        if _checksum(arrays) != header.get("sha256"):
-            raise ValueError(f"{path}: checksum mismatch, the prototype arrays were modified after the bank was written")
-        num_classes = int(header["num_classes"])
-        bank = cls({c: torch.from_numpy(arrays[f"class_{c}"]) for c in range(num_classes)},
-                   {c: torch.from_numpy(arrays[f"context_{c}"]) for c in range(num_classes)},
-                   num_classes=num_classes, feature_dim=int(header["feature_dim"]), config=header["config"],
-                   class_names=header["class_names"], metadata=header["metadata"], version=header["version"])
+            num_classes = int(header["num_classes"])
+            prototypes = {c: torch.from_numpy(arrays[f"class_{c}"]) for c in range(num_classes)}
+            context = {c: torch.from_numpy(arrays[f"context_{c}"]) for c in range(num_classes)}
+            bank = cls(prototypes, context, num_classes=num_classes, feature_dim=int(header["feature_dim"]),
+                       config=header["config"], class_names=header["class_names"], metadata=header["metadata"],
+                       version=header["version"])
+        except KeyError as error:
+            raise ValueError(f"{path}: prototype bank lacks {error}") from error
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: invalid prototype bank: {error}") from error
         if expected_feature_dim is not None and bank.feature_dim != expected_feature_dim:
             raise ValueError(f"{path}: bank has feature_dim={bank.feature_dim}, expected {expected_feature_dim}")
         if expected_config is not None:
@@ -210,11 +199,3 @@ def _unit_mean(rows: torch.Tensor) -> torch.Tensor:
     """Mean of the L2-normalised rows of ``rows`` ``(n, D)``; returns ``(D,)``."""
     return (rows / torch.linalg.vector_norm(rows, dim=1, keepdim=True).clamp_min(_EPS)).mean(dim=0)
 
-
-def _checksum(arrays: Mapping[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}|{array.dtype.str}|{array.shape}|".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()

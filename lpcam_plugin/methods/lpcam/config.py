@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import os
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 KMEANS_BACKENDS = ("torch", "sklearn", "faiss")
 STORAGE_DTYPES = ("float32", "float16")
@@ -47,6 +52,7 @@ class LPCAMConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        self._check_types()
         low, high = self.context_window
         checks = [
             (self.num_clusters >= 1, f"num_clusters must be >= 1, got {self.num_clusters}"),
@@ -63,7 +69,31 @@ class LPCAMConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        object.__setattr__(self, "context_window", (float(low), float(high)))
+
+    def _check_types(self) -> None:
+        """Raise ``TypeError`` naming a field of the wrong type; store ints as ``int`` and reals as ``float``."""
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+            object.__setattr__(self, name, int(value))
+        for name in _REAL_FIELDS:
+            object.__setattr__(self, name, _real(getattr(self, name), name))
+        window = self.context_window
+        if isinstance(window, (str, bytes)) or not isinstance(window, Sequence) or len(window) != 2:
+            raise TypeError(f"context_window must be a pair (low, high), got {window!r}")
+        object.__setattr__(self, "context_window", (_real(window[0], "context_window[0]"),
+                                                    _real(window[1], "context_window[1]")))
+        if not isinstance(self.use_bias, (bool, np.bool_)):
+            raise TypeError(f"use_bias must be a bool, got {self.use_bias!r} ({type(self.use_bias).__name__})")
+        object.__setattr__(self, "use_bias", bool(self.use_bias))
+        for name in ("storage_dtype", "kmeans_backend"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a str, got {getattr(self, name)!r}")
+        if self.spill_dir is not None:
+            if not isinstance(self.spill_dir, (str, os.PathLike)):
+                raise TypeError(f"spill_dir must be a path or None, got {self.spill_dir!r}")
+            object.__setattr__(self, "spill_dir", os.fspath(self.spill_dir))
 
     @classmethod
     def preset(cls, name: str = "voc", **overrides: Any) -> "LPCAMConfig":
@@ -94,6 +124,19 @@ class LPCAMConfig:
         if "context_window" in values:
             values["context_window"] = tuple(values["context_window"])
         return cls().replace(**values)
+
+
+_INT_FIELDS = ("num_clusters", "pool_cap", "kmeans_max_iter", "kmeans_n_init", "seed")
+_REAL_FIELDS = ("split_threshold", "class_threshold", "kmeans_tol")
+
+
+def _real(value: Any, name: str) -> float:
+    """``value`` as a float; ``TypeError`` unless it is a real number (not a bool), ``ValueError`` if NaN."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+    if math.isnan(value):
+        raise ValueError(f"{name} must not be NaN")
+    return float(value)
 
 
 PRESETS: Dict[str, LPCAMConfig] = {

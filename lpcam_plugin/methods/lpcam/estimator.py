@@ -114,7 +114,7 @@ class LPCAM:
         if cams is None:
             if weight is None:
                 raise ValueError("partial_fit needs either the host's cams or the classifier weight to compute them")
-            weight = check_matrix(weight, "weight")
+            weight = self.check_weight(weight)
             cam_list = [cam_map(f[None], weight)[0] for f in feature_list]
         else:
             cam_list = _as_map_list(cams, "cams", 3, "(C, H, W)")
@@ -336,6 +336,7 @@ class LPCAM:
             fallback_weight = weight if weight is not None else self.weight_
             if fallback_weight is None:
                 raise ValueError(f"fallback='cam' for classes {without} needs the classifier weight (weight=...)")
+            fallback_weight = self.check_weight(fallback_weight)
             index = torch.tensor([position[c] for c in without], device=features.device)
             maps[:, index] = cam_map(features, fallback_weight, without, normalize=False)
         if mask is not None:

@@ -7,7 +7,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from lpcam_plugin.core.checks import check_feature_dim, check_matrix, check_tensor
+from lpcam_plugin.core.checks import check_feature_dim, check_finite, check_matrix, check_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +69,7 @@ def select_with_fallback_info(
     """:func:`select_prototypes` without the warning: also returns the best centre's ``p`` when
     the best-centre fallback was used (None otherwise), so callers can report all classes at once."""
     weight = check_matrix(weight, "weight")
+    check_finite(weight, "weight")
     num_classes = weight.shape[0]
     if not 0 <= int(class_index) < num_classes:
         raise ValueError(f"class_index {class_index} out of range for a weight of {num_classes} classes")
@@ -80,6 +81,7 @@ def select_with_fallback_info(
         check_tensor(bias, "bias")
         if tuple(bias.shape) != (num_classes,):
             raise ValueError(f"bias must have shape ({num_classes},), got {tuple(bias.shape)}")
+        check_finite(bias, "bias")
     low, high = context_window
     fallback_p: Optional[float] = None
     prototypes = fg_centres[:0]

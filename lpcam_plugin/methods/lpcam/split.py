@@ -6,7 +6,7 @@ from typing import Tuple
 import torch
 import torch.nn.functional as F
 
-from lpcam_plugin.core.checks import check_ndim, check_tensor
+from lpcam_plugin.core.checks import check_ndim, check_tensor, check_threshold
 
 
 def split_masks(cam: torch.Tensor, size: Tuple[int, int], threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -14,8 +14,10 @@ def split_masks(cam: torch.Tensor, size: Tuple[int, int], threshold: float) -> T
 
     ``cam`` ``(h, w)`` or ``(H, W)`` is resized to ``size`` with **nearest** interpolation;
     foreground is ``cam > threshold`` and context ``cam < threshold`` (both strict, so
-    positions equal to the threshold go to neither pool).
+    positions equal to the threshold go to neither pool). ``threshold`` must be in [0, 1]: the
+    CAM is max-normalised, so any other value would put every position in one pool.
     """
+    check_threshold(threshold, "threshold")
     check_tensor(cam, "cam")
     check_ndim(cam, "cam", 2, "(h, w) or (H, W)")
     if tuple(cam.shape) != tuple(size):

@@ -3,8 +3,9 @@
 As upstream: per scale, ``model(img, label)`` logits resized to the strided size and straight to
 (H, W), averaged; softmax over 21 channels; channels ``[0] + keys + 1`` kept; min-max normalised
 values replace the raw softmax where the stage-1 ``ir_label`` PNG is not 0. Saves ``{"keys",
-"cam" (torch), "high_res" (numpy)}`` with channel 0 = background. ``_work`` is spawned on
-``args.num_workers`` CPU processes (upstream: one per GPU).
+"cam" (torch), "high_res" (numpy)}`` with channel 0 = background. As upstream, ``_work`` is
+spawned on ``torch.cuda.device_count()`` processes: none without CUDA (nothing written, nothing
+raised). Difference: ``_work`` computes on the CPU.
 """
 import importlib
 import os
@@ -57,8 +58,8 @@ def run(args):
     model = getattr(importlib.import_module(args.amn_network), 'CAM')()
     model.load_state_dict(torch.load(args.amn_weights_name + '.pth'), strict=True)
     model.eval()
-    n_procs = args.num_workers
+    n_gpus = torch.cuda.device_count()
     dataset = voc12.dataloader.VOC12ClassificationDatasetMSF(args.train_list, voc12_root=args.voc12_root,
                                                              scales=args.cam_scales)
-    dataset = torchutils.split_dataset(dataset, n_procs)
-    multiprocessing.spawn(_work, nprocs=n_procs, args=(model, dataset, args), join=True)
+    dataset = torchutils.split_dataset(dataset, n_gpus)
+    multiprocessing.spawn(_work, nprocs=n_gpus, args=(model, dataset, args), join=True)

@@ -1,7 +1,8 @@
 """Stand-in for EDAM's ``network/resnet38d.py``: a tiny net with the WideResNet-38 interface.
 
 Output stride 8 (three stride-2 stages), ``bn7`` without ReLU as "conv6", ``forward`` returning
-conv6, ``forward_as_dict`` and a ``normalize`` transform. Channels are tiny (D = 32).
+conv6, ``forward_as_dict`` and a ``normalize`` transform. Channels are tiny (D = 32). As upstream,
+``train(mode)`` freezes the first convolution and returns None, so ``model.eval()`` is None too.
 """
 import numpy as np
 import torch.nn.functional as F
@@ -33,6 +34,10 @@ class Net(nn.Module):
         self.b7 = nn.Conv2d(24, FEATURE_DIM, 3, padding=4, dilation=4)
         self.bn7 = nn.BatchNorm2d(FEATURE_DIM)
         self.normalize = Normalize()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.conv1a.weight.requires_grad = False  # upstream: the not_training layers; no return
 
     def forward(self, x):
         return self.forward_as_dict(x)["conv6"]

@@ -1,4 +1,8 @@
-"""Stand-in for IRN's ``misc/imutils.py``: resizing and strided sizes; an identity "CRF"."""
+"""Stand-in for IRN's ``misc/imutils.py``: resizing, the training augmentations (random long-side
+resize, left-right flip, random crop padded with 0, all drawn from Python's ``random`` as upstream),
+strided sizes; an identity "CRF"."""
+import random
+
 import numpy as np
 from PIL import Image
 
@@ -13,6 +17,29 @@ def pil_resize(img, size, order):
 def pil_rescale(img, scale, order):
     h, w = img.shape[:2]
     return pil_resize(img, (int(np.round(h * scale)), int(np.round(w * scale))), order)
+
+
+def random_resize_long(img, min_long, max_long):
+    target_long = random.randint(min_long, max_long)
+    h, w = img.shape[:2]
+    scale = target_long / max(h, w)
+    return pil_rescale(img, scale, 3)
+
+
+def random_lr_flip(img):
+    return np.fliplr(img) if random.random() > 0.5 else img
+
+
+def random_crop(img, cropsize, default_value):
+    """A ``cropsize`` square: the image placed at a random offset when smaller (rest = default_value),
+    a random window of it when larger."""
+    h, w = img.shape[:2]
+    out = np.full((cropsize, cropsize) + img.shape[2:], default_value, dtype=img.dtype)
+    ch, cw = min(cropsize, h), min(cropsize, w)
+    top, left = random.randrange(h - ch + 1), random.randrange(w - cw + 1)
+    out_top, out_left = random.randrange(cropsize - ch + 1), random.randrange(cropsize - cw + 1)
+    out[out_top:out_top + ch, out_left:out_left + cw] = img[top:top + ch, left:left + cw]
+    return out
 
 
 def HWC_to_CHW(img):

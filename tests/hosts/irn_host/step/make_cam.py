@@ -3,7 +3,10 @@
 ``run(args)`` builds ``CAM`` from ``args.cam_network``, loads ``args.cam_weights_name + '.pth'``,
 splits the MSF dataset over ``train_list`` and starts ``_work`` with
 ``torch.multiprocessing.spawn``, looking ``_work`` up in this module at call time, as upstream.
-Difference: ``args.num_workers`` CPU processes instead of one per GPU.
+As upstream, ``run`` spawns ``torch.cuda.device_count()`` workers: none on a machine without
+CUDA (nothing written, nothing raised), and ``_work`` prints progress every
+``len(databin) // 20`` images of the last worker (ZeroDivisionError below 20 images there).
+Difference: ``_work`` computes on the CPU (no ``.cuda()``), so tests can call it directly.
 """
 import importlib
 import os
@@ -21,8 +24,9 @@ from misc import imutils, torchutils
 def _work(process_id, model, dataset, args):
     databin = dataset[process_id]
     data_loader = DataLoader(databin, shuffle=False, num_workers=0, pin_memory=False)
+    n_gpus = torch.cuda.device_count()
     with torch.no_grad():
-        for pack in data_loader:
+        for iter, pack in enumerate(data_loader):
             img_name = pack['name'][0]
             label = pack['label'][0]
             size = (int(pack['size'][0]), int(pack['size'][1]))
@@ -42,14 +46,16 @@ def _work(process_id, model, dataset, args):
             highres_cam /= F.adaptive_max_pool2d(highres_cam, (1, 1)) + 1e-5
             np.save(os.path.join(args.cam_out_dir, img_name + '.npy'),
                     {"keys": valid_cat, "cam": strided_cam.cpu(), "high_res": highres_cam.cpu().numpy()})
+            if process_id == n_gpus - 1 and iter % (len(databin) // 20) == 0:
+                print("%d " % ((5 * iter + 1) // (len(databin) // 20)), end='')
 
 
 def run(args):
     model = getattr(importlib.import_module(args.cam_network), 'CAM')()
     model.load_state_dict(torch.load(args.cam_weights_name + '.pth'), strict=True)
     model.eval()
-    n_procs = args.num_workers
+    n_gpus = torch.cuda.device_count()
     dataset = voc12.dataloader.VOC12ClassificationDatasetMSF(args.train_list, voc12_root=args.voc12_root,
                                                              scales=args.cam_scales)
-    dataset = torchutils.split_dataset(dataset, n_procs)
-    multiprocessing.spawn(_work, nprocs=n_procs, args=(model, dataset, args), join=True)
+    dataset = torchutils.split_dataset(dataset, n_gpus)
+    multiprocessing.spawn(_work, nprocs=n_gpus, args=(model, dataset, args), join=True)

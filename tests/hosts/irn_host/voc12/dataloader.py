@@ -3,7 +3,9 @@
 As upstream: ``cls_labels.npy`` is loaded at import time from ``voc12/cls_labels.npy`` relative
 to the working directory (a dict ``{int32 id without underscore: float32 (20,)}``); ids are
 decoded with ``decode_int_filename``; items are dicts with ``name``, ``img``, ``size``, ``label``.
-Images are read with Pillow instead of imageio, and lists are parsed with ``int()``.
+Images are read with Pillow instead of imageio. Lists are parsed with upstream's
+``np.loadtxt(dtype=np.int32)``, which rejects ids like ``2007_000032`` on numpy >= 1.23; the
+tests' copies get the documented one-line fix (``voc_standin.LOADTXT_FIX``), as a user's fork.
 """
 import os
 
@@ -39,8 +41,10 @@ def get_img_path(img_name, voc12_root):
 
 
 def load_img_name_list(dataset_path):
-    with open(dataset_path) as handle:
-        return np.array([int(line) for line in handle if line.strip()], dtype=np.int32)
+
+    img_name_list = np.loadtxt(dataset_path, dtype=np.int32)
+
+    return img_name_list
 
 
 def read_rgb(path):
@@ -63,7 +67,11 @@ class VOC12ImageDataset(Dataset):
                  to_torch=True):
         self.img_name_list = load_img_name_list(img_name_list_path)
         self.voc12_root = voc12_root
+        self.resize_long = resize_long
         self.img_normal = img_normal
+        self.hor_flip = hor_flip
+        self.crop_size = crop_size
+        self.crop_method = crop_method
         self.to_torch = to_torch
 
     def __len__(self):
@@ -72,8 +80,14 @@ class VOC12ImageDataset(Dataset):
     def __getitem__(self, idx):
         name_str = decode_int_filename(self.img_name_list[idx])
         img = read_rgb(get_img_path(name_str, self.voc12_root))
+        if self.resize_long:
+            img = imutils.random_resize_long(img, self.resize_long[0], self.resize_long[1])
         if self.img_normal:
             img = self.img_normal(img)
+        if self.hor_flip:
+            img = imutils.random_lr_flip(img)
+        if self.crop_size:
+            img = imutils.random_crop(img, self.crop_size, 0)
         if self.to_torch:
             img = imutils.HWC_to_CHW(img)
         return {'name': name_str, 'img': img}
@@ -82,7 +96,8 @@ class VOC12ImageDataset(Dataset):
 class VOC12ClassificationDataset(VOC12ImageDataset):
     def __init__(self, img_name_list_path, voc12_root, resize_long=None, rescale=None,
                  img_normal=TorchvisionNormalize(), hor_flip=False, crop_size=None, crop_method=None):
-        super().__init__(img_name_list_path, voc12_root, img_normal=img_normal)
+        super().__init__(img_name_list_path, voc12_root, resize_long=resize_long, rescale=rescale,
+                         img_normal=img_normal, hor_flip=hor_flip, crop_size=crop_size, crop_method=crop_method)
         self.label_list = load_image_label_list_from_npy(self.img_name_list)
 
     def __getitem__(self, idx):

@@ -1,0 +1,168 @@
+"""The ReCAM step for the IRN-family hosts (IRN, AMN stage 1), between ``train_cam`` and the CAM step.
+
+It fine-tunes the host's trained ``Net`` (``args.cam_network``) the way the ReCAM reference does
+(``step/train_recam.py`` of ``zhaozhengChen/ReCAM``): the host's ``VOC12ClassificationDataset``
+over ``args.train_list`` with ``resize_long=(320, 640)``, horizontal flips and random
+``cam_crop_size`` crops, batches of ``cam_batch_size``, ``stage4`` features and the
+``classifier`` head. It writes, beside the host's weights ``<cam_weights_name>.pth``:
+
+- ``<cam_weights_name>.recam.pth``: the fine-tuned network, a plain state dict (the host's own
+  format: its ``CAM`` class loads it);
+- ``<cam_weights_name>.recam.npz``: the fitted :class:`~lpcam_plugin.ReCAM` (``W_bce``,
+  ``W_sce``, settings; pickle-free, checksummed), with the fingerprint of what it was trained from;
+- ``<cam_weights_name>.recam_train.pt``: training state after every epoch while it runs, so a
+  stopped run resumes (removed when training ends).
+
+Both files are reused while the host checkpoint, the options and the train list stay the same.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
+
+from lpcam_plugin.core.io import atomic_write, file_sha256
+from lpcam_plugin.methods.recam.estimator import ReCAM
+
+logger = logging.getLogger(__name__)
+
+#: The reference's training-image geometry (``train_recam.py``).
+RESIZE_LONG = (320, 640)
+WAIT_POLL_S = 0.5
+
+
+class PackBatches:
+    """The host's DataLoader of ``{"name", "img", "label"}`` dicts as ``(images, labels)`` batches.
+
+    :meth:`set_epoch` (called by :meth:`ReCAM.fit` before each epoch) reseeds the shuffle with
+    ``seed + epoch`` (or sets the ``DistributedSampler``'s epoch), so a resumed run sees the
+    same order as an uninterrupted one.
+    """
+
+    def __init__(self, loader: DataLoader, seed: int, generator: Optional[torch.Generator] = None) -> None:
+        self.loader = loader
+        self.seed = seed
+        self.generator = generator
+
+    def set_epoch(self, epoch: int) -> None:
+        if isinstance(self.loader.sampler, DistributedSampler):
+            self.loader.sampler.set_epoch(epoch)
+        elif self.generator is not None:
+            self.generator.manual_seed(self.seed + epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        for pack in self.loader:
+            yield pack["img"], pack["label"]
+
+
+def recam_files(weights_path: str) -> Dict[str, Path]:
+    """Where the ReCAM step writes, next to the host weights ``<name>.pth``."""
+    stem = os.path.splitext(weights_path)[0]
+    return {"weights": Path(stem + ".recam.pth"), "recam": Path(stem + ".recam.npz"),
+            "training": Path(stem + ".recam_train.pt")}
+
+
+def _fit_key(args: argparse.Namespace, weights_path: str, recam: ReCAM, batch_size: int, crop_size: int
+             ) -> Dict[str, Any]:
+    """Everything the fine-tuned files depend on; they are reused only on an exact match."""
+    with open(args.train_list, "rb") as handle:
+        train_list_sha = hashlib.sha256(handle.read()).hexdigest()
+    return {"checkpoint_sha256": file_sha256(Path(weights_path)), "config": recam.config.to_dict(),
+            "train_list_sha256": train_list_sha, "batch_size": batch_size, "crop_size": crop_size,
+            "network": args.cam_network}
+
+
+def _reusable(files: Dict[str, Path], key: Dict[str, Any]) -> Tuple[Optional[ReCAM], str]:
+    if not (files["recam"].exists() and files["weights"].exists()):
+        return None, "not trained yet"
+    try:
+        recam = ReCAM.load(files["recam"])
+    except ValueError as error:
+        return None, f"unreadable ({error})"
+    stored = recam.metadata.get("fit_key", {})
+    diff = sorted(k for k in set(key) | set(stored) if stored.get(k) != key.get(k))
+    if diff:
+        return None, "trained with a different " + ", ".join(diff)
+    if recam.metadata.get("weights_sha256") != file_sha256(files["weights"]):
+        return None, f"{files['weights']} was changed after training"
+    return recam, ""
+
+
+def _train_loader(args: argparse.Namespace, batch_size: int, crop_size: int, workers: int, seed: int) -> PackBatches:
+    dataloader = importlib.import_module("voc12.dataloader")
+    dataset = dataloader.VOC12ClassificationDataset(args.train_list, voc12_root=args.voc12_root,
+                                                    resize_long=RESIZE_LONG, hor_flip=True, crop_size=crop_size,
+                                                    crop_method="random")
+    if dist.is_available() and dist.is_initialized():
+        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
+        per_rank = max(batch_size // dist.get_world_size(), 1)
+        return PackBatches(DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
+                                      drop_last=True), seed)
+    generator = torch.Generator().manual_seed(seed)
+    return PackBatches(DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
+                                  generator=generator), seed, generator)
+
+
+def obtain_recam(args: argparse.Namespace, weights_path: str, recam: ReCAM, device: torch.device, *,
+                 batch_size: int, crop_size: int, workers: int, train: bool = True) -> Tuple[ReCAM, Path]:
+    """The fitted ReCAM and the fine-tuned weights file for this run: reused when the saved pair
+    matches, else trained now (``train=True``) or waited for (another worker trains them).
+
+    Args:
+        args: the host's namespace (``cam_network``, ``train_list``, ``voc12_root``).
+        weights_path: the host's trained weights ``<cam_weights_name>.pth``.
+        recam: an unfitted :class:`ReCAM` with the run's settings.
+        device: where to train.
+        batch_size, crop_size, workers: the training loader's batch (over all ranks), crop and workers.
+    """
+    files = recam_files(weights_path)
+    key = _fit_key(args, weights_path, recam, batch_size, crop_size)
+    fitted, reason = _reusable(files, key)
+    if fitted is not None:
+        logger.info("reusing the ReCAM step %s (same checkpoint, options and train list)", files["recam"])
+        return fitted, files["weights"]
+    if not train:
+        logged = False
+        while fitted is None:
+            if not logged:
+                logger.info("waiting for worker 0 to train the ReCAM step %s (%s)", files["recam"], reason)
+                logged = True
+            time.sleep(WAIT_POLL_S)
+            fitted, reason = _reusable(files, key)
+        return fitted, files["weights"]
+    logger.info("training the ReCAM step (%s): %d epochs over %s", reason, recam.config.epochs, args.train_list)
+    model = getattr(importlib.import_module(args.cam_network), "Net")()
+    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=True)
+    loader = _train_loader(args, batch_size, crop_size, workers, recam.config.seed)
+    recam.fit(model, loader, feature_layer="stage4", head="classifier", checkpoint=files["training"], device=device)
+    is_writer = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    if is_writer:
+        _save_state_dict(files["weights"], model)
+        recam.metadata.update({"fit_key": key, "weights_sha256": file_sha256(files["weights"])})
+        recam.save(files["recam"])
+        files["training"].unlink(missing_ok=True)
+        logger.info("saved the fine-tuned network %s and ReCAM %s", files["weights"], files["recam"])
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        recam = ReCAM.load(files["recam"])
+    return recam, files["weights"]
+
+
+def _save_state_dict(path: Path, model: nn.Module) -> None:
+    """The host's checkpoint format: ``torch.save(model.state_dict())``, CPU tensors, atomically."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)

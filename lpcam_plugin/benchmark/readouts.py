@@ -1,0 +1,190 @@
+"""The read-outs the benchmark compares: a registry of ``name -> maps for the training images``.
+
+A read-out turns what one (network, seed) run has — the trained classifier, its features, the
+labels, the data, a folder for caches — into maps ``(N, C, h, w)`` at feature resolution,
+non-negative, zero for each image's absent classes (the demo max-normalises and upsamples them
+per image before the threshold sweep, so the scale of a map does not matter). :data:`READOUTS`
+lists them in table order; ``lpcam demo`` runs every one for every (network, seed).
+
+Adding a method is one function and one line::
+
+    def recam_readout(ctx: SeedContext) -> torch.Tensor:
+        recam, features = ctx.memo("recam", lambda: fit_recam(ctx))   # once per (network, seed)
+        return recam(features, ctx.labels)                             # (N, C, h, w)
+
+    READOUTS.append(Readout("ReCAM", recam_readout, "softmax re-activation of the fine-tuned backbone"))
+
+Read-outs share work through :meth:`SeedContext.memo` (in memory, for this (network, seed)) and
+through files in :attr:`SeedContext.folder` (across runs; e.g. a fine-tuned network through
+:func:`~lpcam_plugin.benchmark.toynet.load_or_train` keyed by ``ctx.classifier_key``). They must
+not modify ``ctx.model``, ``ctx.features`` or ``ctx.labels`` in place (fine-tune a ``copy.deepcopy``).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, TypeVar
+
+import torch
+
+from lpcam_plugin.benchmark.synthetic import SyntheticDataset
+from lpcam_plugin.benchmark.toynet import ToyClassifier
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.cam import cam_map
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.lpcam.estimator import LPCAM
+
+T = TypeVar("T")
+
+#: Images per :meth:`LPCAM.partial_fit` call in :func:`fit_lpcam`.
+FIT_BATCH = 128
+
+
+@dataclass
+class SeedContext:
+    """Everything one (network, seed) run offers its read-outs.
+
+    Attributes:
+        seed: the seed of the data, the classifier and every fit.
+        network: the network's name in the report (:attr:`NetworkConfig.name`).
+        model: the trained classifier, eval mode (:class:`~lpcam_plugin.benchmark.toynet.ToyClassifier`;
+            hook ``model.FEATURE_LAYER`` / ``model.HEAD`` by dotted name).
+        images: ``(N, 3, S, S)`` float32 network inputs (standardised).
+        features: ``(N, D, h, w)`` features of ``model.FEATURE_LAYER`` (non-negative; inference
+            tensors: a read-out that trains recomputes features from ``images``).
+        labels: ``(N, C)`` float32 multi-hot image labels.
+        data: the generated data set (images, masks, class names, ids, config).
+        folder: ``<out>/<network>/seed<N>/``, for files a read-out caches across runs.
+        classifier_key: JSON-able key of the classifier checkpoint (data, schedule, architecture);
+            include it in the key of anything cached from the classifier.
+        lpcam_overrides: LPCAM config overrides of this run (:class:`DemoConfig`).
+        progress: progress-bar switch to pass on (``None``: automatic, ``False``: hidden).
+        notes: JSON-able facts per read-out name, shown in the report's per-seed rows.
+    """
+
+    seed: int
+    network: str
+    model: ToyClassifier
+    images: torch.Tensor
+    features: torch.Tensor
+    labels: torch.Tensor
+    data: SyntheticDataset
+    folder: Path
+    classifier_key: Dict[str, Any]
+    lpcam_overrides: Dict[str, Any] = field(default_factory=dict)
+    progress: Optional[bool] = None
+    notes: Dict[str, str] = field(default_factory=dict)
+    _memo: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The classifier head as a ``(C, D)`` matrix."""
+        return self.model.class_weight()
+
+    def memo(self, key: str, factory: Callable[[], T]) -> T:
+        """``factory()`` the first time ``key`` is asked for in this (network, seed), the stored value after."""
+        if key not in self._memo:
+            self._memo[key] = factory()
+        return self._memo[key]
+
+
+#: A read-out: the context in, maps ``(N, C, h, w)`` out.
+ReadoutFn = Callable[[SeedContext], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Readout:
+    """One row of the benchmark table: ``name`` and the function computing its maps."""
+
+    name: str
+    compute: ReadoutFn
+    description: str = ""
+
+
+def prototype_note(bank: PrototypeBank) -> str:
+    """Prototype counts of ``bank`` as ``"class [..] / context [..]"`` (one number per class)."""
+    counts = [int(bank.class_prototypes[c].shape[0]) for c in range(bank.num_classes)]
+    context = [int(bank.context_prototypes[c].shape[0]) if c in bank.context_prototypes else 0
+               for c in range(bank.num_classes)]
+    return f"prototypes class {counts} / context {context}"
+
+
+def fit_lpcam(ctx: SeedContext, *, features: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
+              cams: Optional[torch.Tensor] = None, name: str = "prototypes") -> LPCAM:
+    """An LPCAM estimator fitted on the training images, once per (network, seed) and ``name``.
+
+    Args:
+        features: ``(N, D, h, w)`` features to cluster (default ``ctx.features``).
+        weight: ``(C, D)`` selection classifier (default the classifier head).
+        cams: ``(N, C, h', w')`` max-normalised maps for the Stage-1 split (default the
+            single-scale CAM of ``weight``).
+        name: memo key and file stem: the bank is written to ``ctx.folder / f"{name}.npz"``.
+
+    Returns:
+        The fitted estimator (``bank_`` set, ``weight_`` = ``weight``).
+    """
+
+    def fit() -> LPCAM:
+        feats = ctx.features if features is None else features
+        select = ctx.weight if weight is None else weight
+        estimator = LPCAM(ctx.data.config.num_classes, "voc", class_names=ctx.data.class_names,
+                          progress=ctx.progress, seed=ctx.seed, **ctx.lpcam_overrides)
+        starts = range(0, feats.shape[0], FIT_BATCH)
+        for i in progress_bar(starts, progress=ctx.progress, desc=f"LPCAM pools ({name})", total=len(starts), leave=False):
+            part = slice(i, i + FIT_BATCH)
+            estimator.partial_fit(feats[part], ctx.labels[part], weight=select, ids=ctx.data.ids[part],
+                                  cams=None if cams is None else cams[part])
+        estimator.fit_prototypes(select, metadata={"demo_seed": ctx.seed, "network": ctx.network})
+        estimator.bank_.save(ctx.folder / f"{name}.npz")
+        return estimator
+
+    return ctx.memo(f"lpcam:{name}", fit)
+
+
+def cam_readout(ctx: SeedContext) -> torch.Tensor:
+    """CAM: ``relu(W_c . f)`` of the classifier head, zero for absent classes."""
+    return cam_map(ctx.features, ctx.weight) * ctx.labels[:, :, None, None]
+
+
+def lpcam_f_readout(ctx: SeedContext) -> torch.Tensor:
+    """LPCAM-F: class prototypes only (``bank.without_context()``); CAM for classes without prototypes."""
+    bank = fit_lpcam(ctx).bank_
+    return LPCAM.from_bank(bank.without_context(), progress=ctx.progress)(ctx.features, ctx.labels, fallback="cam",
+                                                                           weight=ctx.weight)
+
+
+def lpcam_readout(ctx: SeedContext) -> torch.Tensor:
+    """LPCAM: class minus context prototypes; CAM for classes without prototypes."""
+    estimator = fit_lpcam(ctx)
+    ctx.notes["LPCAM"] = prototype_note(estimator.bank_)
+    return estimator(ctx.features, ctx.labels, fallback="cam")
+
+
+#: The benchmark's rows, in table order (append to add a method).
+READOUTS: List[Readout] = [
+    Readout("CAM", cam_readout, "classifier head on the features"),
+    Readout("LPCAM-F", lpcam_f_readout, "LPCAM with class prototypes only"),
+    Readout("LPCAM", lpcam_readout, "class prototypes minus context prototypes"),
+]
+
+
+def map_key(name: str) -> str:
+    """File-safe key of a read-out name (``maps.npz``): ``"ReCAM+LPCAM"`` -> ``"recam_lpcam"``."""
+    return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
+
+
+def select_readouts(names: Optional[Sequence[str]] = None) -> List[Readout]:
+    """The read-outs named in ``names`` in :data:`READOUTS` order (all of them for ``None``).
+
+    Raises ``ValueError`` for unknown names, and when two registered names share a :func:`map_key`.
+    """
+    known = [r.name for r in READOUTS]
+    if len({map_key(name) for name in known}) != len(known):
+        raise ValueError(f"READOUTS names must have distinct file keys (map_key): {known}")
+    if names is None:
+        return list(READOUTS)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(f"unknown read-out(s) {unknown}; known: {known}")
+    return [r for r in READOUTS if r.name in set(names)]

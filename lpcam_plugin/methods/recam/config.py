@@ -1,0 +1,96 @@
+"""ReCAM hyper-parameters and the VOC / COCO presets (recam-spec.md, Training and Maps)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping
+
+#: Weights a ReCAM read-out or a prototype selection can use (recam-spec.md).
+WEIGHT_KINDS = ("bce", "sce", "sce*bce")
+
+
+@dataclass(frozen=True)
+class ReCAMConfig:
+    """Every knob of ReCAM; defaults are the VOC preset.
+
+    Attributes:
+        loss_weight: lambda, the weight of the softmax cross-entropy (1.0 VOC, 0.1 COCO).
+        learning_rate: base learning rate; ``W_sce`` trains at it, the backbone and ``W_bce`` at
+            ``backbone_lr_scale`` times it.
+        backbone_lr_scale: 0.1 in the reference.
+        weight_decay: SGD weight decay (1e-4).
+        momentum: SGD momentum. The reference's ``PolyOptimizer`` hands its weight decay to
+            SGD's momentum slot, so it really trains with momentum 1e-4 and no weight decay; we
+            keep the stated weight decay and use no momentum.
+        epochs: fine-tuning epochs over the loader (4).
+        poly_power: exponent of the poly schedule ``lr * (1 - step / steps) ** power`` (0.9).
+        map_weight: the weight of the maps: ``"sce*bce"`` (VOC, the reference's ``forward2``)
+            or ``"bce"`` (COCO, ``forward``).
+        selection_weight: the weight ReCAM+LPCAM selects prototypes with (``selection_weight_``).
+        freeze_batchnorm: keep BatchNorm layers in eval mode while fine-tuning (IRN's backbone
+            uses fixed BatchNorm; a short fine-tuning step should not re-estimate statistics).
+        seed: seed of the ``W_sce`` initialisation.
+    """
+
+    loss_weight: float = 1.0
+    learning_rate: float = 5e-4
+    backbone_lr_scale: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 0.0
+    epochs: int = 4
+    poly_power: float = 0.9
+    map_weight: str = "sce*bce"
+    selection_weight: str = "sce"
+    freeze_batchnorm: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (isinstance(self.epochs, int) and not isinstance(self.epochs, bool) and self.epochs >= 1,
+             f"epochs must be an int >= 1, got {self.epochs!r}"),
+            (isinstance(self.seed, int) and not isinstance(self.seed, bool), f"seed must be an int, got {self.seed!r}"),
+            (self.loss_weight >= 0, f"loss_weight must be >= 0, got {self.loss_weight}"),
+            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
+            (self.backbone_lr_scale >= 0, f"backbone_lr_scale must be >= 0, got {self.backbone_lr_scale}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.poly_power >= 0, f"poly_power must be >= 0, got {self.poly_power}"),
+            (self.map_weight in WEIGHT_KINDS, f"map_weight must be one of {WEIGHT_KINDS}, got {self.map_weight!r}"),
+            (self.selection_weight in WEIGHT_KINDS,
+             f"selection_weight must be one of {WEIGHT_KINDS}, got {self.selection_weight!r}"),
+            (isinstance(self.freeze_batchnorm, bool), f"freeze_batchnorm must be a bool, got {self.freeze_batchnorm!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @classmethod
+    def preset(cls, name: str = "voc", **overrides: Any) -> "ReCAMConfig":
+        """The ``"voc"`` or ``"coco"`` defaults, with ``overrides`` applied."""
+        try:
+            base = PRESETS[name.lower()]
+        except (KeyError, AttributeError):
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        return base.replace(**overrides)
+
+    def replace(self, **overrides: Any) -> "ReCAMConfig":
+        """A copy with ``overrides`` applied; unknown names raise ``TypeError`` naming them."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown ReCAM option(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-serialisable dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "ReCAMConfig":
+        """Inverse of :meth:`to_dict`."""
+        return cls().replace(**dict(data))
+
+
+PRESETS: Dict[str, ReCAMConfig] = {
+    "voc": ReCAMConfig(),
+    "coco": ReCAMConfig(loss_weight=0.1, map_weight="bce"),
+}

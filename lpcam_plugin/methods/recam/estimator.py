@@ -1,0 +1,365 @@
+"""The ReCAM estimator: fine-tune a GAP-linear classifier with a softmax head, then read maps out.
+
+Example::
+
+    recam = ReCAM(num_classes=20, preset="voc")
+    recam.fit(model, loader, feature_layer="stage4", head="classifier")   # fine-tunes model in place
+    with FeatureHook(model.stage4) as hook, torch.no_grad():
+        model(images)
+        maps = recam(hook.features, labels)    # (B, C, h, w), max-normalised, 0 for absent classes
+    recam.save("recam.npz"); recam = ReCAM.load("recam.npz")
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from lpcam_plugin.core.archive import read_archive, write_archive
+from lpcam_plugin.core.checks import check_finite, float32_features
+from lpcam_plugin.core.targets import resolve_targets
+from lpcam_plugin.core.io import PathLike, atomic_write
+from lpcam_plugin.core.maps import max_normalize
+from lpcam_plugin.core.modules import LinearHead, forward_until, get_submodule
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.cam import cam_map
+from lpcam_plugin.methods.recam.config import WEIGHT_KINDS, ReCAMConfig
+from lpcam_plugin.methods.recam.losses import recam_losses
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "lpcam_plugin.ReCAM"
+FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "lpcam_plugin.ReCAM.training/1"
+
+
+class _ReCAMStep(nn.Module):
+    """One ReCAM loss evaluation: the model up to ``feature_layer``, then :func:`recam_losses`.
+
+    A module of its own so that DistributedDataParallel can wrap model and softmax head together.
+    """
+
+    def __init__(self, model: nn.Module, feature_layer: str, head: LinearHead, sce: nn.Linear,
+                 loss_weight: float) -> None:
+        super().__init__()
+        self.model = model
+        self.sce = sce
+        self.feature_layer = feature_layer
+        self.loss_weight = loss_weight
+        self._head = head
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+        features = forward_until(self.model, self.model.get_submodule(self.feature_layer), images)
+        if features.dim() != 4:
+            raise ValueError(f"layer {self.feature_layer!r} produced {tuple(features.shape)}; expected (B, D, h, w)")
+        return recam_losses(features, labels, self._head.weight, self.sce.weight, self.loss_weight, self._head.bias)
+
+
+class ReCAM:
+    """Class Re-Activation Maps (Chen et al., CVPR 2022) as a fine-tuning step plus a read-out.
+
+    Args:
+        num_classes: C (no background).
+        preset: ``"voc"`` or ``"coco"`` defaults (:class:`ReCAMConfig`).
+        config: a full :class:`ReCAMConfig` instead of a preset.
+        progress: progress bars: None (auto, hidden off a TTY), True or False.
+        **overrides: any :class:`ReCAMConfig` field, e.g. ``epochs=2``.
+
+    Fitted attributes:
+        head_: the softmax head ``W_sce`` as a bias-free ``nn.Linear(D, C)`` (CPU).
+        bce_weight_: ``(C, D)`` the fine-tuned classifier weight ``W_bce``.
+        sce_weight_: ``(C, D)`` ``W_sce`` (``head_.weight``).
+        map_weight_: ``(C, D)`` the weight of the maps (``config.map_weight``).
+        selection_weight_: ``(C, D)`` the weight ReCAM+LPCAM selects prototypes with
+            (``config.selection_weight``).
+        feature_dim_: D.
+        n_steps_: optimisation steps run.
+        loss_history_: per epoch ``{"epoch", "cls", "sce", "total"}`` means.
+    """
+
+    #: How the adapters fuse an image and its flip: the maps are summed (as IRN's CAM and ReCAM do).
+    flip_fusion = "maps"
+
+    def __init__(self, num_classes: int, preset: str = "voc", *, config: Optional[ReCAMConfig] = None,
+                 progress: Optional[bool] = None, **overrides: Any) -> None:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        base = config if config is not None else ReCAMConfig.preset(preset)
+        self.config = base.replace(**overrides) if overrides else base
+        self.num_classes = num_classes
+        self.progress = progress
+        self.head_: Optional[nn.Linear] = None
+        self.bce_weight_: Optional[torch.Tensor] = None
+        self.bce_bias_: Optional[torch.Tensor] = None
+        self.feature_dim_: Optional[int] = None
+        self.n_steps_ = 0
+        self.loss_history_: List[Dict[str, float]] = []
+        self.metadata: Dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, model: nn.Module, loader: Iterable[Sequence[Any]], *, feature_layer: str = "stage4",
+            head: str = "classifier", checkpoint: Optional[PathLike] = None,
+            device: Optional[Union[str, torch.device]] = None) -> "ReCAM":
+        """Fine-tune ``model`` in place with the ReCAM loss; set the fitted attributes.
+
+        Under ``torch.distributed`` (initialised process group) the step runs in
+        DistributedDataParallel: give each rank its share of every batch (e.g. a
+        ``DistributedSampler``); gradients are averaged over ranks, so the loss of equal-sized
+        shards equals the single-process loss of the whole batch.
+
+        Args:
+            model: the trained classifier; ``model(images)`` must call ``feature_layer``. Its own
+                ``train()`` is called (hosts freeze layers there), BatchNorm stays in eval mode
+                with ``freeze_batchnorm``; the model is left in eval mode.
+            loader: yields ``(images (B, 3, H, W), labels (B, C))`` (further items are ignored);
+                ``len(loader)`` must be defined (the poly schedule needs the step count). When the
+                loader or its ``sampler`` has ``set_epoch`` (``DistributedSampler``), it is called
+                before each epoch, so a resumed run sees the same order as an uninterrupted one.
+            feature_layer: dotted name of the module whose output is the unpooled features.
+            head: dotted name of the GAP-linear head (``nn.Linear``, 1x1 ``nn.Conv2d`` or a
+                ``(C, D)`` parameter).
+            checkpoint: a file to save training state to after every epoch, and to resume from
+                when it exists (written with the same config, classes, layer and head).
+            device: where to train; default the head's device.
+        """
+        head_ref = LinearHead.resolve(model, head)
+        if head_ref.num_classes != self.num_classes:
+            raise ValueError(f"head {head!r} has {head_ref.num_classes} rows, expected C={self.num_classes}")
+        get_submodule(model, feature_layer)
+        device = torch.device(device) if device is not None else head_ref.parameter.device
+        model.to(device)
+        sce = self._new_sce_head(head_ref.feature_dim).to(device)
+        step_module = _ReCAMStep(model, feature_layer, head_ref, sce, self.config.loss_weight)
+        optimizer = self._optimizer(model, head_ref, sce)
+        steps_per_epoch = len(loader)  # type: ignore[arg-type]
+        if steps_per_epoch < 1:
+            raise ValueError("the loader is empty")
+        fingerprint = {"config": self.config.to_dict(), "num_classes": self.num_classes, "feature_layer": feature_layer,
+                       "head": head, "steps_per_epoch": steps_per_epoch}
+        start_epoch, history = 0, []
+        if checkpoint is not None and Path(checkpoint).exists():
+            start_epoch, history = _load_training_state(Path(checkpoint), fingerprint, model, sce, optimizer)
+            logger.info("ReCAM: resuming from %s after epoch %d of %d", checkpoint, start_epoch, self.config.epochs)
+        distributed = dist.is_available() and dist.is_initialized()
+        runner: nn.Module = step_module
+        if distributed:
+            ids = [device.index] if device.type == "cuda" else None
+            runner = nn.parallel.DistributedDataParallel(step_module, device_ids=ids, find_unused_parameters=True)
+        self._train_mode(model)
+        total_steps = self.config.epochs * steps_per_epoch
+        for epoch in range(start_epoch, self.config.epochs):
+            _set_epoch(loader, epoch)
+            sums = {"cls": 0.0, "sce": 0.0, "total": 0.0}
+            batches = progress_bar(loader, progress=self.progress, desc=f"ReCAM epoch {epoch + 1}/{self.config.epochs}",
+                                   total=steps_per_epoch)
+            for i, batch in enumerate(batches):
+                self._set_learning_rates(optimizer, epoch * steps_per_epoch + i, total_steps)
+                images, labels = batch[0].to(device), batch[1].to(device).float()
+                losses = runner(images, labels)
+                optimizer.zero_grad(set_to_none=True)
+                losses["total"].backward()
+                optimizer.step()
+                for key in sums:
+                    sums[key] += float(losses[key].detach())
+            history.append({"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}})
+            logger.info("ReCAM epoch %d: cls %.4f sce %.4f total %.4f", epoch + 1, history[-1]["cls"],
+                        history[-1]["sce"], history[-1]["total"])
+            if checkpoint is not None:
+                _save_training_state(Path(checkpoint), fingerprint, epoch + 1, model, sce, optimizer, history,
+                                     write=not distributed or dist.get_rank() == 0)
+                if distributed:
+                    dist.barrier()
+        nn.Module.train(model, False)
+        self.loss_history_ = history
+        self.n_steps_ = total_steps
+        self.metadata = {"feature_layer": feature_layer, "head": head}
+        self._set_fitted(head_ref.weight.detach(), None if head_ref.bias is None else head_ref.bias.detach(),
+                         sce.weight.detach())
+        return self
+
+    def _new_sce_head(self, dim: int) -> nn.Linear:
+        """``W_sce`` with PyTorch's default Linear initialisation (U(-1/sqrt(D), 1/sqrt(D))), seeded."""
+        sce = nn.Linear(dim, self.num_classes, bias=False)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        bound = 1.0 / math.sqrt(dim)
+        with torch.no_grad():
+            sce.weight.copy_(torch.rand(self.num_classes, dim, generator=generator) * 2 * bound - bound)
+        return sce
+
+    def _optimizer(self, model: nn.Module, head: LinearHead, sce: nn.Linear) -> torch.optim.SGD:
+        """SGD with three groups: backbone and ``W_bce`` at ``backbone_lr_scale * lr``, ``W_sce`` at lr."""
+        head_ids = {id(head.parameter)} | ({id(head.bias)} if head.bias is not None else set())
+        backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
+        head_params = [p for p in (head.parameter, head.bias) if p is not None]
+        lr, scale = self.config.learning_rate, self.config.backbone_lr_scale
+        groups = [{"params": backbone, "lr": lr * scale, "base_lr": lr * scale},
+                  {"params": head_params, "lr": lr * scale, "base_lr": lr * scale},
+                  {"params": list(sce.parameters()), "lr": lr, "base_lr": lr}]
+        return torch.optim.SGD([g for g in groups if g["params"]], lr=lr, momentum=self.config.momentum,
+                               weight_decay=self.config.weight_decay)
+
+    def _set_learning_rates(self, optimizer: torch.optim.Optimizer, step: int, total: int) -> None:
+        factor = (1.0 - step / total) ** self.config.poly_power
+        for group in optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+
+    def _train_mode(self, model: nn.Module) -> None:
+        """Training mode the host's way (its own ``train()`` override runs), BatchNorm frozen if asked."""
+        nn.Module.train(model, True)
+        model.train()  # host overrides (IRN freezes conv1 there); may return None, so never chained
+        if self.config.freeze_batchnorm:
+            for module in model.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def _set_fitted(self, bce_weight: torch.Tensor, bce_bias: Optional[torch.Tensor], sce_weight: torch.Tensor) -> None:
+        bce = bce_weight.reshape(bce_weight.shape[0], -1).float().cpu().clone()
+        sce = sce_weight.float().cpu().clone()
+        check_finite(bce, "the fine-tuned classifier weight W_bce")
+        check_finite(sce, "the softmax head W_sce")
+        self.bce_weight_ = bce
+        self.bce_bias_ = None if bce_bias is None else bce_bias.float().cpu().clone()
+        self.feature_dim_ = int(bce.shape[1])
+        self.head_ = nn.Linear(self.feature_dim_, self.num_classes, bias=False)
+        with torch.no_grad():
+            self.head_.weight.copy_(sce)
+        self.head_.requires_grad_(False)
+
+    # ------------------------------------------------------------------ fitted weights
+    def _check_fitted(self) -> None:
+        if self.head_ is None or self.bce_weight_ is None:
+            raise RuntimeError("ReCAM is not fitted: call fit() first or use ReCAM.load()")
+
+    @property
+    def sce_weight_(self) -> torch.Tensor:
+        """``(C, D)`` the softmax head's weight."""
+        self._check_fitted()
+        assert self.head_ is not None
+        return self.head_.weight.detach()
+
+    def weight(self, kind: str) -> torch.Tensor:
+        """``(C, D)`` weight ``"bce"``, ``"sce"`` or ``"sce*bce"`` (elementwise product of the rows)."""
+        self._check_fitted()
+        assert self.bce_weight_ is not None
+        if kind == "bce":
+            return self.bce_weight_
+        if kind == "sce":
+            return self.sce_weight_
+        if kind == "sce*bce":
+            return self.sce_weight_ * self.bce_weight_
+        raise ValueError(f"weight kind must be one of {WEIGHT_KINDS}, got {kind!r}")
+
+    @property
+    def map_weight_(self) -> torch.Tensor:
+        """``(C, D)`` the weight of the maps (``config.map_weight``)."""
+        return self.weight(self.config.map_weight)
+
+    @property
+    def selection_weight_(self) -> torch.Tensor:
+        """``(C, D)`` the weight ReCAM+LPCAM selects prototypes with (``config.selection_weight``)."""
+        return self.weight(self.config.selection_weight)
+
+    # ------------------------------------------------------------------ maps
+    def __call__(self, features: torch.Tensor, labels_or_classes: Union[torch.Tensor, Sequence[int]], *,
+                 normalize: bool = True) -> torch.Tensor:
+        """ReCAM maps ``relu(map_weight_[c] . f)`` of the fine-tuned model's features.
+
+        Args:
+            features: ``(B, D, h, w)`` from the fine-tuned model's ``feature_layer``.
+            labels_or_classes: ``(B, C)`` multi-hot labels, giving ``(B, C, h, w)`` maps that are
+                zero for each image's absent classes; or class indices, giving ``(B, len(classes), h, w)``.
+            normalize: divide each map by its max + 1e-5.
+        """
+        weight = self.map_weight_
+        features = float32_features(features)
+        classes, mask = resolve_targets(labels_or_classes, self.num_classes, features.shape[0])
+        maps = cam_map(features, weight, classes, normalize=False)
+        if mask is not None:
+            maps = maps * mask.to(maps.device)[:, :, None, None]
+        return max_normalize(maps) if normalize else maps
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: PathLike) -> None:
+        """Write the fitted weights and settings to one pickle-free, checksummed file (atomically)."""
+        self._check_fitted()
+        assert self.bce_weight_ is not None
+        from lpcam_plugin import __version__
+
+        arrays = {"bce_weight": self.bce_weight_.numpy(), "sce_weight": self.sce_weight_.numpy()}
+        if self.bce_bias_ is not None:
+            arrays["bce_bias"] = self.bce_bias_.numpy()
+        header = {"num_classes": self.num_classes, "feature_dim": self.feature_dim_, "config": self.config.to_dict(),
+                  "n_steps": self.n_steps_, "loss_history": self.loss_history_, "metadata": self.metadata,
+                  "version": __version__}
+        write_archive(path, FORMAT_NAME, FORMAT_VERSION, header, arrays)
+
+    @classmethod
+    def load(cls, path: PathLike, *, progress: Optional[bool] = None) -> "ReCAM":
+        """Read a file written by :meth:`save` (never unpickled; checksum and shapes verified)."""
+        header, arrays = read_archive(path, FORMAT_NAME, FORMAT_VERSION)
+        num_classes, dim = int(header["num_classes"]), int(header["feature_dim"])
+        expected = {"bce_weight": (num_classes, dim), "sce_weight": (num_classes, dim)}
+        if "bce_bias" in arrays:
+            expected["bce_bias"] = (num_classes,)
+        for name, shape in expected.items():
+            if name not in arrays or tuple(arrays[name].shape) != shape:
+                found = None if name not in arrays else tuple(arrays[name].shape)
+                raise ValueError(f"{path}: array {name!r} has shape {found}, expected {shape}")
+        model = cls(num_classes, config=ReCAMConfig.from_dict(header["config"]), progress=progress)
+        model.n_steps_ = int(header.get("n_steps", 0))
+        model.loss_history_ = list(header.get("loss_history", []))
+        model.metadata = dict(header.get("metadata", {}))
+        bias = arrays.get("bce_bias")
+        model._set_fitted(torch.from_numpy(np.array(arrays["bce_weight"])), None if bias is None else torch.from_numpy(np.array(bias)),
+                          torch.from_numpy(np.array(arrays["sce_weight"])))
+        return model
+
+    def __repr__(self) -> str:
+        state = "unfitted" if self.head_ is None else f"D={self.feature_dim_}, {self.n_steps_} steps"
+        return f"ReCAM(C={self.num_classes}, {state}, map={self.config.map_weight}, selection={self.config.selection_weight})"
+
+
+def _set_epoch(loader: Any, epoch: int) -> None:
+    """Call ``set_epoch(epoch)`` on the loader and on its sampler where they have it."""
+    for target in (loader, getattr(loader, "sampler", None)):
+        if callable(getattr(target, "set_epoch", None)):
+            target.set_epoch(epoch)
+
+
+def _save_training_state(path: Path, fingerprint: Mapping[str, Any], epoch: int, model: nn.Module, sce: nn.Linear,
+                         optimizer: torch.optim.Optimizer, history: List[Dict[str, float]], *, write: bool) -> None:
+    """Atomically save what resuming needs (plain tensors and JSON-able values only)."""
+    if not write:
+        return
+    state = {"format": CHECKPOINT_FORMAT, "fingerprint": dict(fingerprint), "epoch": epoch,
+             "model": model.state_dict(), "sce": sce.state_dict(), "optimizer": optimizer.state_dict(),
+             "history": history}
+    with atomic_write(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_training_state(path: Path, fingerprint: Mapping[str, Any], model: nn.Module, sce: nn.Linear,
+                         optimizer: torch.optim.Optimizer) -> Tuple[int, List[Dict[str, float]]]:
+    """Restore a checkpoint written by :func:`_save_training_state`; return ``(epochs done, history)``."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated file, a pickle with objects, not a torch file
+        raise ValueError(f"{path}: not a readable ReCAM training checkpoint ({type(exc).__name__}: {exc}); "
+                         "delete it to start over") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a ReCAM training checkpoint (format {state.get('format') if isinstance(state, dict) else None!r})")
+    if state["fingerprint"] != dict(fingerprint):
+        diff = sorted(k for k in set(fingerprint) | set(state["fingerprint"])
+                      if state["fingerprint"].get(k) != fingerprint.get(k))
+        raise ValueError(f"{path} was written by a ReCAM run with a different {', '.join(diff)}; "
+                         "delete it or pass another checkpoint path")
+    model.load_state_dict(state["model"])
+    sce.load_state_dict(state["sce"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["epoch"]), list(state["history"])
