@@ -19,7 +19,7 @@ SUBCOMMAND_MODULES = (
     "lpcam_plugin.benchmark.demo",
     "lpcam_plugin.core.evaluate",
     "lpcam_plugin.distributed.cli",
-    "lpcam_plugin.adapters.check_host",
+    "lpcam_plugin.check_host",
 )
 
 

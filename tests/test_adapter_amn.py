@@ -62,7 +62,7 @@ def pipeline(tmp_path_factory) -> Dict[str, object]:
 @pytest.mark.slow
 def test_both_routes_write_host_formats_in_spawned_workers(pipeline):
     host, voc, labels = pipeline["host"], pipeline["voc"], pipeline["labels"]
-    assert len(re.findall(r"\[lpcam pid \d+\] INFO worker 0: wrote \d LPCAM files to result/(\w+)",
+    assert len(re.findall(r"\[lpcam pid \d+\] INFO worker 0: wrote \d lpcam files to result/(\w+)",
                           pipeline["stderr"])) == 2, pipeline["stderr"][-2000:]
     for image_id in pipeline["ids"]:
         with Image.open(voc / "JPEGImages" / f"{image_id}.jpg") as image:

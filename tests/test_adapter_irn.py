@@ -74,7 +74,7 @@ def test_patched_make_cam_writes_irn_format_in_spawned_workers(pipeline):
     host, voc, labels = pipeline["host"], pipeline["voc"], pipeline["labels"]
     out = host / "result" / "cam"
     # Both spawned workers ran our _work (IRN's own worker never logs this).
-    pids = set(re.findall(r"\[lpcam pid (\d+)\] INFO worker \d: wrote (\d) LPCAM files", pipeline["stderr"]))
+    pids = set(re.findall(r"\[lpcam pid (\d+)\] INFO worker \d: wrote (\d) lpcam files", pipeline["stderr"]))
     assert {n for _, n in pids} == {"4"} and len({p for p, _ in pids}) == 2, pipeline["stderr"][-2000:]
     assert "waiting for worker 0" in pipeline["stderr"]
     assert not list(out.glob(".*.tmp"))

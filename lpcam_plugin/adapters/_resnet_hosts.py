@@ -671,6 +671,8 @@ def save_host_dict(path: Path, keys: torch.Tensor, cam: torch.Tensor, high_res: 
 
 
 def _check_method(spec: HostSpec, opts: LPCAMOptions) -> None:
+    if opts.method not in METHODS:
+        raise ValueError(f"lpcam_method must be one of {METHODS}, got {opts.method!r}")
     if opts.method not in spec.methods:
         raise ValueError(f"the {spec.name} CAM step cannot write --lpcam_method {opts.method}: {spec.methods_note}")
 

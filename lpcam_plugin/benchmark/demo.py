@@ -331,7 +331,9 @@ def summarize(results: Sequence[SeedResult], window: float = 0.1) -> Dict[str, A
     """One network's table: per method the mean ± std over seeds (in %) of the best-threshold metrics.
 
     Returns ``{"table": {method: {metric: {"mean", "std"}, "threshold", "curve_drop", "diagnostics"}},
-    "targets": {text: {"margin", "required", "met"}}, "seeds": [...], "network": {...}}``.
+    "targets": {text: {"margin", "required", "met"}}, "seeds": [...], "network": {key: {"mean", "std"}}}``,
+    where ``"network"`` holds the classifier's train accuracy and the features' zero fraction (in %),
+    their mean L2 norms on object / background cells, D, grid side and output stride.
     """
     table: Dict[str, Dict[str, Any]] = {}
     for name in results[0].sweeps:
@@ -346,13 +348,14 @@ def summarize(results: Sequence[SeedResult], window: float = 0.1) -> Dict[str, A
         if a in table and b in table:
             margin = table[a][key]["mean"] - table[b][key]["mean"]
             targets[text] = {"margin": margin, "required": need, "met": bool(margin >= need if need > 0 else margin > 0)}
-    network = {key: _stats([r.network_stats[key] for r in results], 1.0)
+    network = {key: _stats([r.network_stats[key] for r in results], 100.0 if key in ("train_accuracy", "zero_fraction") else 1.0)
                for key in ("train_accuracy", "zero_fraction", "norm_object", "norm_background", "dim", "grid", "stride")}
     return {"table": table, "targets": targets, "seeds": [r.seed for r in results], "network": network}
 
 
-def _fmt(cell: Dict[str, float], digits: int = 1) -> str:
-    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}"
+def _fmt(cell: Dict[str, float], digits: int = 1, spread: bool = True) -> str:
+    """``"mean ± std"``, or ``"mean"`` without ``spread`` (one seed)."""
+    return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}" if spread else f"{cell['mean']:.{digits}f}"
 
 
 def _network_title(network: NetworkConfig, summary: Dict[str, Any]) -> str:
@@ -367,23 +370,26 @@ def _render_network(network: NetworkConfig, summary: Dict[str, Any], results: Se
     """The report section of one network."""
     table, stats = summary["table"], summary["network"]
     methods = list(table)
+    spread = len(results) > 1
     lines = [
         f"## {_network_title(network, summary)}",
         "",
         f"Constructor options `{json.dumps(network.options)}`; classifier exact-match train accuracy "
-        f"{_fmt(stats['train_accuracy'])} %; features {100 * stats['zero_fraction']['mean']:.0f} % zeros, mean L2 "
+        f"{_fmt(stats['train_accuracy'], spread=spread)} %; features {stats['zero_fraction']['mean']:.0f} % zeros, mean L2 "
         f"norm {stats['norm_object']['mean']:.1f} on object cells vs {stats['norm_background']['mean']:.1f} on "
         "background cells.",
         "",
-        f"### Seed masks at each method's best background threshold ({len(results)} seed(s), mean ± sample std, %)",
+        "### Seed masks at each method's best background threshold ("
+        + (f"{len(results)} seeds, mean ± sample std, %)" if spread else f"seed {results[0].seed}, %)"),
         "",
         f"| method | FP | FN | mIoU | precision | recall | best t | mIoU drop within ±{config.curve_window:.2f} of best t |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in methods:
         row = table[name]
-        cells = [_fmt(row[key]) for _, key in TABLE_COLUMNS]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(row['threshold'], 2)} | {_fmt(row['curve_drop'])} |")
+        cells = [_fmt(row[key], spread=spread) for _, key in TABLE_COLUMNS]
+        lines.append(f"| {name} | " + " | ".join(cells)
+                     + f" | {_fmt(row['threshold'], 2, spread)} | {_fmt(row['curve_drop'], spread=spread)} |")
     if summary["targets"]:
         lines += ["", "### Targets (from the means)", "", "| target | margin | met |", "|---|---|---|"]
         for text, row in summary["targets"].items():
@@ -521,12 +527,13 @@ def write_threshold_curve(path: Path, network: NetworkConfig, results: Sequence[
         stack = 100.0 * np.stack([r.sweeps[name].miou for r in results])
         bests = [r.sweeps[name].best for r in results]
         t_best, v_best = _stats([b["threshold"] for b in bests], 1.0), _stats([b["miou"] for b in bests])
+        several = len(results) > 1
         curves[name] = ThresholdCurve(results[0].sweeps[name].thresholds, stack.mean(axis=0),
-                                      stack.std(axis=0, ddof=1) if len(results) > 1 else None,
-                                      (t_best["mean"], t_best["std"], v_best["mean"], v_best["std"]))
+                                      stack.std(axis=0, ddof=1) if several else None,
+                                      (t_best["mean"], t_best["std"], v_best["mean"], v_best["std"]) if several else None)
     seeds = ", ".join(str(r.seed) for r in results)
-    plot_threshold_curves(curves, path, title=f"{network.name}: seed-mask mIoU vs background threshold "
-                                              f"(seeds {seeds}; mean ± std band)")
+    which = f"seeds {seeds}; mean ± std band" if len(results) > 1 else f"seed {seeds}"
+    plot_threshold_curves(curves, path, title=f"{network.name}: seed-mask mIoU vs background threshold ({which})")
 
 
 # ----------------------------------------------------------------------------- run

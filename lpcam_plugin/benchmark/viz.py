@@ -100,7 +100,8 @@ class ThresholdCurve:
         thresholds: ``(T,)`` background thresholds.
         mean: ``(T,)`` mean over seeds.
         std: ``(T,)`` sample std over seeds, or ``None`` (one seed: no band).
-        seed_best: per-seed optima as ``(mean t, std t, mean value, std value)``, or ``None``.
+        seed_best: per-seed optima as ``(mean t, std t, mean value, std value)``, or ``None``
+            (one seed: the curve's peak is the seed's best).
     """
 
     thresholds: np.ndarray
@@ -130,10 +131,11 @@ def plot_threshold_curves(
     fig = matplotlib.figure.Figure(figsize=(7.0, 4.2 + 0.28 * len(curves)), dpi=120, layout="constrained")
     ax = fig.subplots()
     handles = []
+    several = any(curve.seed_best is not None for curve in curves.values())
     for name, curve in curves.items():
         t, m = np.asarray(curve.thresholds), np.asarray(curve.mean)
         best = int(np.nanargmax(m))
-        label = f"{name}: mean-curve peak {m[best]:.1f} @ t={t[best]:.2f}"
+        label = f"{name}: {'mean-curve peak' if several else 'peak'} {m[best]:.1f} @ t={t[best]:.2f}"
         if curve.seed_best is not None:
             t_mean, t_std, v_mean, v_std = curve.seed_best
             label += f"; mean of per-seed bests {v_mean:.1f} ± {v_std:.1f} @ t={t_mean:.2f} ± {t_std:.2f}"
@@ -147,10 +149,11 @@ def plot_threshold_curves(
             ax.errorbar([t_mean], [v_mean], xerr=[t_std], yerr=[v_std], marker="x", markersize=8, color=colour,
                         capsize=3, linewidth=1)
         handles.append(line)
-    handles += [
-        Line2D([], [], marker="o", color="grey", linestyle="none", label="peak of the mean curve"),
-        Line2D([], [], marker="x", color="grey", linestyle="none", label="mean ± std of per-seed best (t, mIoU)"),
-    ]
+    handles.append(Line2D([], [], marker="o", color="grey", linestyle="none",
+                          label="peak of the mean curve" if several else "peak of the curve"))
+    if several:
+        handles.append(Line2D([], [], marker="x", color="grey", linestyle="none",
+                              label="mean ± std of per-seed best (t, mIoU)"))
     ax.set_xlabel("background threshold t")
     ax.set_ylabel(ylabel)
     ax.set_xlim(0.0, 1.0)

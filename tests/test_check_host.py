@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lpcam_plugin.adapters import check_host
+from lpcam_plugin import check_host
 from lpcam_plugin.cli import build_parser
 
 _SPEC = importlib.util.spec_from_file_location("voc_standin", Path(__file__).parent / "hosts" / "voc_standin.py")

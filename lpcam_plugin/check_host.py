@@ -68,7 +68,9 @@ KNOWN_FIXES: Tuple[Tuple[str, str], ...] = (
      "misc/pyutils.py: np.bool was removed in numpy 1.24; write bool (dtype=bool) instead"),
     (r"has no attribute 'CUBIC'", "Image.CUBIC was removed in Pillow 10: pip install 'pillow<10' "
                                   "(or write Image.BICUBIC in the fork)"),
-    (r"No module named 'pyarrow'", "pip install pyarrow (EDAM's voc12/data.py imports it at the top)"),
+    (r"No module named 'pyarrow'|pyarrow requires", "pip install pyarrow (EDAM's voc12/data.py imports it at the "
+                                                    "top; recent pyarrow wheels need numpy >= 2, pin an older "
+                                                    "pyarrow with numpy 1.x)"),
     (r"torchvision::nms does not exist|No module named 'torchvision'|torchvision",
      "install the torchvision release built for this torch (same release line and the same CPU/CUDA "
      "build); the host imports torchvision"),
@@ -273,7 +275,7 @@ def check_environment(rec: _Recorder, host: str, fork: Path) -> None:
     numpy_version = _major_minor(np.__version__)
     pillow_version = _major_minor(versions["pillow"]) if not versions["pillow"].startswith("missing") else (0, 0)
     if host in ("irn", "amn"):
-        line = _fork_has(fork, "voc12/dataloader.py", r"np\.loadtxt\(.*int32")
+        line = _fork_has(fork, "voc12/dataloader.py", r"=\s*np\.loadtxt\(.*int32")
         try:
             np.loadtxt(io.StringIO("2007_000032\n"), dtype=np.int32)
             parses = True
@@ -289,7 +291,7 @@ def check_environment(rec: _Recorder, host: str, fork: Path) -> None:
             rec.add(env, "misc/pyutils.py np.bool", "fail",
                     f"numpy {np.__version__}: run_sample.py fails at start-up [{line}]",
                     known_fix("module 'numpy' has no attribute 'bool'"))
-        if versions["pydensecrf"].startswith("missing"):
+        if versions["pydensecrf"].startswith("missing") and _fork_has(fork, "misc/imutils.py", r"^(import|from) pydensecrf"):
             rec.add(env, "pydensecrf", "fail", "misc/imutils.py imports it at the top (make_cam needs it)",
                     known_fix("No module named 'pydensecrf'"))
         if versions["chainercv"].startswith("missing"):
@@ -313,7 +315,8 @@ def check_environment(rec: _Recorder, host: str, fork: Path) -> None:
         rec.add(env, "pyarrow", "fail", "voc12/data.py imports it", known_fix("No module named 'pyarrow'"))
     if host == "mctformer":
         if versions["timm"].startswith("missing"):
-            rec.add(env, "timm", "fail", "models.py imports timm (pinned 0.4.12)", "pip install timm")
+            rec.add(env, "timm", "fail", f"models.py imports timm (pinned 0.4.12): {versions['timm']}",
+                    known_fix(versions["timm"]) or "pip install timm")
         elif _major_minor(versions["timm"]) >= (1, 0):
             rec.add(env, "timm 1.x", "warn", "timm.create_model passes pretrained_cfg to the entry point",
                     known_fix("unexpected keyword argument 'pretrained_cfg'") + "; " + known_fix("drop_block_rate"))
@@ -648,7 +651,7 @@ def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Op
         package_root = str(Path(__file__).resolve().parents[2])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fork), package_root]), "CUDA_VISIBLE_DEVICES":
                os.environ.get("CUDA_VISIBLE_DEVICES", ""), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-        proc = subprocess.run([python or sys.executable, "-m", "lpcam_plugin.adapters.check_host", "--driver",
+        proc = subprocess.run([python or sys.executable, "-m", "lpcam_plugin.check_host", "--driver",
                                str(work / "check_config.json")], cwd=work, env=env, capture_output=True, text=True,
                               timeout=timeout)
         items = []

@@ -1,0 +1,177 @@
+"""F-CAM hyper-parameters and the VOC / COCO presets (fcam-spec.md; Belharbi et al., WACV 2022).
+
+Each default names its source: *paper* (the WACV text), *reference* (the authors' code, as
+fcam-spec.md reads it), *spec* (fcam-spec.md's choice for this package) or *ours*.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+#: Optimisers :class:`FCAMConfig.optimizer` accepts.
+OPTIMIZERS = ("sgd", "adam")
+
+#: ImageNet normalisation on the 0-255 scale, the one IRN, AMN, EDAM and MCTformer feed their nets.
+IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
+IMAGENET_STD_255 = (58.395, 57.12, 57.375)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class FCAMConfig:
+    """Every knob of F-CAM; defaults are the VOC preset.
+
+    Decoder and optimisation:
+        decoder_channels: output widths of the decoder's blocks, deepest first; a decoder with
+            more blocks repeats the last width (ours: the usual U-Net schedule 256 ... 16).
+        optimizer: ``"sgd"`` (paper) or ``"adam"``.
+        learning_rate: 0.01 (paper, with SGD).
+        momentum: SGD momentum, 0.9 (ours; the paper does not state it).
+        weight_decay: 1e-4 (ours).
+        epochs: passes over the loader: 10 on VOC, 3 on COCO (ours; the paper trains 50 epochs
+            on CUB's 6k images and 10 on OpenImages' 30k, so about 300k image-steps; VOC aug has
+            10.6k images, COCO 82k).
+
+    Loss weights (the total is ``seg_weight * pCE + crf_weight * CRF + size_weight * size``):
+        seg_weight: alpha, the partial cross-entropy's weight, 1.0 (paper: chosen in {1, 0.1};
+            "large values such as 1 do not harm").
+        crf_weight: lambda, 5.0 (paper's 2e-9, rescaled, ours): the paper sums the energy over
+            all N^2 pixel pairs of a 224 x 224 image; :func:`~lpcam_plugin.methods.fcam.crf.crf_loss`
+            averages it over the pairs it visits, so 2e-9 * 224^4 = 5.03 gives the paper's
+            weight at the paper's image size.
+        size_weight: weight of the absolute-size term, 0.1 (spec).
+
+    CRF (a Gaussian bilateral kernel on RGB + position, Tang et al. 2018):
+        crf_sigma_rgb: 15 (paper, on 0-255 colours).
+        crf_sigma_xy: 100 (paper, in full-resolution pixels; scaled with ``crf_scale``).
+        crf_scale: the energy is evaluated on the image and the maps resized by this factor,
+            0.5 (reference's ``DenseCRFLoss`` default; its run configs use 1.0).
+        crf_radius: the kernel is truncated to a ``(2r + 1)^2`` window at the evaluation scale,
+            5 (ours: an 11 x 11 window at half size covers 22 x 22 full-size pixels).
+
+    Size term (extended log-barrier, Kervadec et al. 2019):
+        elb_t0, elb_t_growth, elb_t_max: ``t = min(t0 * growth ** epoch, t_max)``: 1, 1.01
+            per epoch, 10 (paper).
+
+    Seeds (see :mod:`~lpcam_plugin.methods.fcam.seeds`):
+        bg_fraction: the lowest fraction of the max over the present classes' maps that may
+            be background, 0.1 (spec; the paper tunes it in [0.1, 0.7]).
+        fg_samples: foreground pixels sampled per (image, present class) and step, 1
+            (reference code); None seeds every candidate pixel.
+        bg_samples: background pixels sampled per image and step, 1 (reference); None: all.
+        seed_dilation: each sampled pixel is dilated by a square of this side, 3 (reference).
+        erosion_size: side of the square that erodes the Otsu foreground, 11 (reference).
+        erosion_iterations: 1 (reference); an erosion that would empty a region is skipped.
+
+    Images:
+        pixel_mean, pixel_std: the normalisation of the images the loader yields, on the 0-255
+            scale: ``rgb = image * std + mean`` gives the colours of the CRF kernel. Default
+            ImageNet (ours: what the hosts use); use ``(0, 0, 0)`` / ``(1, 1, 1)`` for raw
+            0-255 images, ``(0, 0, 0)`` / ``(255, 255, 255)`` for images in [0, 1].
+        seed: seed of the decoder's initialisation and of the seed sampling.
+    """
+
+    decoder_channels: Tuple[int, ...] = (256, 128, 64, 32, 16)
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    epochs: int = 10
+    seg_weight: float = 1.0
+    crf_weight: float = 5.0
+    size_weight: float = 0.1
+    crf_sigma_rgb: float = 15.0
+    crf_sigma_xy: float = 100.0
+    crf_scale: float = 0.5
+    crf_radius: int = 5
+    elb_t0: float = 1.0
+    elb_t_growth: float = 1.01
+    elb_t_max: float = 10.0
+    bg_fraction: float = 0.1
+    fg_samples: Optional[int] = 1
+    bg_samples: Optional[int] = 1
+    seed_dilation: int = 3
+    erosion_size: int = 11
+    erosion_iterations: int = 1
+    pixel_mean: Tuple[float, float, float] = IMAGENET_MEAN_255
+    pixel_std: Tuple[float, float, float] = IMAGENET_STD_255
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("decoder_channels", "pixel_mean", "pixel_std"):  # from_dict hands lists back
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)):
+                object.__setattr__(self, name, tuple(value))
+        checks = [
+            (len(self.decoder_channels) >= 1 and all(_is_int(c) and c >= 1 for c in self.decoder_channels),
+             f"decoder_channels must be a non-empty tuple of ints >= 1, got {self.decoder_channels!r}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
+            (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
+            (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (_is_int(self.epochs) and self.epochs >= 1, f"epochs must be an int >= 1, got {self.epochs!r}"),
+            (self.seg_weight >= 0, f"seg_weight must be >= 0, got {self.seg_weight}"),
+            (self.crf_weight >= 0, f"crf_weight must be >= 0, got {self.crf_weight}"),
+            (self.size_weight >= 0, f"size_weight must be >= 0, got {self.size_weight}"),
+            (self.crf_sigma_rgb > 0, f"crf_sigma_rgb must be > 0, got {self.crf_sigma_rgb}"),
+            (self.crf_sigma_xy > 0, f"crf_sigma_xy must be > 0, got {self.crf_sigma_xy}"),
+            (0 < self.crf_scale <= 1, f"crf_scale must be in (0, 1], got {self.crf_scale}"),
+            (_is_int(self.crf_radius) and self.crf_radius >= 1, f"crf_radius must be an int >= 1, got {self.crf_radius!r}"),
+            (self.elb_t0 > 0, f"elb_t0 must be > 0, got {self.elb_t0}"),
+            (self.elb_t_growth >= 1, f"elb_t_growth must be >= 1, got {self.elb_t_growth}"),
+            (self.elb_t_max >= self.elb_t0, f"elb_t_max must be >= elb_t0, got {self.elb_t_max}"),
+            (0 < self.bg_fraction < 1, f"bg_fraction must be in (0, 1), got {self.bg_fraction}"),
+            (self.fg_samples is None or (_is_int(self.fg_samples) and self.fg_samples >= 1),
+             f"fg_samples must be an int >= 1 or None (every candidate), got {self.fg_samples!r}"),
+            (self.bg_samples is None or (_is_int(self.bg_samples) and self.bg_samples >= 1),
+             f"bg_samples must be an int >= 1 or None (every candidate), got {self.bg_samples!r}"),
+            (_is_int(self.seed_dilation) and self.seed_dilation >= 1 and self.seed_dilation % 2 == 1,
+             f"seed_dilation must be an odd int >= 1, got {self.seed_dilation!r}"),
+            (_is_int(self.erosion_size) and self.erosion_size >= 1 and self.erosion_size % 2 == 1,
+             f"erosion_size must be an odd int >= 1, got {self.erosion_size!r}"),
+            (_is_int(self.erosion_iterations) and self.erosion_iterations >= 0,
+             f"erosion_iterations must be an int >= 0, got {self.erosion_iterations!r}"),
+            (len(self.pixel_mean) == 3, f"pixel_mean must hold 3 values (RGB), got {self.pixel_mean!r}"),
+            (len(self.pixel_std) == 3 and all(s > 0 for s in self.pixel_std),
+             f"pixel_std must hold 3 positive values (RGB), got {self.pixel_std!r}"),
+            (_is_int(self.seed), f"seed must be an int, got {self.seed!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+    @classmethod
+    def preset(cls, name: str = "voc", **overrides: Any) -> "FCAMConfig":
+        """The ``"voc"`` or ``"coco"`` defaults, with ``overrides`` applied."""
+        try:
+            base = PRESETS[name.lower()]
+        except (KeyError, AttributeError):
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
+        return base.replace(**overrides)
+
+    def replace(self, **overrides: Any) -> "FCAMConfig":
+        """A copy with ``overrides`` applied; unknown names raise ``TypeError`` naming them."""
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown F-CAM option(s): {sorted(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-serialisable dict of every field (tuples become lists)."""
+        return {key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "FCAMConfig":
+        """Inverse of :meth:`to_dict`."""
+        return cls().replace(**dict(data))
+
+
+PRESETS: Dict[str, FCAMConfig] = {
+    "voc": FCAMConfig(),
+    "coco": FCAMConfig(epochs=3),
+}

@@ -1,0 +1,469 @@
+"""The F-CAM estimator: train a full-resolution decoder on a frozen classifier, from any source CAM.
+
+Example::
+
+    fcam = FCAM(num_classes=20, preset="voc")
+    fcam.fit(model, loader, feature_layer="stage4", skip_layers=["conv1", "stage1", "stage2", "stage3"],
+             source=lambda f, y: cam_map(f, W) * (y > 0)[:, :, None, None])   # or a fitted LPCAM / ReCAM
+    maps = fcam.predict(model, images, labels)     # (B, C, H, W) in [0, 1], 0 for absent classes
+    fcam.save("fcam.npz"); fcam = FCAM.load("fcam.npz")
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from lpcam_plugin.core.archive import read_archive, write_archive
+from lpcam_plugin.core.checks import check_finite, check_ndim, check_tensor
+from lpcam_plugin.core.hooks import FeatureHook
+from lpcam_plugin.core.io import PathLike, atomic_write
+from lpcam_plugin.core.modules import get_submodule
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.fcam.config import FCAMConfig
+from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
+from lpcam_plugin.methods.fcam.losses import fcam_losses
+from lpcam_plugin.methods.fcam.seeds import make_seeds
+
+logger = logging.getLogger(__name__)
+
+FORMAT_NAME = "lpcam_plugin.FCAM"
+FORMAT_VERSION = 1
+CHECKPOINT_FORMAT = "lpcam_plugin.FCAM.training/1"
+#: IRN / AMN's ResNet-50 levels below ``stage4``.
+DEFAULT_SKIP_LAYERS = ("conv1", "stage1", "stage2", "stage3")
+#: Tolerance on the source maps' range [0, 1].
+_RANGE_TOLERANCE = 1e-4
+
+Source = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class _FrozenEncoder:
+    """The user's classifier run without gradient, capturing ``feature_layer`` and the skip layers by hooks.
+
+    Args:
+        model: the classifier; ``model(images)`` must call every named layer.
+        feature_layer: dotted name of the deepest features ``(B, D, h, w)``.
+        skip_layers: dotted names of the skip features ``(B, D_i, h_i, w_i)``.
+    """
+
+    def __init__(self, model: nn.Module, feature_layer: str, skip_layers: Sequence[str]) -> None:
+        self.model = model
+        self.names = [feature_layer, *skip_layers]
+        self.modules = [get_submodule(model, name) for name in self.names]
+
+    def __call__(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """``images (B, 3, H, W)`` -> ``(features (B, D, h, w), {skip name: (B, D_i, h_i, w_i)})``, detached."""
+        hooks = [FeatureHook(module) for module in self.modules]
+        try:
+            with torch.no_grad():
+                self.model(images)
+            captured = [hook.features for hook in hooks]
+        finally:
+            for hook in hooks:
+                hook.remove()
+        for name, value in zip(self.names, captured):
+            if value is None:
+                raise RuntimeError(f"layer {name!r} was not called during the forward pass of {type(self.model).__name__}")
+            if value.dim() != 4:
+                raise ValueError(f"layer {name!r} produced {tuple(value.shape)}; F-CAM needs (B, D, h, w) feature maps")
+        return captured[0], dict(zip(self.names[1:], captured[1:]))
+
+
+def _freeze(model: nn.Module) -> Dict[nn.Module, bool]:
+    """Put every module in eval mode (flags set directly: no host ``train()`` override runs); return the old flags."""
+    modes = {module: module.training for module in model.modules()}
+    for module in modes:
+        module.training = False
+    return modes
+
+
+def _restore(modes: Mapping[nn.Module, bool]) -> None:
+    for module, flag in modes.items():
+        module.training = flag
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    parameter = next(model.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
+def _set_epoch(loader: Any, epoch: int) -> None:
+    """Call ``set_epoch(epoch)`` on the loader and on its sampler where they have it."""
+    for target in (loader, getattr(loader, "sampler", None)):
+        if callable(getattr(target, "set_epoch", None)):
+            target.set_epoch(epoch)
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed-sampling stream of one (epoch, rank): a resumed epoch draws what the uninterrupted one drew."""
+    return (seed * 1_000_003 + epoch) * 1_009 + rank
+
+
+class FCAM:
+    """Full-resolution CAMs (Belharbi et al., WACV 2022), multi-label, over any source CAM.
+
+    A decoder (:class:`~lpcam_plugin.methods.fcam.decoder.FCAMDecoder`) reads the frozen
+    classifier's features, skip features and the image, and outputs a softmax over the
+    background and the image's present classes at full resolution. It is trained from seeds
+    drawn from the ``source`` maps (:mod:`~lpcam_plugin.methods.fcam.seeds`) with a partial
+    cross-entropy, a CRF loss and a size term (:mod:`~lpcam_plugin.methods.fcam.losses`).
+
+    Args:
+        num_classes: C (no background).
+        preset: ``"voc"`` or ``"coco"`` defaults (:class:`FCAMConfig`).
+        config: a full :class:`FCAMConfig` instead of a preset.
+        progress: progress bars: None (auto, hidden off a TTY), True or False.
+        **overrides: any :class:`FCAMConfig` field, e.g. ``epochs=2``.
+
+    Fitted attributes:
+        decoder_: the trained :class:`FCAMDecoder` (eval mode).
+        feature_layer_: the deepest layer's dotted name.
+        skip_layers_: the skip layers' names, coarse to fine (the decoder's order).
+        skip_channels_: their channel counts; feature_dim_: D.
+        n_steps_: optimisation steps run (this process, all epochs, resumed ones included).
+        loss_history_: per epoch ``{"epoch", "seg", "crf", "size", "total", "elb_t"}`` means.
+    """
+
+    def __init__(self, num_classes: int, preset: str = "voc", *, config: Optional[FCAMConfig] = None,
+                 progress: Optional[bool] = None, **overrides: Any) -> None:
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        base = config if config is not None else FCAMConfig.preset(preset)
+        self.config = base.replace(**overrides) if overrides else base
+        self.num_classes = num_classes
+        self.progress = progress
+        self.decoder_: Optional[FCAMDecoder] = None
+        self.feature_layer_: Optional[str] = None
+        self.skip_layers_: List[str] = []
+        self.skip_channels_: List[int] = []
+        self.feature_dim_: Optional[int] = None
+        self.n_steps_ = 0
+        self.loss_history_: List[Dict[str, float]] = []
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, model: nn.Module, loader: Iterable[Sequence[Any]], *, source: Source, feature_layer: str = "stage4",
+            skip_layers: Sequence[str] = DEFAULT_SKIP_LAYERS, checkpoint: Optional[PathLike] = None) -> "FCAM":
+        """Train the decoder on ``model``'s frozen features; set the fitted attributes.
+
+        The model is never changed: it runs without gradient with every module in eval mode
+        (BatchNorm statistics untouched) and gets its train/eval flags back afterwards. The
+        decoder trains on the model's device. Under ``torch.distributed`` (an initialised
+        process group) the decoder runs in DistributedDataParallel: give each rank its share of
+        every batch (e.g. a ``DistributedSampler``); with equal shards and deterministic seeds
+        (``fg_samples=None, bg_samples=None``) the result equals one process on whole batches.
+
+        Args:
+            model: the trained classifier; ``model(images)`` must call ``feature_layer`` and
+                every skip layer.
+            loader: yields ``(images (B, 3, H, W), labels (B, C))`` (further items are
+                ignored), images normalised as ``config.pixel_mean``/``pixel_std`` say. When
+                it or its ``sampler`` has ``set_epoch``, that is called before each epoch.
+            source: ``source(features (B, D, h, w), labels (B, C)) -> (B, C, h', w')`` maps in
+                [0, 1] (any ``h', w'``; resized to the image): ``lambda f, y: cam_map(f, W)``, a
+                fitted ``LPCAM`` or ``ReCAM``, or any function. Called without gradient.
+            feature_layer: dotted name of the deepest features.
+            skip_layers: dotted names of the skip features (any strides; the image is always
+                the last, full-resolution skip). Ordered coarse to fine from the first batch.
+            checkpoint: a file to save the training state to after every epoch, and to resume
+                from when it exists (written with the same config, classes, layers and loader
+                length; ``torch.load(weights_only=True)``).
+        """
+        if not callable(source):
+            raise TypeError(f"source must be a callable source(features, labels) -> maps, got {type(source).__name__}")
+        skip_layers = self._check_layers(feature_layer, skip_layers)
+        encoder = _FrozenEncoder(model, feature_layer, skip_layers)
+        device = _model_device(model)
+        steps_per_epoch = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
+        if steps_per_epoch == 0:
+            raise ValueError("the loader is empty")
+        fingerprint = {"config": self.config.to_dict(), "num_classes": self.num_classes, "feature_layer": feature_layer,
+                       "skip_layers": list(skip_layers), "steps_per_epoch": steps_per_epoch}
+        distributed = dist.is_available() and dist.is_initialized()
+        rank = dist.get_rank() if distributed else 0
+        trainer = _Trainer(self, device, distributed)
+        start_epoch, history, n_steps = 0, [], 0
+        if checkpoint is not None and Path(checkpoint).exists():
+            start_epoch, history, n_steps = trainer.resume(Path(checkpoint), fingerprint)
+            logger.info("F-CAM: resuming from %s after epoch %d of %d", checkpoint, start_epoch, self.config.epochs)
+        generator = torch.Generator(device=device)
+        modes = _freeze(model)
+        try:
+            for epoch in range(start_epoch, self.config.epochs):
+                _set_epoch(loader, epoch)
+                generator.manual_seed(_epoch_seed(self.config.seed, epoch, rank))
+                elb_t = min(self.config.elb_t0 * self.config.elb_t_growth ** epoch, self.config.elb_t_max)
+                sums = {"seg": 0.0, "crf": 0.0, "size": 0.0, "total": 0.0}
+                steps = 0
+                batches = progress_bar(loader, progress=self.progress, total=steps_per_epoch,
+                                       desc=f"F-CAM epoch {epoch + 1}/{self.config.epochs}")
+                for batch in batches:
+                    images, labels = self._batch(batch, device)
+                    features, skips = encoder(images)
+                    maps = self._source_maps(source, features, labels, images.shape[-2:])
+                    seeds = make_seeds(maps, labels, bg_fraction=self.config.bg_fraction,
+                                       erosion_size=self.config.erosion_size,
+                                       erosion_iterations=self.config.erosion_iterations,
+                                       fg_samples=self.config.fg_samples, bg_samples=self.config.bg_samples,
+                                       dilation=self.config.seed_dilation, generator=generator)
+                    losses = trainer.step(features, skips, images, labels, seeds, elb_t)
+                    for key in sums:
+                        sums[key] += losses[key]
+                    steps += 1
+                if steps == 0:
+                    raise ValueError("the loader is empty")
+                n_steps += steps
+                history.append({"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}, "elb_t": elb_t})
+                logger.info("F-CAM epoch %d: seg %.4f crf %.4f size %.4f total %.4f", epoch + 1, history[-1]["seg"],
+                            history[-1]["crf"], history[-1]["size"], history[-1]["total"])
+                if checkpoint is not None:
+                    trainer.save(Path(checkpoint), fingerprint, epoch + 1, history, n_steps, write=rank == 0)
+                    if distributed:
+                        dist.barrier()
+        finally:
+            _restore(modes)
+        decoder = trainer.decoder
+        if decoder is None:
+            raise ValueError("the loader is empty")
+        self.decoder_ = decoder.eval()
+        self.feature_layer_ = feature_layer
+        self.skip_layers_, self.skip_channels_, self.feature_dim_ = trainer.skip_layers, trainer.skip_channels, trainer.feature_dim
+        self.n_steps_ = n_steps
+        self.loss_history_ = history
+        return self
+
+    def _check_layers(self, feature_layer: str, skip_layers: Sequence[str]) -> List[str]:
+        if isinstance(skip_layers, str):
+            raise TypeError(f"skip_layers must be a list of layer names, got the string {skip_layers!r}")
+        names = list(skip_layers)
+        if not all(isinstance(name, str) and name for name in [feature_layer, *names]):
+            raise TypeError(f"feature_layer and skip_layers must be non-empty strings, got {feature_layer!r}, {names!r}")
+        if feature_layer in names:
+            raise ValueError(f"feature_layer {feature_layer!r} is also listed in skip_layers")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"skip_layers lists {repeated} more than once")
+        return names
+
+    def _batch(self, batch: Sequence[Any], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(images (B, 3, H, W) float, labels (B, C) float)`` on ``device``, checked."""
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise TypeError(f"the loader must yield (images, labels) pairs, got {type(batch).__name__}")
+        return self._check_inputs(batch[0], batch[1], device)
+
+    def _check_inputs(self, images: Any, labels: Any, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        check_tensor(images, "images")
+        check_ndim(images, "images", 4, "(B, 3, H, W)")
+        if images.shape[1] != 3:
+            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        if tuple(labels.shape) != (images.shape[0], self.num_classes):
+            raise ValueError(f"labels must have shape (B, C) = ({images.shape[0]}, {self.num_classes}), "
+                             f"got {tuple(labels.shape)}")
+        return images.to(device).float(), labels.to(device).float()
+
+    def _source_maps(self, source: Source, features: torch.Tensor, labels: torch.Tensor,
+                     size: Tuple[int, int]) -> torch.Tensor:
+        """``source(features, labels)``, checked, resized to ``size`` (bilinear), absent classes zeroed."""
+        with torch.no_grad():
+            maps = source(features, labels)
+        if not isinstance(maps, torch.Tensor) or maps.dim() != 4 or tuple(maps.shape[:2]) != tuple(labels.shape):
+            shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+            raise ValueError(f"source must return (B, C, h, w) = ({labels.shape[0]}, {self.num_classes}, h, w) maps, "
+                             f"got {shape}")
+        maps = maps.detach().float().to(labels.device)
+        check_finite(maps, "the source maps")
+        low, high = float(maps.min()), float(maps.max())
+        if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
+            raise ValueError(f"source maps must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
+                             "normalise them (e.g. lpcam_plugin.max_normalize)")
+        maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
+        return maps * (labels > 0)[:, :, None, None]
+
+    # ------------------------------------------------------------------ maps
+    def _check_fitted(self) -> FCAMDecoder:
+        if self.decoder_ is None or self.feature_layer_ is None:
+            raise RuntimeError("FCAM is not fitted: call fit() first or use FCAM.load()")
+        return self.decoder_
+
+    def predict(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Full-resolution maps: the decoder's softmax probability of each present class.
+
+        Args:
+            model: the classifier the decoder was trained on (left unchanged, as in :meth:`fit`).
+            images: ``(B, 3, H, W)``, normalised as during training.
+            labels: ``(B, C)`` multi-hot; absent classes are masked out of the softmax.
+
+        Returns:
+            ``(B, C, H, W)`` float32 in [0, 1] on the images' device, exactly 0 for absent
+            classes (the background probability is ``1 - maps.sum(1)``).
+        """
+        decoder = self._check_fitted()
+        encoder = _FrozenEncoder(model, self.feature_layer_, self.skip_layers_)  # type: ignore[arg-type]
+        device = _model_device(model)
+        out_device = images.device if isinstance(images, torch.Tensor) else device
+        images, labels = self._check_inputs(images, labels, device)
+        modes = _freeze(model)
+        try:
+            features, skips = encoder(images)
+        finally:
+            _restore(modes)
+        self._check_shapes(features, skips)
+        decoder.to(device).eval()
+        with torch.no_grad():
+            logits = decoder(features, [skips[name] for name in self.skip_layers_], images)
+            probs = torch.softmax(mask_absent(logits.float(), present_channels(labels)), dim=1)
+        return probs[:, 1:].to(out_device)
+
+    def _check_shapes(self, features: torch.Tensor, skips: Mapping[str, torch.Tensor]) -> None:
+        found = [int(features.shape[1])] + [int(skips[name].shape[1]) for name in self.skip_layers_]
+        expected = [self.feature_dim_] + list(self.skip_channels_)
+        if found != expected:
+            names = [self.feature_layer_, *self.skip_layers_]
+            raise ValueError(f"layers {names} have {found} channels but the decoder was built for {expected}")
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: PathLike) -> None:
+        """Write the decoder and its settings to one pickle-free, checksummed file (atomically)."""
+        decoder = self._check_fitted()
+        from lpcam_plugin import __version__
+
+        arrays = {f"decoder.{name}": value.detach().cpu().numpy() for name, value in decoder.state_dict().items()}
+        header = {"num_classes": self.num_classes, "config": self.config.to_dict(), "feature_layer": self.feature_layer_,
+                  "skip_layers": self.skip_layers_, "skip_channels": self.skip_channels_,
+                  "feature_dim": self.feature_dim_, "n_steps": self.n_steps_, "loss_history": self.loss_history_,
+                  "version": __version__}
+        write_archive(path, FORMAT_NAME, FORMAT_VERSION, header, arrays)
+
+    @classmethod
+    def load(cls, path: PathLike, *, progress: Optional[bool] = None) -> "FCAM":
+        """Read a file written by :meth:`save` (never unpickled; checksum and shapes verified); decoder on CPU."""
+        header, arrays = read_archive(path, FORMAT_NAME, FORMAT_VERSION)
+        model = cls(int(header["num_classes"]), config=FCAMConfig.from_dict(header["config"]), progress=progress)
+        model.feature_layer_ = str(header["feature_layer"])
+        model.skip_layers_ = [str(name) for name in header["skip_layers"]]
+        model.skip_channels_ = [int(c) for c in header["skip_channels"]]
+        model.feature_dim_ = int(header["feature_dim"])
+        model.n_steps_ = int(header.get("n_steps", 0))
+        model.loss_history_ = list(header.get("loss_history", []))
+        decoder = model._new_decoder(model.feature_dim_, model.skip_channels_)
+        state = {name[len("decoder."):]: torch.from_numpy(np.array(value)) for name, value in arrays.items()
+                 if name.startswith("decoder.")}
+        try:
+            decoder.load_state_dict(state)
+        except RuntimeError as error:
+            first = str(error).strip().splitlines()
+            raise ValueError(f"{path}: the decoder weights do not fit the recorded layers ({first[-1].strip()})") from None
+        model.decoder_ = decoder.eval()
+        return model
+
+    def _new_decoder(self, feature_dim: int, skip_channels: Sequence[int]) -> FCAMDecoder:
+        """A decoder initialised from ``config.seed`` (the global random state is left alone), on CPU."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            return FCAMDecoder(feature_dim, skip_channels, self.num_classes, self.config.decoder_channels)
+
+    def __repr__(self) -> str:
+        state = "unfitted" if self.decoder_ is None else f"{self.feature_layer_} + {self.skip_layers_}, {self.n_steps_} steps"
+        return f"FCAM(C={self.num_classes}, {state})"
+
+
+class _Trainer:
+    """The decoder, its optimiser and (under torch.distributed) its DDP wrapper, built from the first batch."""
+
+    def __init__(self, owner: FCAM, device: torch.device, distributed: bool) -> None:
+        self.owner = owner
+        self.config = owner.config
+        self.device = device
+        self.distributed = distributed
+        self.decoder: Optional[FCAMDecoder] = None
+        self.runner: Optional[nn.Module] = None
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.skip_layers: List[str] = []
+        self.skip_channels: List[int] = []
+        self.feature_dim = 0
+        mean, std = torch.tensor(self.config.pixel_mean), torch.tensor(self.config.pixel_std)
+        self.mean, self.std = mean.to(device)[None, :, None, None], std.to(device)[None, :, None, None]
+
+    def build(self, feature_dim: int, skip_layers: Sequence[str], skip_channels: Sequence[int]) -> None:
+        self.feature_dim, self.skip_layers, self.skip_channels = feature_dim, list(skip_layers), list(skip_channels)
+        self.decoder = self.owner._new_decoder(feature_dim, skip_channels).to(self.device)
+        params = list(self.decoder.parameters())
+        if self.config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=self.config.learning_rate, momentum=self.config.momentum,
+                                             weight_decay=self.config.weight_decay)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+        self.runner = self.decoder
+        if self.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.runner = nn.parallel.DistributedDataParallel(self.decoder, device_ids=ids)
+
+    def step(self, features: torch.Tensor, skips: Mapping[str, torch.Tensor], images: torch.Tensor,
+             labels: torch.Tensor, seeds: torch.Tensor, elb_t: float) -> Dict[str, float]:
+        """One optimisation step; returns the losses as floats."""
+        if self.decoder is None:
+            given = list(skips)  # coarse to fine; among equal sizes the later-listed (deeper) layer first
+            names = [given[i] for i in sorted(range(len(given)), key=lambda i: (_area(skips[given[i]]), -i))]
+            self.build(int(features.shape[1]), names, [int(skips[name].shape[1]) for name in names])
+        found = [int(features.shape[1])] + [int(skips[name].shape[1]) for name in self.skip_layers]
+        if found != [self.feature_dim, *self.skip_channels]:
+            raise ValueError(f"layers {self.skip_layers} and the features have {found} channels but the decoder "
+                             f"was built for {[self.feature_dim, *self.skip_channels]}")
+        assert self.runner is not None and self.optimizer is not None and self.decoder is not None
+        self.decoder.train()
+        present = present_channels(labels)
+        logits = mask_absent(self.runner(features, [skips[name] for name in self.skip_layers], images), present)
+        config = self.config
+        losses = fcam_losses(logits, present, seeds, images * self.std + self.mean, seg_weight=config.seg_weight,
+                             crf_weight=config.crf_weight, size_weight=config.size_weight,
+                             sigma_rgb=config.crf_sigma_rgb, sigma_xy=config.crf_sigma_xy, crf_scale=config.crf_scale,
+                             crf_radius=config.crf_radius, elb_t=elb_t)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        self.optimizer.step()
+        return {key: float(value.detach()) for key, value in losses.items()}
+
+    def save(self, path: Path, fingerprint: Mapping[str, Any], epoch: int, history: List[Dict[str, float]],
+             n_steps: int, *, write: bool) -> None:
+        """Atomically save what resuming needs (plain tensors and JSON-able values only)."""
+        if not write or self.decoder is None or self.optimizer is None:
+            return
+        state = {"format": CHECKPOINT_FORMAT, "fingerprint": dict(fingerprint), "epoch": epoch, "history": history,
+                 "n_steps": n_steps, "feature_dim": self.feature_dim, "skip_layers": self.skip_layers,
+                 "skip_channels": self.skip_channels, "decoder": self.decoder.state_dict(),
+                 "optimizer": self.optimizer.state_dict()}
+        with atomic_write(path) as tmp:
+            torch.save(state, tmp)
+
+    def resume(self, path: Path, fingerprint: Mapping[str, Any]) -> Tuple[int, List[Dict[str, float]], int]:
+        """Restore a checkpoint written by :meth:`save`; return ``(epochs done, history, steps)``."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated file, a pickle with objects, not a torch file
+            raise ValueError(f"{path}: not a readable F-CAM training checkpoint ({type(exc).__name__}); "
+                             "delete it to start over") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            found = state.get("format") if isinstance(state, dict) else None
+            raise ValueError(f"{path}: not an F-CAM training checkpoint (format {found!r})")
+        if state["fingerprint"] != dict(fingerprint):
+            diff = sorted(k for k in set(fingerprint) | set(state["fingerprint"])
+                          if state["fingerprint"].get(k) != fingerprint.get(k))
+            raise ValueError(f"{path} was written by an F-CAM run with a different {', '.join(diff)}; "
+                             "delete it or pass another checkpoint path")
+        self.build(int(state["feature_dim"]), state["skip_layers"], state["skip_channels"])
+        assert self.decoder is not None and self.optimizer is not None
+        self.decoder.load_state_dict(state["decoder"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        return int(state["epoch"]), list(state["history"]), int(state["n_steps"])
+
+
+def _area(tensor: torch.Tensor) -> int:
+    return int(tensor.shape[-2]) * int(tensor.shape[-1])

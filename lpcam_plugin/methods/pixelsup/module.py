@@ -1,0 +1,302 @@
+"""``PixelSelfSupervision``: RCM + MAM as a module the host's own training loop calls.
+
+Example::
+
+    pss = PixelSelfSupervision(model, feature_layer="stage4", head="classifier", num_classes=20)
+    optimizer = torch.optim.SGD(list(model.parameters()) + list(pss.parameters()), lr=0.01)
+    for epoch in range(epochs):
+        for images, labels in loader:
+            losses = pss(images, labels, epoch=epoch)     # {"total", "cls", "rcm", "mam"}
+            optimizer.zero_grad(); losses["total"].backward(); optimizer.step()
+            pss.update_support()                          # EMA step of the SupportNet G
+    torch.save({"model": model.state_dict(), "pss": pss.state_dict()}, "ckpt.pt")
+
+The host keeps its model (MainNet F), its optimizer, data, schedule and F's train/eval mode.
+``pss`` owns F's extra 1x1 projection (its only trainable parameters), the SupportNet G (an EMA
+copy of F and of the projection whose parameters are held as buffers: saved in ``state_dict``,
+never yielded by ``parameters()``, never given gradients) and the prototype memory.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import logging
+import math
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from lpcam_plugin.core.checks import check_finite, check_ndim, check_tensor
+from lpcam_plugin.core.modules import LinearHead, forward_until, get_submodule
+from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
+from lpcam_plugin.methods.pixelsup.losses import (fuse_scales, mam_loss, masks_from_labels, prototype_sums, raw_cams,
+                                                  rcm_loss, region_labels, resize_normalize, scaled_images,
+                                                  update_prototypes)
+
+logger = logging.getLogger(__name__)
+
+
+class _Branch(nn.Module):
+    """One network of the pair (F or G) with its projection, run over the scales of a batch.
+
+    One forward covers every use of F's parameters in a step, so DistributedDataParallel can
+    wrap it whole.
+    """
+
+    def __init__(self, model: nn.Module, feature_layer: str, head: str, projection: nn.Conv2d) -> None:
+        super().__init__()
+        self.model = model
+        self.projection = projection
+        self.feature_layer = feature_layer
+        self.head = head
+
+    def forward(self, inputs: Sequence[torch.Tensor], base: int, with_cams: bool
+                ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
+        """Run every scaled batch through the model up to ``feature_layer``.
+
+        Args:
+            inputs: the scaled images, each ``(B, 3, H_s, W_s)``.
+            base: index of the scale-1.0 batch in ``inputs``.
+            with_cams: also return the raw CAMs of every scale.
+
+        Returns:
+            ``(logits (B, C), embedding (B, E, h, w), cams)``: the GAP-linear logits and the
+            projected features of the base scale, and ``relu(W f)`` ``(B, C, h_s, w_s)`` per
+            scale (empty when not ``with_cams``).
+        """
+        layer = self.model.get_submodule(self.feature_layer)
+        weight = functools.reduce(getattr, self.head.split("."), self.model)
+        bias = None
+        if isinstance(weight, nn.Module):
+            weight, bias = weight.weight, weight.bias
+        weight = weight.reshape(weight.shape[0], weight.shape[1])
+        cams: List[torch.Tensor] = []
+        logits = embedding = None
+        for index, images in enumerate(inputs):
+            features = forward_until(self.model, layer, images)
+            if features.dim() != 4 or features.shape[1] != weight.shape[1]:
+                raise ValueError(f"layer {self.feature_layer!r} produced {tuple(features.shape)}; expected (B, D, h, w) "
+                                 f"with D={weight.shape[1]} as the head {self.head!r} takes")
+            if with_cams:
+                cams.append(raw_cams(features, weight))
+            if index == base:
+                logits = features.mean(dim=(2, 3)) @ weight.t().to(features.dtype)
+                if bias is not None:
+                    logits = logits + bias
+                embedding = self.projection(features)
+        assert logits is not None and embedding is not None
+        return logits, embedding, cams
+
+
+class PixelSelfSupervision(nn.Module):
+    """Pixel-level self-supervision (Yoon et al.): RCM + MAM losses for the host's classifier.
+
+    Args:
+        model: the host's classifier, MainNet F (a bare module; a DistributedDataParallel or
+            DataParallel wrapper is unwrapped); ``model(images)`` must call ``feature_layer``.
+            Deep-copied once into the SupportNet G.
+        feature_layer: dotted name of the module whose output is the unpooled features ``(B, D, h, w)``.
+        head: dotted name of the GAP-linear head (``nn.Linear``, 1x1 ``nn.Conv2d`` or a ``(C, D)`` parameter).
+        num_classes: C (no background).
+        preset: ``"voc"`` or ``"coco"`` defaults (:class:`PixelSupConfig`).
+        config: a full :class:`PixelSupConfig` instead of a preset.
+        **overrides: any :class:`PixelSupConfig` field, e.g. ``mam_start_epoch=6``.
+
+    Attributes:
+        config: the :class:`PixelSupConfig`.
+        projection: F's 1x1 convolution D -> ``embed_dim`` (the RCM embedding X^F); trainable.
+        support: G, a :class:`_Branch` holding the model copy and projection copy, parameters as buffers.
+        prototypes: ``(C + 1, embed_dim)`` buffer, the L2-normalised prototype memory (row 0 background).
+        prototype_seen: ``(C + 1,)`` bool buffer, rows ever filled.
+
+    Under ``torch.distributed`` (initialised process group) F's part of each step runs in
+    DistributedDataParallel (gradients of F and the projection averaged over ranks; do not
+    wrap the model yourself), the prototype sums and counts are all-reduced, and G's copies of
+    F's buffers are broadcast from rank 0 after each EMA step, so G and the memory are
+    identical on every rank. Give each rank an equal share of every batch.
+    """
+
+    def __init__(self, model: nn.Module, *, feature_layer: str = "stage4", head: str = "classifier",
+                 num_classes: int = 20, preset: str = "voc", config: Optional[PixelSupConfig] = None,
+                 **overrides: Any) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            model = model.module
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        base = config if config is not None else PixelSupConfig.preset(preset)
+        self.config = base.replace(**overrides) if overrides else base
+        self.num_classes = num_classes
+        self.feature_layer = feature_layer
+        self.head = head
+        get_submodule(model, feature_layer)
+        head_ref = LinearHead.resolve(model, head)
+        if head_ref.num_classes != num_classes:
+            raise ValueError(f"head {head!r} has {head_ref.num_classes} rows, expected num_classes={num_classes}")
+        self.projection = self._new_projection(head_ref.feature_dim).to(head_ref.parameter.device)
+        try:
+            support_model = copy.deepcopy(model)
+        except Exception as exc:  # a module holding something deepcopy cannot copy
+            raise TypeError(f"cannot copy the model for the SupportNet ({type(exc).__name__}: {exc})") from None
+        support = _Branch(support_model, feature_layer, head, copy.deepcopy(self.projection))
+        _parameters_to_buffers(support)
+        self.support = support.train(False)
+        embed = self.config.embed_dim
+        device = head_ref.parameter.device
+        self.register_buffer("prototypes", torch.zeros(num_classes + 1, embed, device=device))
+        self.register_buffer("prototype_seen", torch.zeros(num_classes + 1, dtype=torch.bool, device=device))
+        # F and its projection in one module, kept out of this module's tree (the host owns F).
+        self.__dict__["_main"] = _Branch(model, feature_layer, head, self.projection)
+        self.__dict__["_ddp"] = None
+        self.__dict__["_mam_on"] = False
+        logger.info("pixel self-supervision: F=%s, layer %r, head %r (C=%d, D=%d), scales %s, embed %d, rcm %s",
+                    type(model).__name__, feature_layer, head, num_classes, head_ref.feature_dim,
+                    self.config.scales, embed, self.config.rcm_form)
+
+    @property
+    def model(self) -> nn.Module:
+        """MainNet F, the host's model (not a submodule of this one)."""
+        return self._main.model
+
+    def _new_projection(self, dim: int) -> nn.Conv2d:
+        """The D -> ``embed_dim`` 1x1 convolution, PyTorch's default init bounds (U(+-1/sqrt(D))), seeded."""
+        embed = self.config.embed_dim
+        projection = nn.Conv2d(dim, embed, 1)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        bound = 1.0 / math.sqrt(dim)
+        with torch.no_grad():
+            projection.weight.copy_((torch.rand(embed, dim, 1, 1, generator=generator) * 2 - 1) * bound)
+            assert projection.bias is not None
+            projection.bias.copy_((torch.rand(embed, generator=generator) * 2 - 1) * bound)
+        return projection
+
+    def train(self, mode: bool = True) -> "PixelSelfSupervision":
+        """Set the projection's mode; G always stays in eval mode (F's mode is the host's)."""
+        super().train(mode)
+        self.support.train(False)
+        return self
+
+    # ------------------------------------------------------------------ one step
+    def forward(self, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> Dict[str, torch.Tensor]:
+        """The losses of one batch; updates the prototype memory with it.
+
+        Args:
+            images: ``(B, 3, H, W)`` floating, as the host feeds its model.
+            labels: ``(B, C)`` multi-hot (``> 0`` is present).
+            epoch: the host's 0-based epoch (MAM is on from ``config.mam_start_epoch``).
+
+        Returns:
+            ``{"total", "cls", "rcm", "mam"}`` scalars; ``total = l1 cls + l2 rcm + l3 mam`` is
+            what to back-propagate. ``mam`` is 0 (not computed) while l3 = 0.
+        """
+        labels = self._check_inputs(images, labels)
+        w_cls, w_rcm, w_mam = self.config.loss_weights(epoch)
+        mam_on = w_mam > 0
+        if mam_on and not self._mam_on:
+            logger.info("pixel self-supervision: MAM on from epoch %d (lambda_3 = %g)", epoch, w_mam)
+        self.__dict__["_mam_on"] = mam_on
+        scales = self.config.scales
+        base = scales.index(1.0)
+        inputs = scaled_images(images, scales)
+        f_inputs = inputs if mam_on else (inputs[base],)
+        logits, embedding, f_cams = self._runner()(f_inputs, base if mam_on else 0, mam_on)
+        size = (int(embedding.shape[-2]), int(embedding.shape[-1]))
+        with torch.no_grad():
+            g_embedding, g_raw = self.support(inputs, base, True)[1:]
+            g_cams = torch.stack([resize_normalize(c, size) for c in g_raw])
+            targets = region_labels(fuse_scales(g_cams), labels, self.config.threshold)
+            sums, counts = prototype_sums(g_embedding, masks_from_labels(targets, self.num_classes, g_embedding.dtype))
+            if _distributed():
+                dist.all_reduce(sums)
+                dist.all_reduce(counts)
+            memory, seen = update_prototypes(self.prototypes, self.prototype_seen, sums, counts)
+            self.prototypes.copy_(memory)
+            self.prototype_seen.copy_(seen)
+        cls = F.multilabel_soft_margin_loss(logits, labels.to(logits.dtype))
+        rcm = rcm_loss(embedding, targets, memory, seen, self.config.temperature, self.config.rcm_form)
+        if mam_on:
+            mam = mam_loss(torch.stack([resize_normalize(c, size) for c in f_cams]), g_cams, labels)
+            total = w_cls * cls + w_rcm * rcm + w_mam * mam
+        else:
+            mam = torch.zeros((), dtype=cls.dtype, device=cls.device)
+            total = w_cls * cls + w_rcm * rcm
+        return {"total": total, "cls": cls, "rcm": rcm, "mam": mam}
+
+    def _check_inputs(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Validate a batch; return the labels as a float tensor on the images' device."""
+        check_ndim(check_tensor(images, "images"), "images", 4, "(B, 3, H, W)")
+        if not isinstance(labels, torch.Tensor):
+            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        if labels.shape != (images.shape[0], self.num_classes):
+            raise ValueError(f"labels must have shape (B, C) = ({images.shape[0]}, {self.num_classes}), "
+                             f"got {tuple(labels.shape)}")
+        labels = labels.to(device=images.device, dtype=torch.float32)
+        check_finite(labels, "labels")
+        return labels
+
+    def _runner(self) -> nn.Module:
+        """F's branch, wrapped in DistributedDataParallel (once) when a process group is initialised."""
+        if self._ddp is None and _distributed():
+            device = self.projection.weight.device
+            ids = [device.index] if device.type == "cuda" else None
+            self.__dict__["_ddp"] = nn.parallel.DistributedDataParallel(self._main, device_ids=ids,
+                                                                        find_unused_parameters=True)
+        return self._ddp if self._ddp is not None else self._main
+
+    # ------------------------------------------------------------------ SupportNet
+    @torch.no_grad()
+    def update_support(self) -> None:
+        """The EMA step ``theta_G <- a theta_G + (1 - a) theta_F`` (a = ``ema_momentum``), after the optimizer step.
+
+        Covers F's parameters, the projection and F's floating buffers (BatchNorm statistics);
+        integer buffers are copied.
+        """
+        momentum = self.config.ema_momentum
+        mirror = dict(self.support.named_buffers())
+        for name, tensor in self._main.named_parameters():
+            mirror[name].mul_(momentum).add_(tensor.detach(), alpha=1.0 - momentum)
+        synced = []
+        for name, tensor in self._main.named_buffers():
+            target = mirror[name]
+            if target.is_floating_point():
+                target.mul_(momentum).add_(tensor, alpha=1.0 - momentum)
+                synced.append(target)
+            else:
+                target.copy_(tensor)
+        if synced and _distributed():
+            flat = torch.cat([t.reshape(-1) for t in synced])
+            dist.broadcast(flat, src=0)
+            offset = 0
+            for target in synced:
+                target.copy_(flat[offset:offset + target.numel()].view_as(target))
+                offset += target.numel()
+
+    def extra_repr(self) -> str:
+        return (f"C={self.num_classes}, layer={self.feature_layer!r}, head={self.head!r}, scales={self.config.scales}, "
+                f"rcm={self.config.rcm_form}, mam from epoch {self.config.mam_start_epoch}")
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _parameters_to_buffers(module: nn.Module) -> None:
+    """Turn every parameter of ``module`` (recursively) into a buffer of the same name, in place.
+
+    The module computes as before (layers read ``self.weight`` either way) and ``state_dict``
+    keeps the same keys, but ``parameters()`` yields nothing and nothing gets a gradient. A
+    parameter shared by several submodules becomes one shared buffer.
+    """
+    shared: Dict[int, torch.Tensor] = {}
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            del sub._parameters[name]
+            if param is None:
+                sub.register_buffer(name, None)
+            else:
+                sub.register_buffer(name, shared.setdefault(id(param), param.detach()))
