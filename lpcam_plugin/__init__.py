@@ -8,7 +8,7 @@ The package is organised in rooms whose imports point one way, from the top down
 - :mod:`lpcam_plugin.methods`: the methods, peers of each other (``cam``, ``lpcam``, ``recam``);
 - :mod:`lpcam_plugin.core`: plumbing (checks, hooks, atomic I/O, progress, evaluation).
 """
-__version__ = "0.1.0"
+from lpcam_plugin.core.version import __version__
 
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.recam.config import ReCAMConfig

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from lpcam_plugin import __version__
+from lpcam_plugin.core.version import __version__
 
 #: Modules that contribute subcommands, in the order they appear in ``lpcam --help``.
 SUBCOMMAND_MODULES = (

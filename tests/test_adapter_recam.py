@@ -177,3 +177,12 @@ def test_amn_route_b_and_unknown_methods_are_refused(fork):
         amn.run(args, route="b")
     with pytest.raises(ValueError, match="lpcam_method must be one of"):
         irn.run(host_args(fork), method="gradcam")
+
+
+@pytest.mark.parametrize("host, reason", [("edam", "3x3 mask_layer"), ("mctformer", "class tokens")])
+def test_edam_and_mctformer_refuse_recam_and_say_why(host, reason):
+    import importlib
+
+    adapter = importlib.import_module(f"lpcam_plugin.adapters.{host}")
+    with pytest.raises(ValueError, match=f"method 'recam' is not available .*{reason}"):
+        adapter.fit(torch.nn.Identity(), [], method="recam")

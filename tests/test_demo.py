@@ -124,6 +124,14 @@ def test_demo_cli_selects_networks_and_methods(tmp_path, capsys) -> None:
     assert "## bottleneck: ToyBottleneckNet, output stride 16, D = 1024" in printed
     assert printed.index("| CAM |") < printed.index("| LPCAM |") and "| LPCAM-F |" not in printed
     assert "--networks bottleneck --methods LPCAM CAM" in printed  # the command is recorded
+    checkpoint = out / "bottleneck" / "seed3" / "classifier.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    assert main(argv) == 0 and checkpoint.stat().st_mtime_ns == stamp  # reused
+    before = json.loads((out / "results.json").read_text())["networks"]["bottleneck"]
+    assert main(argv + ["--retrain"]) == 0 and checkpoint.stat().st_mtime_ns != stamp  # retrained ...
+    after = json.loads((out / "results.json").read_text())["networks"]["bottleneck"]
+    assert after["summary"] == before["summary"]  # ... to the same numbers
+    assert after["per_seed"][0]["sweeps"] == before["per_seed"][0]["sweeps"]
     assert main(["demo", "--out", str(out), "--seeds", "0"]) == 2
     assert main(["demo", "--out", str(out), "--methods", "NoSuchCAM"]) == 2
 

@@ -12,7 +12,7 @@ from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.crf import bilateral_filter, crf_loss, pair_count, potts_energy
 from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
 from lpcam_plugin.methods.fcam.estimator import FCAM
-from lpcam_plugin.methods.fcam.losses import extended_log_barrier, partial_cross_entropy, size_loss
+from lpcam_plugin.methods.fcam.losses import extended_log_barrier, partial_cross_entropy, present_only, size_loss
 from lpcam_plugin.methods.fcam.seeds import (IGNORE_INDEX, SeedRegions, erode, otsu_foreground, sample_seeds,
                                              seed_regions)
 
@@ -32,10 +32,21 @@ class TinyNet(nn.Module):
         self.stage3 = nn.Sequential(nn.Conv2d(12, D, 3, 2, 1), nn.BatchNorm2d(D), nn.ReLU())
         self.stage4 = nn.Sequential(nn.Conv2d(D, D, 3, 1, 1), nn.ReLU())
         self.classifier = nn.Conv2d(D, C, 1, bias=False)
+        self.flatten = nn.Flatten()
+        self.unused = nn.Identity()
 
     def forward(self, x):
         f = self.stage4(self.stage3(self.stage2(self.stage1(self.conv1(x)))))
-        return self.classifier(f.mean(dim=(2, 3), keepdim=True)).flatten(1)
+        return self.flatten(self.classifier(f.mean(dim=(2, 3), keepdim=True)))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one intra-op thread is faster, and far faster on a shared, busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_data(n=8, seed=0):
@@ -116,7 +127,7 @@ def test_window_covering_the_image_is_the_full_dense_kernel():
     assert pair_count(4, 6, 5) == pairs == 24 * 23
     loss = crf_loss(probs, rgb, sigma_rgb=40.0, sigma_xy=3.0, scale=1.0, radius=5)
     torch.testing.assert_close(loss.double(), reference.mean() / pairs, rtol=1e-5, atol=1e-8)
-    assert 0 <= float(loss) <= 1
+    assert 0 <= float(loss.detach()) <= 1
 
 
 def test_crf_is_zero_for_a_hard_constant_labelling_and_filter_is_symmetric():
@@ -138,6 +149,21 @@ def test_crf_loss_resizes_before_the_window_and_scales_sigma_xy():
     small_rgb = torch.nn.functional.interpolate(rgb, size=(4, 4), mode="nearest")
     expected = potts_energy(small_p, small_rgb, sigma_rgb=30.0, sigma_xy=2.0, radius=2).mean() / pair_count(4, 4, 2)
     torch.testing.assert_close(half, expected)
+
+
+def test_crf_on_each_image_s_present_channels_equals_crf_on_all_channels():
+    g = torch.Generator().manual_seed(4)
+    present = torch.tensor([[True, True, False, True, False], [True, False, False, False, False],
+                            [True, False, True, False, True]])
+    probs = torch.softmax(mask_absent(torch.randn(3, 5, 6, 6, generator=g), present), dim=1)
+    packed = present_only(probs, present)
+    assert packed.shape == (3, 3, 6, 6)
+    torch.testing.assert_close(packed[0], probs[0, [0, 1, 3]])
+    torch.testing.assert_close(packed[2], probs[2, [0, 2, 4]])
+    assert torch.all(packed[1, 0] == 1) and torch.all(packed[1, 1:] == 0)
+    _, rgb = crf_inputs(b=3, h=6, w=6)
+    options = dict(sigma_rgb=30.0, sigma_xy=3.0, scale=1.0, radius=2)
+    torch.testing.assert_close(crf_loss(packed, rgb, **options), crf_loss(probs, rgb, **options))
 
 
 # ----------------------------------------------------------------------------- seeds
@@ -342,6 +368,29 @@ def test_predict_is_full_resolution_in_unit_range_and_zero_for_absent_classes():
     assert all(h["crf"] > 0 and torch.isfinite(torch.tensor(h["total"])) for h in fcam.loss_history_)
 
 
+def test_the_decoder_learns_the_seeded_object():
+    torch.manual_seed(0)
+    model = TinyNet()
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(4, 3, SIZE, SIZE, generator=g) * 0.1 - 1
+    images[:, :, 8:24, 8:24] += 2  # a bright square, where the source map fires
+    labels = torch.zeros(4, C)
+    labels[:, 0] = 1
+
+    def source(features, labels):
+        maps = torch.zeros(features.shape[0], C, 4, 4)
+        maps[:, 0, 1:3, 1:3] = 1
+        return maps
+
+    fcam = FCAM(C, **{**FAST, "epochs": 8, "optimizer": "adam", "learning_rate": 0.01, "fg_samples": None,
+                      "bg_samples": None, "bg_fraction": 0.3})
+    fcam.fit(model, [(images, labels)], source=source, skip_layers=SKIPS)
+    maps = fcam.predict(model, images, labels)[:, 0]
+    assert float(maps[:, 9:23, 9:23].mean()) > 0.8
+    assert float(torch.cat([maps[:, :6].flatten(), maps[:, 26:].flatten()]).mean()) < 0.2
+    assert fcam.loss_history_[-1]["seg"] < fcam.loss_history_[0]["seg"]
+
+
 def test_a_fitted_recam_is_a_source():
     torch.manual_seed(0)
     model = TinyNet()
@@ -454,8 +503,11 @@ def test_bad_inputs_give_one_line_errors():
         fcam.fit(model, [], source=source, skip_layers=SKIPS)
     assert "empty" in one_line(info)
     with pytest.raises(ValueError) as info:
-        fcam.fit(model, data, source=source, feature_layer="classifier", skip_layers=SKIPS)
+        fcam.fit(model, data, source=source, skip_layers=["flatten"])
     assert "(B, D, h, w)" in one_line(info)
+    with pytest.raises(RuntimeError) as info:
+        fcam.fit(model, data, source=source, skip_layers=["unused"])
+    assert "'unused' was not called" in one_line(info)
     with pytest.raises(RuntimeError) as info:
         FCAM(C).predict(model, images, labels)
     assert "not fitted" in one_line(info)

@@ -30,7 +30,7 @@ def test_every_module_imports_without_optional_dependencies():
 
 def test_version_has_one_source():
     cfg = (ROOT / "setup.cfg").read_text()
-    assert "version = attr: lpcam_plugin.__version__" in cfg
+    assert "version = attr: lpcam_plugin.core.version.__version__" in cfg
     assert re.fullmatch(r"\d+\.\d+\.\d+", lpcam_plugin.__version__)
     assert "torchvision" not in cfg
 

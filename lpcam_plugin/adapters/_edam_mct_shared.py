@@ -20,6 +20,12 @@ from lpcam_plugin.core.io import PathLike, save_npy_atomic
 CrfFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
 
 
+def require_lpcam(host: str, method: str, reason: str) -> None:
+    """Refuse a method these hosts cannot run: only LPCAM reads out their heads (``reason`` says why)."""
+    if method != "lpcam":
+        raise ValueError(f"{host}: method {method!r} is not available ({reason}); only 'lpcam' is")
+
+
 def writable_image(image: np.ndarray) -> np.ndarray:
     """A C-contiguous, writable copy of ``image``.
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.adapters._edam_mct_shared import (IOU_MEANS, CrfFn, all_class_maps, as_image_batch, crf_dict,
-                                                    load_dict, present_classes, save_dict, unbatch, with_iou_mean)
+                                                    load_dict, present_classes, save_dict, unbatch, with_iou_mean, require_lpcam)
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ _PATCH_MARK = "_lpcam_patch"
 
 # --------------------------------------------------------------------------- weight and features
 
+
+#: Why ReCAM (and its compositions) cannot run here: LPCAM is the only read-out of this host.
+NO_RECAM_REASON = ("EDAM's classifier is a 3x3 mask_layer followed by per-class transformers, not the GAP-linear "
+                   "head whose softmax re-activation ReCAM fine-tunes")
 
 def prepare_model(model: nn.Module, device: Union[str, torch.device]) -> nn.Module:
     """Put an EDAM ``Net`` in eval mode on ``device`` and return it.
@@ -403,6 +407,7 @@ def fit(
     config: Any = None,
     bank_path: Optional[PathLike] = None,
     progress: Optional[bool] = None,
+    method: str = "lpcam",
     **overrides: Any,
 ) -> Any:
     """Fit LPCAM prototypes on EDAM: collect ``bn7`` features per class, cluster, select.
@@ -420,10 +425,12 @@ def fit(
         preset, config, overrides: passed to :class:`lpcam_plugin.LPCAM`.
         bank_path: if given, the fitted bank is saved there.
         progress: progress-bar switch.
+        method: the read-out; only ``"lpcam"`` (ReCAM needs a GAP-linear head, see ``NO_RECAM_REASON``).
 
     Returns:
         the fitted :class:`lpcam_plugin.LPCAM` (its ``bank_`` holds the prototypes).
     """
+    require_lpcam("EDAM", method, NO_RECAM_REASON)
     from lpcam_plugin import LPCAM
     from lpcam_plugin.core.progress import progress_bar
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lpcam_plugin.adapters._edam_mct_shared import (IOU_MEANS, all_class_maps, as_image_batch, load_dict, unbatch,
-                                                    with_iou_mean)
+                                                    with_iou_mean, require_lpcam)
 from lpcam_plugin.core.io import PathLike
 
 logger = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ _HOOK_MARK = "_lpcam_head_hook"
 
 # --------------------------------------------------------------------------- weight and features
 
+
+#: Why ReCAM (and its compositions) cannot run here: LPCAM is the only read-out of this host.
+NO_RECAM_REASON = ("MCTformer-V2 scores classes with class tokens and a 3x3-conv PatchCAM head, not the GAP-linear "
+                   "head whose softmax re-activation ReCAM fine-tunes")
 
 def selection_weight(model_or_head: nn.Module, *, mode: str = "sum") -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
     """``(W (20, D), b (20,) or None)`` from ``model.head`` (a ``Conv2d(D, 20, 3)``), taps reduced by ``mode``."""
@@ -239,6 +243,7 @@ def fit(
     config: Any = None,
     bank_path: Optional[PathLike] = None,
     progress: Optional[bool] = None,
+    method: str = "lpcam",
     **overrides: Any,
 ) -> Any:
     """Fit LPCAM prototypes on MCTformer-V2 patch tokens, split by the host's own CAM.
@@ -261,10 +266,12 @@ def fit(
             to add ``head.bias`` to the selection logits).
         bank_path: save the fitted bank there.
         progress: progress-bar switch.
+        method: the read-out; only ``"lpcam"`` (ReCAM needs a GAP-linear head, see ``NO_RECAM_REASON``).
 
     Returns:
         the fitted :class:`lpcam_plugin.LPCAM` (``bank_`` holds the prototypes).
     """
+    require_lpcam("MCTformer", method, NO_RECAM_REASON)
     from lpcam_plugin import LPCAM
     from lpcam_plugin.core.progress import progress_bar
 

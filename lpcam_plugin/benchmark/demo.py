@@ -639,7 +639,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     if args.retrain:
         for network in config.networks:
             for seed in seeds:
-                (args.out / network.name / f"seed{seed}" / "classifier.pt").unlink(missing_ok=True)
+                for checkpoint in (args.out / network.name / f"seed{seed}").glob("*.pt"):
+                    checkpoint.unlink()
     figures = not args.no_figures
     if figures:
         try:
@@ -675,7 +676,8 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (240 images, 8 epochs) for a fast smoke run")
     parser.add_argument("--num-images", type=int, default=None, help="override the number of images per seed")
     parser.add_argument("--epochs", type=int, default=None, help="override the classifier's training epochs")
-    parser.add_argument("--retrain", action="store_true", help="ignore cached classifier checkpoints")
+    parser.add_argument("--retrain", action="store_true", help="delete the cached checkpoints (*.pt: classifiers and read-out caches) of the selected "
+                        "networks and seeds first")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs (no matplotlib needed)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_run_cli)

@@ -16,7 +16,8 @@ Adding a method is one function and one line::
 
 Read-outs share work through :meth:`SeedContext.memo` (in memory, for this (network, seed)) and
 through files in :attr:`SeedContext.folder` (across runs; e.g. a fine-tuned network through
-:func:`~lpcam_plugin.benchmark.toynet.load_or_train` keyed by ``ctx.classifier_key``). They must
+:func:`~lpcam_plugin.benchmark.toynet.load_or_train` keyed by ``ctx.classifier_key``; ``lpcam demo
+--retrain`` deletes the ``*.pt`` files of the seed folders). They must
 not modify ``ctx.model``, ``ctx.features`` or ``ctx.labels`` in place (fine-tune a ``copy.deepcopy``).
 """
 from __future__ import annotations

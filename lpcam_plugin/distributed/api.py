@@ -44,6 +44,7 @@ from lpcam_plugin.core.io import atomic_write
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.evaluate import read_map
 from lpcam_plugin.core.io import PathLike
+from lpcam_plugin.core.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -257,8 +258,6 @@ def map_producer(model: LPCAM, *, scales: Sequence[float] = (1.0,), flip: bool =
     the fallback (with a sha256 of the ``(C, D)`` fallback weight when ``fallback="cam"``) and
     the package version. A rerun resumes only into a folder whose maps have the same producer.
     """
-    from lpcam_plugin import __version__
-
     if model.bank_ is None:
         raise ValueError("the model is not fitted; load a bank with LPCAM.from_bank(PrototypeBank.load(path))")
     fallback_weight = (weight if weight is not None else model.weight_) if fallback == "cam" else None

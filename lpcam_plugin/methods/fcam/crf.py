@@ -60,8 +60,8 @@ def bilateral_filter(probs: torch.Tensor, rgb: torch.Tensor, *, sigma_rgb: float
             p_cols, q_cols = slice(max(0, -dx), w - max(0, dx)), slice(max(0, dx), w - max(0, -dx))
             diff = rgb[:, :, p_rows, p_cols] - rgb[:, :, q_rows, q_cols]
             weight = torch.exp(-diff.square().sum(dim=1, keepdim=True) * inv_rgb - (dy * dy + dx * dx) * inv_xy)
-            filtered[:, :, p_rows, p_cols] += weight * probs[:, :, q_rows, q_cols]
-            filtered[:, :, q_rows, q_cols] += weight * probs[:, :, p_rows, p_cols]
+            filtered[:, :, p_rows, p_cols].addcmul_(weight, probs[:, :, q_rows, q_cols])
+            filtered[:, :, q_rows, q_cols].addcmul_(weight, probs[:, :, p_rows, p_cols])
             degree[:, :, p_rows, p_cols] += weight
             degree[:, :, q_rows, q_cols] += weight
     return filtered, degree

@@ -70,7 +70,8 @@ class _FrozenEncoder:
                 hook.remove()
         for name, value in zip(self.names, captured):
             if value is None:
-                raise RuntimeError(f"layer {name!r} was not called during the forward pass of {type(self.model).__name__}")
+                raise RuntimeError(f"layer {name!r} was not called during the forward pass of "
+                                   f"{type(self.model).__name__}")
             if value.dim() != 4:
                 raise ValueError(f"layer {name!r} produced {tuple(value.shape)}; F-CAM needs (B, D, h, w) feature maps")
         return captured[0], dict(zip(self.names[1:], captured[1:]))
@@ -229,11 +230,11 @@ class FCAM:
         finally:
             _restore(modes)
         decoder = trainer.decoder
-        if decoder is None:
-            raise ValueError("the loader is empty")
+        assert decoder is not None  # built by the first step or by resume()
         self.decoder_ = decoder.eval()
         self.feature_layer_ = feature_layer
-        self.skip_layers_, self.skip_channels_, self.feature_dim_ = trainer.skip_layers, trainer.skip_channels, trainer.feature_dim
+        self.skip_layers_, self.skip_channels_ = trainer.skip_layers, trainer.skip_channels
+        self.feature_dim_ = trainer.feature_dim
         self.n_steps_ = n_steps
         self.loss_history_ = history
         return self
@@ -243,7 +244,8 @@ class FCAM:
             raise TypeError(f"skip_layers must be a list of layer names, got the string {skip_layers!r}")
         names = list(skip_layers)
         if not all(isinstance(name, str) and name for name in [feature_layer, *names]):
-            raise TypeError(f"feature_layer and skip_layers must be non-empty strings, got {feature_layer!r}, {names!r}")
+            raise TypeError(f"feature_layer and skip_layers must be non-empty strings, "
+                            f"got {feature_layer!r}, {names!r}")
         if feature_layer in names:
             raise ValueError(f"feature_layer {feature_layer!r} is also listed in skip_layers")
         repeated = sorted({name for name in names if names.count(name) > 1})
@@ -336,10 +338,10 @@ class FCAM:
         from lpcam_plugin import __version__
 
         arrays = {f"decoder.{name}": value.detach().cpu().numpy() for name, value in decoder.state_dict().items()}
-        header = {"num_classes": self.num_classes, "config": self.config.to_dict(), "feature_layer": self.feature_layer_,
-                  "skip_layers": self.skip_layers_, "skip_channels": self.skip_channels_,
-                  "feature_dim": self.feature_dim_, "n_steps": self.n_steps_, "loss_history": self.loss_history_,
-                  "version": __version__}
+        header = {"num_classes": self.num_classes, "config": self.config.to_dict(),
+                  "feature_layer": self.feature_layer_, "skip_layers": self.skip_layers_,
+                  "skip_channels": self.skip_channels_, "feature_dim": self.feature_dim_, "n_steps": self.n_steps_,
+                  "loss_history": self.loss_history_, "version": __version__}
         write_archive(path, FORMAT_NAME, FORMAT_VERSION, header, arrays)
 
     @classmethod
@@ -359,8 +361,8 @@ class FCAM:
         try:
             decoder.load_state_dict(state)
         except RuntimeError as error:
-            first = str(error).strip().splitlines()
-            raise ValueError(f"{path}: the decoder weights do not fit the recorded layers ({first[-1].strip()})") from None
+            last = str(error).strip().splitlines()[-1].strip()
+            raise ValueError(f"{path}: the decoder weights do not fit the recorded layers ({last})") from None
         model.decoder_ = decoder.eval()
         return model
 
@@ -371,7 +373,9 @@ class FCAM:
             return FCAMDecoder(feature_dim, skip_channels, self.num_classes, self.config.decoder_channels)
 
     def __repr__(self) -> str:
-        state = "unfitted" if self.decoder_ is None else f"{self.feature_layer_} + {self.skip_layers_}, {self.n_steps_} steps"
+        if self.decoder_ is None:
+            return f"FCAM(C={self.num_classes}, unfitted)"
+        state = f"{self.feature_layer_} + {self.skip_layers_}, {self.n_steps_} steps"
         return f"FCAM(C={self.num_classes}, {state})"
 
 
@@ -400,7 +404,8 @@ class _Trainer:
             self.optimizer = torch.optim.SGD(params, lr=self.config.learning_rate, momentum=self.config.momentum,
                                              weight_decay=self.config.weight_decay)
         else:
-            self.optimizer = torch.optim.Adam(params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+            self.optimizer = torch.optim.Adam(params, lr=self.config.learning_rate,
+                                              weight_decay=self.config.weight_decay)
         self.runner = self.decoder
         if self.distributed:
             ids = [self.device.index] if self.device.type == "cuda" else None

@@ -60,6 +60,28 @@ def size_loss(probs: torch.Tensor, present: torch.Tensor, t: float) -> torch.Ten
     return ((barrier * weights).sum(dim=1) / weights.sum(dim=1)).mean()
 
 
+def present_only(probs: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """Each image's present channels, packed first and zero-padded to the batch's largest count.
+
+    Absent channels are 0 and add nothing to the CRF energy; packing them out makes its cost
+    grow with the number of classes per image, not with C.
+
+    Args:
+        probs: ``(B, K, H, W)``; present: ``(B, K)`` bool.
+
+    Returns:
+        ``(B, K', H, W)``, ``K' = max_b |present_b|``; padding channels are 0.
+    """
+    counts = present.sum(dim=1)
+    width = int(counts.max())
+    # present channels first (stable: in channel order), then the others
+    order = torch.argsort((~present).to(torch.int8), dim=1, stable=True)[:, :width]
+    valid = torch.arange(width, device=present.device)[None, :] < counts[:, None]
+    b, _, h, w = probs.shape
+    packed = probs.gather(1, order[:, :, None, None].expand(b, width, h, w))
+    return packed * valid[:, :, None, None].to(probs.dtype)
+
+
 def fcam_losses(logits: torch.Tensor, present: torch.Tensor, seeds: torch.Tensor, rgb: torch.Tensor, *,
                 seg_weight: float, crf_weight: float, size_weight: float, sigma_rgb: float, sigma_xy: float,
                 crf_scale: float, crf_radius: int, elb_t: float) -> Dict[str, torch.Tensor]:
@@ -82,8 +104,8 @@ def fcam_losses(logits: torch.Tensor, present: torch.Tensor, seeds: torch.Tensor
     probs = torch.softmax(logits, dim=1)
     crf, size = zero, zero
     if crf_weight > 0:
-        used = present.any(dim=0)  # channels present nowhere in the batch are 0 and add nothing
-        crf = crf_loss(probs[:, used], rgb, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy, scale=crf_scale, radius=crf_radius)
+        crf = crf_loss(present_only(probs, present), rgb, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy, scale=crf_scale,
+                       radius=crf_radius)
     if size_weight > 0:
         size = size_loss(probs, present, elb_t)
     total = seg_weight * seg + crf_weight * crf + size_weight * size

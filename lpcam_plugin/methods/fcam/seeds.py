@@ -61,7 +61,8 @@ def otsu_foreground(maps: torch.Tensor) -> torch.Tensor:
     valid = (weight_low > 0) & (weight_high > 0)
     mean_low = mass_low / weight_low.clamp_min(1)
     mean_high = (total_mass - mass_low) / weight_high.clamp_min(1)
-    between = torch.where(valid, weight_low * weight_high * (mean_low - mean_high) ** 2, torch.full_like(weight_low, -1.0))
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    between = torch.where(valid, between, torch.full_like(between, -1.0))
     best = between.argmax(1, keepdim=True)
     separable = valid.any(1, keepdim=True)
     return (bins > best) & separable

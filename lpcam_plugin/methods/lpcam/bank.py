@@ -12,6 +12,7 @@ from lpcam_plugin.core.checks import check_classes, check_finite, check_matrix
 from lpcam_plugin.methods.lpcam.config import LPCAMConfig
 from lpcam_plugin.core.archive import read_archive, write_archive
 from lpcam_plugin.core.io import PathLike
+from lpcam_plugin.core.version import __version__
 
 FORMAT_NAME = "lpcam_plugin.PrototypeBank"
 #: Version 2: a :mod:`lpcam_plugin.core.archive` file; version 1 (a plain ``.npz``) is refused (refit).
@@ -48,8 +49,6 @@ class PrototypeBank:
         metadata: Optional[Mapping[str, Any]] = None,
         version: Optional[str] = None,
     ) -> None:
-        from lpcam_plugin import __version__
-
         context_prototypes = context_prototypes or {}
         keys = [int(c) for c in list(class_prototypes) + list(context_prototypes)]
         if num_classes is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Tuple
 
@@ -55,7 +56,8 @@ class PixelSupConfig:
              f"scales must be distinct positive numbers including 1.0, got {self.scales}"),
             (0.0 <= self.ema_momentum < 1.0, f"ema_momentum must be in [0, 1), got {self.ema_momentum}"),
             (_is_int(self.embed_dim) and self.embed_dim >= 1, f"embed_dim must be an int >= 1, got {self.embed_dim!r}"),
-            (0.0 <= self.threshold < 1.0, f"threshold must be in [0, 1) (maps are max-normalised), got {self.threshold}"),
+            (0.0 <= self.threshold < 1.0,
+             f"threshold must be in [0, 1) (maps are max-normalised), got {self.threshold}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
             (self.rcm_form in RCM_FORMS, f"rcm_form must be one of {RCM_FORMS}, got {self.rcm_form!r}"),
             (all(w >= 0 for w in weights.values()), f"loss weights must be >= 0, got {weights}"),
@@ -103,7 +105,7 @@ class PixelSupConfig:
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 PRESETS: Dict[str, PixelSupConfig] = {

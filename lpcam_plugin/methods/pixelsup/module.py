@@ -78,8 +78,8 @@ class _Branch(nn.Module):
         for index, images in enumerate(inputs):
             features = forward_until(self.model, layer, images)
             if features.dim() != 4 or features.shape[1] != weight.shape[1]:
-                raise ValueError(f"layer {self.feature_layer!r} produced {tuple(features.shape)}; expected (B, D, h, w) "
-                                 f"with D={weight.shape[1]} as the head {self.head!r} takes")
+                raise ValueError(f"layer {self.feature_layer!r} produced {tuple(features.shape)}; expected "
+                                 f"(B, D, h, w) with D={weight.shape[1]} as the head {self.head!r} takes")
             if with_cams:
                 cams.append(raw_cams(features, weight))
             if index == base:
@@ -117,6 +117,10 @@ class PixelSelfSupervision(nn.Module):
     wrap the model yourself), the prototype sums and counts are all-reduced, and G's copies of
     F's buffers are broadcast from rank 0 after each EMA step, so G and the memory are
     identical on every rank. Give each rank an equal share of every batch.
+
+    The projection, G and the memory are created on the head's device; move them with the model
+    (``pss.to(device)``). G's parameters are buffers, so its forward must read its weights as
+    attributes (true of standard layers; not of ``torch.nn.utils.parametrize``).
     """
 
     def __init__(self, model: nn.Module, *, feature_layer: str = "stage4", head: str = "classifier",

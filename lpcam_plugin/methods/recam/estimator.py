@@ -31,6 +31,7 @@ from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.cam import cam_map
 from lpcam_plugin.methods.recam.config import WEIGHT_KINDS, ReCAMConfig
 from lpcam_plugin.methods.recam.losses import recam_losses
+from lpcam_plugin.core.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -289,8 +290,6 @@ class ReCAM:
         """Write the fitted weights and settings to one pickle-free, checksummed file (atomically)."""
         self._check_fitted()
         assert self.bce_weight_ is not None
-        from lpcam_plugin import __version__
-
         arrays = {"bce_weight": self.bce_weight_.numpy(), "sce_weight": self.sce_weight_.numpy()}
         if self.bce_bias_ is not None:
             arrays["bce_bias"] = self.bce_bias_.numpy()
