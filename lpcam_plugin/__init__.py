@@ -1,16 +1,21 @@
-"""lpcam_plugin: a family of CAM methods (CAM, LPCAM, ReCAM) as drop-in CAM steps for WSSS codebases.
+"""lpcam_plugin: a family of CAM methods (CAM, LPCAM, ReCAM, F-CAM, pixel-level self-supervision) for WSSS.
 
 The package is organised in rooms whose imports point one way, from the top down:
 
 - :mod:`lpcam_plugin.adapters`: host adapters (IRN, AMN, EDAM, MCTformer), method-agnostic;
 - :mod:`lpcam_plugin.benchmark`: the synthetic benchmark, toy networks and ``lpcam demo``;
 - :mod:`lpcam_plugin.distributed`: scale-out (torchrun / SLURM) fitting and inference;
-- :mod:`lpcam_plugin.methods`: the methods, peers of each other (``cam``, ``lpcam``, ``recam``);
+- :mod:`lpcam_plugin.methods`: the methods, peers of each other (``cam``, ``lpcam``, ``recam``,
+  ``fcam``, ``pixelsup``);
 - :mod:`lpcam_plugin.core`: plumbing (checks, hooks, atomic I/O, progress, evaluation).
 """
 from lpcam_plugin.core.version import __version__
 
+from lpcam_plugin.methods.fcam.config import FCAMConfig
+from lpcam_plugin.methods.fcam.estimator import FCAM
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
+from lpcam_plugin.methods.pixelsup.module import PixelSelfSupervision
 from lpcam_plugin.methods.recam.config import ReCAMConfig
 from lpcam_plugin.methods.recam.estimator import ReCAM
 from lpcam_plugin.methods.lpcam.config import LPCAMConfig
@@ -30,11 +35,15 @@ from lpcam_plugin.methods.lpcam.split import split_local_features, split_masks
 
 __all__ = [
     "__version__",
+    "FCAM",
+    "FCAMConfig",
     "FeatureHook",
     "FeaturePool",
     "KMeansResult",
     "LPCAM",
     "LPCAMConfig",
+    "PixelSelfSupervision",
+    "PixelSupConfig",
     "PrototypeBank",
     "ReCAM",
     "ReCAMConfig",

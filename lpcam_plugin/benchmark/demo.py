@@ -65,6 +65,8 @@ TARGETS: List[Tuple[str, str, str, str, float]] = [
     ("LPCAM-F recall > CAM recall", "LPCAM-F", "CAM", "mrecall", 0.0),
     ("LPCAM precision > LPCAM-F precision", "LPCAM", "LPCAM-F", "mprecision", 0.0),
     ("LPCAM curve drop < CAM curve drop", "CAM", "LPCAM", "curve_drop", 0.0),
+    ("ReCAM mIoU > CAM mIoU (paper: +6.0 on VOC)", "ReCAM", "CAM", "miou", 0.0),
+    ("ReCAM+LPCAM mIoU > ReCAM mIoU", "ReCAM+LPCAM", "ReCAM", "miou", 0.0),
 ]
 _DIAGNOSTIC_KEYS = ("recall_head", "recall_body", "recall_legs", "context_fp", "act_head", "act_body", "act_legs",
                     "act_background", "act_other_objects", "auc")

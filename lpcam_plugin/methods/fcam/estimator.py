@@ -26,6 +26,7 @@ from lpcam_plugin.core.hooks import FeatureHook
 from lpcam_plugin.core.io import PathLike, atomic_write
 from lpcam_plugin.core.modules import get_submodule
 from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.core.version import __version__
 from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
 from lpcam_plugin.methods.fcam.losses import fcam_losses
@@ -335,8 +336,6 @@ class FCAM:
     def save(self, path: PathLike) -> None:
         """Write the decoder and its settings to one pickle-free, checksummed file (atomically)."""
         decoder = self._check_fitted()
-        from lpcam_plugin import __version__
-
         arrays = {f"decoder.{name}": value.detach().cpu().numpy() for name, value in decoder.state_dict().items()}
         header = {"num_classes": self.num_classes, "config": self.config.to_dict(),
                   "feature_layer": self.feature_layer_, "skip_layers": self.skip_layers_,
