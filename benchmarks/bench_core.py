@@ -46,6 +46,19 @@ def peak_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def measure_steps(step: Callable[[], float], steps: int) -> Dict[str, float]:
+    """Seconds per call of ``step`` over ``steps`` calls after one warm-up call (allocator, kernels),
+    and the peak extra memory (MB) of those calls over the RSS before them."""
+    step()
+    before = rss_mb()
+    reset_peak()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - start) / steps
+    return {"seconds": seconds, "extra_mb": peak_mb() - before}
+
+
 def clustered(n: int, dim: int, k: int, seed: int = 0) -> torch.Tensor:
     """Non-negative (post-ReLU-like) features around ``k`` random directions."""
     g = torch.Generator().manual_seed(seed)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_core import peak_mb, reset_peak, rss_mb
+from bench_core import measure_steps
 
 CLASSES = 20
 #: (name, channels, stride) of IRN's ResNet-50 levels.
@@ -136,14 +136,7 @@ def run_step(variant: str, batch: int, size: int, steps: int) -> Dict[str, float
         optimizer.step()
         return float(losses["total"])
 
-    step()  # warm-up (allocator, kernels)
-    before = rss_mb()
-    reset_peak()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = (time.perf_counter() - start) / steps
-    return {"seconds": seconds, "extra_mb": peak_mb() - before}
+    return measure_steps(step, steps)
 
 
 def run_inference(batch: int, size: int) -> Dict[str, float]:

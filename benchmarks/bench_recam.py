@@ -22,14 +22,13 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from typing import Dict
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench_core import peak_mb, reset_peak, rss_mb
+from bench_core import measure_steps
 
 BATCH, IN_DIM, DIM, SIZE, CLASSES = 16, 1024, 2048, 32, 20
 VARIANTS = ("plain", "recam", "recam_broadcast")
@@ -94,14 +93,7 @@ def run_variant(variant: str, steps: int) -> Dict[str, float]:
         optimizer.step()
         return float(loss)
 
-    step()  # warm-up (allocator, kernels)
-    before = rss_mb()
-    reset_peak()
-    start = time.perf_counter()
-    for _ in range(steps):
-        step()
-    seconds = (time.perf_counter() - start) / steps
-    return {"seconds": seconds, "extra_mb": peak_mb() - before}
+    return measure_steps(step, steps)
 
 
 def in_subprocess(variant: str, steps: int) -> Dict[str, float]:

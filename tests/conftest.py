@@ -1,9 +1,12 @@
 """Shared test helpers."""
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import sys
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import pytest
 
@@ -27,3 +30,50 @@ def standin_host(monkeypatch: pytest.MonkeyPatch, host_dir: Path, top_level: Ite
     monkeypatch.syspath_prepend(str(host_dir))
     yield host_dir
     drop()
+
+
+class Interrupt(Exception):
+    """Raised by :class:`StopsInEpoch`: a training run that dies part-way."""
+
+
+class StopsInEpoch:
+    """A loader over ``data`` (a list of batches) that raises :class:`Interrupt` at the second batch
+    of epoch ``stop_epoch`` (1-based) the first time through: a run killed mid-epoch."""
+
+    def __init__(self, data: list, stop_epoch: int) -> None:
+        self.data, self.stop_epoch, self.epoch = data, stop_epoch, 0
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self) -> Iterator:
+        self.epoch += 1
+        for i, batch in enumerate(self.data):
+            if self.epoch == self.stop_epoch and i == 1:
+                raise Interrupt
+            yield batch
+
+
+@contextlib.contextmanager
+def gloo_group(rank: int, world: int, port: int) -> Iterator[None]:
+    """A gloo process group on the loopback for one spawned test worker, one thread, destroyed after."""
+    import torch
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.set_num_threads(1)
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def spawn_gloo(worker: Callable[..., None], *args: object, nprocs: int = 2) -> None:
+    """Run ``worker(rank, nprocs, port, *args)`` in ``nprocs`` spawned processes (a free loopback port)."""
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(worker, args=(nprocs, port, *args), nprocs=nprocs, join=True)

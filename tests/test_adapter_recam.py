@@ -91,7 +91,7 @@ def test_recam_step_files_and_host_steps_read_the_maps(fork):
         torch.testing.assert_close(model.classifier.weight[:, :, 0, 0], recam.bce_weight_)
     bank = PrototypeBank.load(files["weights"].with_suffix(".lpcam_bank.npz"))
     assert bank.metadata["fit_key"]["split"] == "ReCAM maps (sce*bce)"
-    assert "ReCAM selection weight (sce)" == bank.metadata["fit_key"]["selection_weight"]
+    assert "ReCAM selection weight (bce)" == bank.metadata["fit_key"]["selection_weight"]
     for image_id in fork["ids"]:
         check_irn_format(host / "result" / "cam" / f"{image_id}.npy", fork["labels"][image_id])
     assert MIOU.search(proc.stdout), proc.stdout[-2000:]  # eval_cam scored them

@@ -1,12 +1,11 @@
 """F-CAM: CRF loss against brute force, seeds, decoder masking, frozen encoder, files, resume, errors, DDP."""
 import copy
-import os
-import socket
 
 import pytest
 import torch
 from torch import nn
 
+from conftest import Interrupt, StopsInEpoch, gloo_group, spawn_gloo
 from lpcam_plugin import ReCAM, cam_map
 from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.crf import bilateral_filter, crf_loss, pair_count, potts_energy
@@ -421,27 +420,6 @@ def test_save_load_round_trip_and_tampering(tmp_path):
         FCAM.load(recam_file)
 
 
-class Interrupt(Exception):
-    pass
-
-
-class StopsInEpoch:
-    """A loader that raises during the epoch ``stop_epoch`` (1-based) the first time through."""
-
-    def __init__(self, data, stop_epoch):
-        self.data, self.stop_epoch, self.epoch = data, stop_epoch, 0
-
-    def __len__(self):
-        return len(self.data)
-
-    def __iter__(self):
-        self.epoch += 1
-        for i, batch in enumerate(self.data):
-            if self.epoch == self.stop_epoch and i == 1:
-                raise Interrupt
-            yield batch
-
-
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     torch.manual_seed(0)
     model = TinyNet()
@@ -534,22 +512,11 @@ def test_config_presets_and_dict_round_trip():
 # ----------------------------------------------------------------------------- DDP
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 DETERMINISTIC = {**FAST, "fg_samples": None, "bg_samples": None}
 
 
 def _ddp_worker(rank, world, port, out):
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
+    with gloo_group(rank, world, port):
         torch.manual_seed(0)
         model = TinyNet()
         images, labels = make_data()
@@ -557,19 +524,15 @@ def _ddp_worker(rank, world, port, out):
         fcam = FCAM(C, **DETERMINISTIC).fit(model, shard, source=cam_source(model), skip_layers=SKIPS)
         if rank == 0:
             torch.save(fcam.decoder_.state_dict(), out)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_ddp_two_processes_equal_one_process(tmp_path):
-    import torch.multiprocessing as mp
-
     torch.manual_seed(0)
     model = TinyNet()
     images, labels = make_data()
     single = FCAM(C, **DETERMINISTIC).fit(model, batches(images, labels), source=cam_source(model), skip_layers=SKIPS)
     out = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    spawn_gloo(_ddp_worker, str(out))
     result = torch.load(out, weights_only=True)
     for key, value in single.decoder_.state_dict().items():
         torch.testing.assert_close(result[key], value, rtol=1e-4, atol=1e-5)

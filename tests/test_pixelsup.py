@@ -3,14 +3,13 @@ the lambda schedule, the EMA SupportNet, parameter hygiene, resuming, DDP and in
 import copy
 import io
 import math
-import os
-import socket
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from conftest import gloo_group, spawn_gloo
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
 from lpcam_plugin.methods.pixelsup.losses import (fuse_scales, mam_loss, prototype_sums, raw_cams, rcm_loss,
                                                   region_labels, region_masks, resize_normalize, update_prototypes)
@@ -330,19 +329,10 @@ def test_state_dict_round_trip_resumes_identically():
 # ----------------------------------------------------------------------------- DDP
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, start, out):
     import torch.distributed as dist
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
+    with gloo_group(rank, world, port):
         model = TinyNet()
         model.load_state_dict(start)
         model.eval()  # BatchNorm on running statistics: no per-shard batch statistics
@@ -363,14 +353,10 @@ def _ddp_worker(rank, world, port, start, out):
             record.append(values / world)
         torch.save({"losses": torch.stack(record), "pss": pss.state_dict(), "model": model.state_dict()},
                    f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_equal_one_process(tmp_path):
-    import torch.multiprocessing as mp
-
     torch.manual_seed(0)
     model = TinyNet()
     start = copy.deepcopy(model.state_dict())
@@ -379,7 +365,7 @@ def test_ddp_two_processes_equal_one_process(tmp_path):
     optimizer = torch.optim.SGD(list(model.parameters()) + list(pss.parameters()), lr=0.1)
     single = train_steps(model, pss, optimizer, 2)
     out = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), start, str(out)), nprocs=2, join=True)
+    spawn_gloo(_ddp_worker, start, str(out))
     ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(2)]
     assert pss.prototype_seen[4]                                        # class 3 was only on rank 1
     for result in ranks:

@@ -1,7 +1,5 @@
 """ReCAM: loss pieces against plain references written here, fitting, resume, files, DDP."""
 import copy
-import os
-import socket
 
 import pytest
 import torch
@@ -9,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lpcam_plugin
+from conftest import Interrupt, StopsInEpoch, gloo_group, spawn_gloo
 from lpcam_plugin import ReCAM, ReCAMConfig, cam_map
 from lpcam_plugin.methods.recam.losses import class_features, normalized_cams, recam_losses, softmax_ce_loss
 
@@ -187,27 +186,6 @@ def test_unfitted_and_bad_config_errors():
         ReCAM(C, map_weight="softmax")
 
 
-class Interrupt(Exception):
-    pass
-
-
-class StopsInEpoch:
-    """A loader that raises during the epoch ``stop_epoch`` (1-based) the first time through."""
-
-    def __init__(self, data, stop_epoch):
-        self.data, self.stop_epoch, self.epoch = data, stop_epoch, 0
-
-    def __len__(self):
-        return len(self.data)
-
-    def __iter__(self):
-        self.epoch += 1
-        for i, batch in enumerate(self.data):
-            if self.epoch == self.stop_epoch and i == 1:
-                raise Interrupt
-            yield batch
-
-
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     images, labels = make_data()
     data = batches(images, labels)
@@ -253,19 +231,8 @@ def test_save_load_round_trip_and_tampering(tmp_path):
 # ----------------------------------------------------------------------------- DDP
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank, world, port, start, out):
-    import torch.distributed as dist
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
+    with gloo_group(rank, world, port):
         images, labels = make_data()
         shard = [(x[rank::world], y[rank::world]) for x, y in batches(images, labels)]
         model = TinyNet()
@@ -273,20 +240,16 @@ def _ddp_worker(rank, world, port, start, out):
         recam = ReCAM(C, progress=False, epochs=2, learning_rate=0.05).fit(model, shard)
         if rank == 0:
             torch.save({"bce": recam.bce_weight_, "sce": recam.sce_weight_}, out)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_ddp_two_processes_equal_one_process(tmp_path):
-    import torch.multiprocessing as mp
-
     torch.manual_seed(0)
     model = TinyNet()
     start = copy.deepcopy(model.state_dict())
     images, labels = make_data()
     single = ReCAM(C, progress=False, epochs=2, learning_rate=0.05).fit(model, batches(images, labels))
     out = tmp_path / "ddp.pt"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), start, str(out)), nprocs=2, join=True)
+    spawn_gloo(_ddp_worker, start, str(out))
     result = torch.load(out, weights_only=True)
     torch.testing.assert_close(result["bce"], single.bce_weight_, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(result["sce"], single.sce_weight_, rtol=1e-4, atol=1e-5)

@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from lpcam_plugin.core.fingerprints import differing_keys
 from lpcam_plugin.core.io import atomic_write, file_sha256
 from lpcam_plugin.methods.recam.estimator import ReCAM
 
@@ -80,7 +81,7 @@ def _fit_key(args: argparse.Namespace, weights_path: str, recam: ReCAM, batch_si
     """Everything the fine-tuned files depend on; they are reused only on an exact match."""
     with open(args.train_list, "rb") as handle:
         train_list_sha = hashlib.sha256(handle.read()).hexdigest()
-    return {"checkpoint_sha256": file_sha256(Path(weights_path)), "config": recam.config.to_dict(),
+    return {"checkpoint_sha256": file_sha256(Path(weights_path)), "config": recam.config.training_settings(),
             "train_list_sha256": train_list_sha, "batch_size": batch_size, "crop_size": crop_size,
             "network": args.cam_network}
 
@@ -92,8 +93,7 @@ def _reusable(files: Dict[str, Path], key: Dict[str, Any]) -> Tuple[Optional[ReC
         recam = ReCAM.load(files["recam"])
     except ValueError as error:
         return None, f"unreadable ({error})"
-    stored = recam.metadata.get("fit_key", {})
-    diff = sorted(k for k in set(key) | set(stored) if stored.get(k) != key.get(k))
+    diff = differing_keys(recam.metadata.get("fit_key", {}), key)
     if diff:
         return None, "trained with a different " + ", ".join(diff)
     if recam.metadata.get("weights_sha256") != file_sha256(files["weights"]):

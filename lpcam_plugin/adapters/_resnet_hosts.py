@@ -47,6 +47,7 @@ from lpcam_plugin.methods.recam.config import PRESETS as RECAM_PRESETS
 from lpcam_plugin.methods.recam.config import ReCAMConfig
 from lpcam_plugin.methods.recam.estimator import ReCAM
 from lpcam_plugin.core.evaluate import read_irn_cam
+from lpcam_plugin.core.fingerprints import differing_keys
 from lpcam_plugin.core.hooks import FeatureHook
 from lpcam_plugin.core.io import file_sha256, save_npy_atomic
 from lpcam_plugin.core.maps import max_normalize
@@ -421,8 +422,7 @@ def _try_load_bank(path: Path, key: Dict[str, Any]) -> Tuple[Optional[PrototypeB
         bank = PrototypeBank.load(path)
     except ValueError as error:
         return None, f"unreadable bank ({error})"
-    stored = bank.metadata.get("fit_key", {})
-    diff = sorted(k for k in set(key) | set(stored) if stored.get(k) != key.get(k))
+    diff = differing_keys(bank.metadata.get("fit_key", {}), key)
     if diff:
         return None, "fitted with a different " + ", ".join(diff)
     return bank, ""

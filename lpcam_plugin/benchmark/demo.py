@@ -52,6 +52,7 @@ from lpcam_plugin.core.evaluate import DEFAULT_THRESHOLDS, MEAN_METRICS, SweepRe
 from lpcam_plugin.core.io import atomic_write, save_npy_atomic
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.recam.config import WEIGHT_KINDS
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class DemoConfig:
     data: SyntheticConfig = SyntheticConfig()
     train: TrainConfig = TrainConfig()
     lpcam_overrides: Dict[str, Any] = field(default_factory=dict)
+    recam_selection: Optional[str] = None
     thresholds: Tuple[float, ...] = DEFAULT_THRESHOLDS
     curve_window: float = 0.1
     overlay_images: int = 6
@@ -290,7 +292,8 @@ def run_seed(network: NetworkConfig, data: SyntheticDataset, config: DemoConfig,
     lap("features")
     ctx = SeedContext(seed=seed, network=network.name, model=model, images=x, features=features,
                       labels=torch.from_numpy(data.labels), data=data, folder=folder, classifier_key=key,
-                      lpcam_overrides=dict(config.lpcam_overrides), progress=progress)
+                      lpcam_overrides=dict(config.lpcam_overrides), recam_selection=config.recam_selection,
+                      progress=progress)
     n, c = len(data), data.config.num_classes
     maps: Dict[str, torch.Tensor] = {}
     readouts = select_readouts(config.methods)
@@ -611,7 +614,8 @@ def _command(args: argparse.Namespace) -> str:
     parts += [f"--seeds {args.seeds}"] if args.seeds is not None else []
     parts += [flag for flag, on in (("--full", args.full), ("--quick", args.quick), ("--retrain", args.retrain)) if on]
     parts += [f"--{name} {' '.join(values)}" for name, values in (("networks", args.networks), ("methods", args.methods)) if values]
-    parts += [f"--{name.replace('_', '-')} {value}" for name, value in (("num_images", args.num_images), ("epochs", args.epochs))
+    parts += [f"--{name.replace('_', '-')} {value}" for name, value in
+              (("num_images", args.num_images), ("epochs", args.epochs), ("recam_selection", args.recam_selection))
               if value is not None]
     return " ".join(parts)
 
@@ -638,6 +642,8 @@ def _run_cli(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, num_images=args.num_images))
     if args.epochs is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=args.epochs))
+    if args.recam_selection is not None:
+        config = dataclasses.replace(config, recam_selection=args.recam_selection)
     if args.retrain:
         for network in config.networks:
             for seed in seeds:
@@ -680,6 +686,8 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--epochs", type=int, default=None, help="override the classifier's training epochs")
     parser.add_argument("--retrain", action="store_true", help="delete the cached checkpoints (*.pt: classifiers and read-out caches) of the selected "
                         "networks and seeds first")
+    parser.add_argument("--recam-selection", choices=WEIGHT_KINDS, default=None,
+                        help="ReCAM+LPCAM selection weight (default: the ReCAM preset's, sce)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs (no matplotlib needed)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_run_cli)

@@ -62,6 +62,8 @@ class SeedContext:
         classifier_key: JSON-able key of the classifier checkpoint (data, schedule, architecture);
             include it in the key of anything cached from the classifier.
         lpcam_overrides: LPCAM config overrides of this run (:class:`DemoConfig`).
+        recam_selection: ReCAM+LPCAM's selection weight (``"sce"``, ``"bce"``, ``"sce*bce"``;
+            None: the ReCAM preset's).
         progress: progress-bar switch to pass on (``None``: automatic, ``False``: hidden).
         notes: JSON-able facts per read-out name, shown in the report's per-seed rows.
     """
@@ -76,6 +78,7 @@ class SeedContext:
     folder: Path
     classifier_key: Dict[str, Any]
     lpcam_overrides: Dict[str, Any] = field(default_factory=dict)
+    recam_selection: Optional[str] = None
     progress: Optional[bool] = None
     notes: Dict[str, str] = field(default_factory=dict)
     _memo: Dict[str, Any] = field(default_factory=dict, repr=False)
@@ -203,7 +206,7 @@ def fit_recam(ctx: SeedContext) -> Tuple[ReCAM, torch.Tensor]:
     def fit() -> Tuple[ReCAM, torch.Tensor]:
         recam = ReCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **RECAM_DEMO_OVERRIDES)
         path = ctx.folder / "recam.npz"
-        key = {**ctx.classifier_key, "recam": recam.config.to_dict(), "recam_batch": RECAM_BATCH}
+        key = {**ctx.classifier_key, "recam": recam.config.training_settings(), "recam_batch": RECAM_BATCH}
 
         def train() -> Tuple[ToyClassifier, Dict[str, float]]:
             model = copy.deepcopy(ctx.model)
@@ -229,9 +232,10 @@ def recam_readout(ctx: SeedContext) -> torch.Tensor:
 
 def recam_lpcam_readout(ctx: SeedContext) -> torch.Tensor:
     """ReCAM+LPCAM: LPCAM on the fine-tuned features, split by ReCAM maps, selected by
-    ``recam.selection_weight_``; ReCAM maps for classes without prototypes."""
+    ``recam.selection_weight_`` (or ``ctx.recam_selection``); ReCAM maps for classes without prototypes."""
     recam, features = fit_recam(ctx)
-    estimator = fit_lpcam(ctx, features=features, weight=recam.selection_weight_, cams=recam(features, ctx.labels),
+    selection = recam.weight(ctx.recam_selection) if ctx.recam_selection else recam.selection_weight_
+    estimator = fit_lpcam(ctx, features=features, weight=selection, cams=recam(features, ctx.labels),
                           name="recam_prototypes")
     ctx.notes["ReCAM+LPCAM"] = prototype_note(estimator.bank_)
     return estimator(features, ctx.labels, fallback="cam", weight=recam.map_weight_)
@@ -243,7 +247,7 @@ READOUTS: List[Readout] = [
     Readout("LPCAM-F", lpcam_f_readout, "LPCAM with class prototypes only"),
     Readout("LPCAM", lpcam_readout, "class prototypes minus context prototypes"),
     Readout("ReCAM", recam_readout, "softmax re-activation: fine-tuned backbone, W_sce ⊙ W_bce"),
-    Readout("ReCAM+LPCAM", recam_lpcam_readout, "LPCAM on the ReCAM backbone, split by ReCAM maps, selected by W_sce"),
+    Readout("ReCAM+LPCAM", recam_lpcam_readout, "LPCAM on the ReCAM backbone, split by ReCAM maps, selected by the ReCAM selection weight"),
 ]
 
 

@@ -5,9 +5,10 @@ fcam-spec.md reads it), *spec* (fcam-spec.md's choice for this package) or *ours
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import ClassVar, Dict, Mapping, Optional, Tuple
+
+from lpcam_plugin.core.settings import MethodSettings, is_int
 
 #: Optimisers :class:`FCAMConfig.optimizer` accepts.
 OPTIMIZERS = ("sgd", "adam")
@@ -17,12 +18,8 @@ IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
 IMAGENET_STD_255 = (58.395, 57.12, 57.375)
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 @dataclass(frozen=True)
-class FCAMConfig:
+class FCAMConfig(MethodSettings):
     """Every knob of F-CAM; defaults are the VOC preset.
 
     Decoder and optimisation:
@@ -75,6 +72,12 @@ class FCAMConfig:
         seed: seed of the decoder's initialisation and of the seed sampling.
     """
 
+    METHOD: ClassVar[str] = "F-CAM"
+
+    @classmethod
+    def presets(cls) -> Mapping[str, "FCAMConfig"]:
+        return PRESETS
+
     decoder_channels: Tuple[int, ...] = (256, 128, 64, 32, 16)
     optimizer: str = "sgd"
     learning_rate: float = 0.01
@@ -107,69 +110,44 @@ class FCAMConfig:
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(value))
         checks = [
-            (len(self.decoder_channels) >= 1 and all(_is_int(c) and c >= 1 for c in self.decoder_channels),
+            (len(self.decoder_channels) >= 1 and all(is_int(c) and c >= 1 for c in self.decoder_channels),
              f"decoder_channels must be a non-empty tuple of ints >= 1, got {self.decoder_channels!r}"),
             (self.optimizer in OPTIMIZERS, f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}"),
             (self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}"),
             (0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
-            (_is_int(self.epochs) and self.epochs >= 1, f"epochs must be an int >= 1, got {self.epochs!r}"),
+            (is_int(self.epochs) and self.epochs >= 1, f"epochs must be an int >= 1, got {self.epochs!r}"),
             (self.seg_weight >= 0, f"seg_weight must be >= 0, got {self.seg_weight}"),
             (self.crf_weight >= 0, f"crf_weight must be >= 0, got {self.crf_weight}"),
             (self.size_weight >= 0, f"size_weight must be >= 0, got {self.size_weight}"),
             (self.crf_sigma_rgb > 0, f"crf_sigma_rgb must be > 0, got {self.crf_sigma_rgb}"),
             (self.crf_sigma_xy > 0, f"crf_sigma_xy must be > 0, got {self.crf_sigma_xy}"),
             (0 < self.crf_scale <= 1, f"crf_scale must be in (0, 1], got {self.crf_scale}"),
-            (_is_int(self.crf_radius) and self.crf_radius >= 1,
+            (is_int(self.crf_radius) and self.crf_radius >= 1,
              f"crf_radius must be an int >= 1, got {self.crf_radius!r}"),
             (self.elb_t0 > 0, f"elb_t0 must be > 0, got {self.elb_t0}"),
             (self.elb_t_growth >= 1, f"elb_t_growth must be >= 1, got {self.elb_t_growth}"),
             (self.elb_t_max >= self.elb_t0, f"elb_t_max must be >= elb_t0, got {self.elb_t_max}"),
             (0 < self.bg_fraction < 1, f"bg_fraction must be in (0, 1), got {self.bg_fraction}"),
-            (self.fg_samples is None or (_is_int(self.fg_samples) and self.fg_samples >= 1),
+            (self.fg_samples is None or (is_int(self.fg_samples) and self.fg_samples >= 1),
              f"fg_samples must be an int >= 1 or None (every candidate), got {self.fg_samples!r}"),
-            (self.bg_samples is None or (_is_int(self.bg_samples) and self.bg_samples >= 1),
+            (self.bg_samples is None or (is_int(self.bg_samples) and self.bg_samples >= 1),
              f"bg_samples must be an int >= 1 or None (every candidate), got {self.bg_samples!r}"),
-            (_is_int(self.seed_dilation) and self.seed_dilation >= 1 and self.seed_dilation % 2 == 1,
+            (is_int(self.seed_dilation) and self.seed_dilation >= 1 and self.seed_dilation % 2 == 1,
              f"seed_dilation must be an odd int >= 1, got {self.seed_dilation!r}"),
-            (_is_int(self.erosion_size) and self.erosion_size >= 1 and self.erosion_size % 2 == 1,
+            (is_int(self.erosion_size) and self.erosion_size >= 1 and self.erosion_size % 2 == 1,
              f"erosion_size must be an odd int >= 1, got {self.erosion_size!r}"),
-            (_is_int(self.erosion_iterations) and self.erosion_iterations >= 0,
+            (is_int(self.erosion_iterations) and self.erosion_iterations >= 0,
              f"erosion_iterations must be an int >= 0, got {self.erosion_iterations!r}"),
             (len(self.pixel_mean) == 3, f"pixel_mean must hold 3 values (RGB), got {self.pixel_mean!r}"),
             (len(self.pixel_std) == 3 and all(s > 0 for s in self.pixel_std),
              f"pixel_std must hold 3 positive values (RGB), got {self.pixel_std!r}"),
-            (_is_int(self.seed), f"seed must be an int, got {self.seed!r}"),
+            (is_int(self.seed), f"seed must be an int, got {self.seed!r}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
 
-    @classmethod
-    def preset(cls, name: str = "voc", **overrides: Any) -> "FCAMConfig":
-        """The ``"voc"`` or ``"coco"`` defaults, with ``overrides`` applied."""
-        try:
-            base = PRESETS[name.lower()]
-        except (KeyError, AttributeError):
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-        return base.replace(**overrides)
-
-    def replace(self, **overrides: Any) -> "FCAMConfig":
-        """A copy with ``overrides`` applied; unknown names raise ``TypeError`` naming them."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise TypeError(f"unknown F-CAM option(s): {sorted(unknown)}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """A JSON-serialisable dict of every field (tuples become lists)."""
-        return {key: list(value) if isinstance(value, tuple) else value
-                for key, value in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FCAMConfig":
-        """Inverse of :meth:`to_dict`."""
-        return cls().replace(**dict(data))
 
 
 PRESETS: Dict[str, FCAMConfig] = {

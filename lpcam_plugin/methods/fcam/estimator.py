@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from lpcam_plugin.core.archive import read_archive, write_archive
+from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
 from lpcam_plugin.core.checks import check_finite, check_ndim, check_tensor
 from lpcam_plugin.core.hooks import FeatureHook
-from lpcam_plugin.core.io import PathLike, atomic_write
+from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.modules import get_submodule
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.core.version import __version__
@@ -440,28 +441,14 @@ class _Trainer:
         """Atomically save what resuming needs (plain tensors and JSON-able values only)."""
         if not write or self.decoder is None or self.optimizer is None:
             return
-        state = {"format": CHECKPOINT_FORMAT, "fingerprint": dict(fingerprint), "epoch": epoch, "history": history,
-                 "n_steps": n_steps, "feature_dim": self.feature_dim, "skip_layers": self.skip_layers,
-                 "skip_channels": self.skip_channels, "decoder": self.decoder.state_dict(),
-                 "optimizer": self.optimizer.state_dict()}
-        with atomic_write(path) as tmp:
-            torch.save(state, tmp)
+        save_training_state(path, CHECKPOINT_FORMAT, fingerprint, epoch=epoch, history=history, n_steps=n_steps,
+                            feature_dim=self.feature_dim, skip_layers=self.skip_layers,
+                            skip_channels=self.skip_channels, decoder=self.decoder.state_dict(),
+                            optimizer=self.optimizer.state_dict())
 
     def resume(self, path: Path, fingerprint: Mapping[str, Any]) -> Tuple[int, List[Dict[str, float]], int]:
         """Restore a checkpoint written by :meth:`save`; return ``(epochs done, history, steps)``."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # a truncated file, a pickle with objects, not a torch file
-            raise ValueError(f"{path}: not a readable F-CAM training checkpoint ({type(exc).__name__}); "
-                             "delete it to start over") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            found = state.get("format") if isinstance(state, dict) else None
-            raise ValueError(f"{path}: not an F-CAM training checkpoint (format {found!r})")
-        if state["fingerprint"] != dict(fingerprint):
-            diff = sorted(k for k in set(fingerprint) | set(state["fingerprint"])
-                          if state["fingerprint"].get(k) != fingerprint.get(k))
-            raise ValueError(f"{path} was written by an F-CAM run with a different {', '.join(diff)}; "
-                             "delete it or pass another checkpoint path")
+        state = load_training_state(path, CHECKPOINT_FORMAT, "F-CAM", fingerprint)
         self.build(int(state["feature_dim"]), state["skip_layers"], state["skip_channels"])
         assert self.decoder is not None and self.optimizer is not None
         self.decoder.load_state_dict(state["decoder"])

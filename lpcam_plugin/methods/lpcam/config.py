@@ -1,21 +1,22 @@
 """LPCAM hyper-parameters and the VOC / COCO presets of the spec (lpcam-spec.md, Defaults)."""
 from __future__ import annotations
 
-import dataclasses
 import math
 import numbers
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+
+from lpcam_plugin.core.settings import MethodSettings
 
 KMEANS_BACKENDS = ("torch", "sklearn", "faiss")
 STORAGE_DTYPES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
-class LPCAMConfig:
+class LPCAMConfig(MethodSettings):
     """Every knob of LPCAM; defaults are the VOC preset.
 
     Attributes:
@@ -36,6 +37,12 @@ class LPCAMConfig:
         use_bias: add the classifier bias to the selection logits (the reference uses none).
         seed: seed of the pool sampling keys and of K-means.
     """
+
+    METHOD: ClassVar[str] = "LPCAM"
+
+    @classmethod
+    def presets(cls) -> Mapping[str, "LPCAMConfig"]:
+        return PRESETS
 
     num_clusters: int = 12
     split_threshold: float = 0.1
@@ -95,35 +102,6 @@ class LPCAMConfig:
                 raise TypeError(f"spill_dir must be a path or None, got {self.spill_dir!r}")
             object.__setattr__(self, "spill_dir", os.fspath(self.spill_dir))
 
-    @classmethod
-    def preset(cls, name: str = "voc", **overrides: Any) -> "LPCAMConfig":
-        """The ``"voc"`` or ``"coco"`` defaults of the spec, with ``overrides`` applied."""
-        try:
-            base = PRESETS[name.lower()]
-        except KeyError:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-        return base.replace(**overrides)
-
-    def replace(self, **overrides: Any) -> "LPCAMConfig":
-        """A copy with ``overrides`` applied; unknown names raise ``TypeError`` naming them."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise TypeError(f"unknown LPCAM option(s): {sorted(unknown)}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """A JSON-serialisable dict of every field."""
-        out = dataclasses.asdict(self)
-        out["context_window"] = list(self.context_window)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "LPCAMConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
-        values = dict(data)
-        if "context_window" in values:
-            values["context_window"] = tuple(values["context_window"])
-        return cls().replace(**values)
 
 
 _INT_FIELDS = ("num_clusters", "pool_cap", "kmeans_max_iter", "kmeans_n_init", "seed")

@@ -1,7 +1,7 @@
 """Stage 4: LPCAM maps (Eq. 5, 6) in their collapsed one-matmul form."""
 from __future__ import annotations
 
-from typing import Mapping, Optional, Sequence, Tuple, Union
+from typing import Mapping, Sequence, Tuple, Union
 
 import torch
 

@@ -2,11 +2,11 @@
 (pixelsup-spec.md; Yoon et al., Sections 3-4.2)."""
 from __future__ import annotations
 
-import dataclasses
 import math
-import numbers
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Tuple
+from typing import ClassVar, Dict, Mapping, Tuple
+
+from lpcam_plugin.core.settings import MethodSettings, is_int
 
 #: The two readings of the RCM loss (Eq. 5): as printed (negative softmax probability, no log)
 #: and the usual InfoNCE form (negative log-probability).
@@ -14,7 +14,7 @@ RCM_FORMS = ("paper", "infonce")
 
 
 @dataclass(frozen=True)
-class PixelSupConfig:
+class PixelSupConfig(MethodSettings):
     """Every knob of RCM + MAM; defaults are the VOC preset (the paper's values unless noted).
 
     Attributes:
@@ -34,6 +34,12 @@ class PixelSupConfig:
             it lambda_3 = 0 (paper: epoch 6 of 20).
         seed: seed of the projection's initialisation (ours).
     """
+
+    METHOD: ClassVar[str] = "pixel self-supervision"
+
+    @classmethod
+    def presets(cls) -> Mapping[str, "PixelSupConfig"]:
+        return PRESETS
 
     scales: Tuple[float, ...] = (0.5, 1.0, 2.0)
     ema_momentum: float = 0.997
@@ -55,15 +61,15 @@ class PixelSupConfig:
              and len(set(self.scales)) == len(self.scales),
              f"scales must be distinct positive numbers including 1.0, got {self.scales}"),
             (0.0 <= self.ema_momentum < 1.0, f"ema_momentum must be in [0, 1), got {self.ema_momentum}"),
-            (_is_int(self.embed_dim) and self.embed_dim >= 1, f"embed_dim must be an int >= 1, got {self.embed_dim!r}"),
+            (is_int(self.embed_dim) and self.embed_dim >= 1, f"embed_dim must be an int >= 1, got {self.embed_dim!r}"),
             (0.0 <= self.threshold < 1.0,
              f"threshold must be in [0, 1) (maps are max-normalised), got {self.threshold}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
             (self.rcm_form in RCM_FORMS, f"rcm_form must be one of {RCM_FORMS}, got {self.rcm_form!r}"),
             (all(w >= 0 for w in weights.values()), f"loss weights must be >= 0, got {weights}"),
-            (_is_int(self.mam_start_epoch) and self.mam_start_epoch >= 0,
+            (is_int(self.mam_start_epoch) and self.mam_start_epoch >= 0,
              f"mam_start_epoch must be an int >= 0, got {self.mam_start_epoch!r}"),
-            (_is_int(self.seed), f"seed must be an int, got {self.seed!r}"),
+            (is_int(self.seed), f"seed must be an int, got {self.seed!r}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -71,41 +77,12 @@ class PixelSupConfig:
 
     def loss_weights(self, epoch: int) -> Tuple[float, float, float]:
         """``(lambda_1, lambda_2, lambda_3)`` at ``epoch`` (0-based): lambda_3 is 0 before ``mam_start_epoch``."""
-        if not _is_int(epoch) or epoch < 0:
+        if not is_int(epoch) or epoch < 0:
             raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
         mam = self.mam_weight if epoch >= self.mam_start_epoch else 0.0
         return (self.cls_weight, self.rcm_weight, mam)
 
-    @classmethod
-    def preset(cls, name: str = "voc", **overrides: Any) -> "PixelSupConfig":
-        """The ``"voc"`` or ``"coco"`` defaults, with ``overrides`` applied."""
-        try:
-            base = PRESETS[name.lower()]
-        except (KeyError, AttributeError):
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}") from None
-        return base.replace(**overrides)
 
-    def replace(self, **overrides: Any) -> "PixelSupConfig":
-        """A copy with ``overrides`` applied; unknown names raise ``TypeError`` naming them."""
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise TypeError(f"unknown pixel self-supervision option(s): {sorted(unknown)}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> Dict[str, Any]:
-        """A JSON-serialisable dict of every field (``scales`` as a list)."""
-        data = dataclasses.asdict(self)
-        data["scales"] = list(self.scales)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PixelSupConfig":
-        """Inverse of :meth:`to_dict`."""
-        return cls().replace(**dict(data))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 PRESETS: Dict[str, PixelSupConfig] = {

@@ -22,9 +22,10 @@ import torch.distributed as dist
 from torch import nn
 
 from lpcam_plugin.core.archive import read_archive, write_archive
+from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
 from lpcam_plugin.core.checks import check_finite, float32_features
 from lpcam_plugin.core.targets import resolve_targets
-from lpcam_plugin.core.io import PathLike, atomic_write
+from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.modules import LinearHead, forward_until, get_submodule
 from lpcam_plugin.core.progress import progress_bar
@@ -141,7 +142,7 @@ class ReCAM:
         steps_per_epoch = len(loader)  # type: ignore[arg-type]
         if steps_per_epoch < 1:
             raise ValueError("the loader is empty")
-        fingerprint = {"config": self.config.to_dict(), "num_classes": self.num_classes, "feature_layer": feature_layer,
+        fingerprint = {"config": self.config.training_settings(), "num_classes": self.num_classes, "feature_layer": feature_layer,
                        "head": head, "steps_per_epoch": steps_per_epoch}
         start_epoch, history = 0, []
         if checkpoint is not None and Path(checkpoint).exists():
@@ -333,31 +334,16 @@ def _set_epoch(loader: Any, epoch: int) -> None:
 
 def _save_training_state(path: Path, fingerprint: Mapping[str, Any], epoch: int, model: nn.Module, sce: nn.Linear,
                          optimizer: torch.optim.Optimizer, history: List[Dict[str, float]], *, write: bool) -> None:
-    """Atomically save what resuming needs (plain tensors and JSON-able values only)."""
-    if not write:
-        return
-    state = {"format": CHECKPOINT_FORMAT, "fingerprint": dict(fingerprint), "epoch": epoch,
-             "model": model.state_dict(), "sce": sce.state_dict(), "optimizer": optimizer.state_dict(),
-             "history": history}
-    with atomic_write(path) as tmp:
-        torch.save(state, tmp)
+    """Save what resuming needs (on the writing rank only)."""
+    if write:
+        save_training_state(path, CHECKPOINT_FORMAT, fingerprint, epoch=epoch, model=model.state_dict(),
+                            sce=sce.state_dict(), optimizer=optimizer.state_dict(), history=history)
 
 
 def _load_training_state(path: Path, fingerprint: Mapping[str, Any], model: nn.Module, sce: nn.Linear,
                          optimizer: torch.optim.Optimizer) -> Tuple[int, List[Dict[str, float]]]:
     """Restore a checkpoint written by :func:`_save_training_state`; return ``(epochs done, history)``."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a truncated file, a pickle with objects, not a torch file
-        raise ValueError(f"{path}: not a readable ReCAM training checkpoint ({type(exc).__name__}: {exc}); "
-                         "delete it to start over") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a ReCAM training checkpoint (format {state.get('format') if isinstance(state, dict) else None!r})")
-    if state["fingerprint"] != dict(fingerprint):
-        diff = sorted(k for k in set(fingerprint) | set(state["fingerprint"])
-                      if state["fingerprint"].get(k) != fingerprint.get(k))
-        raise ValueError(f"{path} was written by a ReCAM run with a different {', '.join(diff)}; "
-                         "delete it or pass another checkpoint path")
+    state = load_training_state(path, CHECKPOINT_FORMAT, "ReCAM", fingerprint)
     model.load_state_dict(state["model"])
     sce.load_state_dict(state["sce"])
     optimizer.load_state_dict(state["optimizer"])
