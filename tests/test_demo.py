@@ -58,7 +58,7 @@ def _section(report: str, network: str) -> str:
 def test_every_readout_runs_on_both_networks_with_report_figures_and_cached_rerun(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(readouts, "READOUTS", readouts.READOUTS + [Readout("Half-CAM", _half_cam, "test stand-in")])
     methods = [r.name for r in select_readouts()]
-    assert methods == ["CAM", "LPCAM-F", "LPCAM", "Half-CAM"]
+    assert methods == ["CAM", "LPCAM-F", "LPCAM", "ReCAM", "ReCAM+LPCAM", "Half-CAM"]
     out = tmp_path / "demo"
     summaries = run_demo(TINY, out, progress=False, figures=True)
     assert list(summaries) == ["toyresnet", "bottleneck"]
@@ -97,8 +97,8 @@ def test_every_readout_runs_on_both_networks_with_report_figures_and_cached_reru
     np.testing.assert_allclose(swept.miou, expected, atol=1e-6)
 
     # a rerun reuses every checkpoint and is deterministic for the seeds
-    checkpoints = sorted(out.glob("*/seed*/classifier.pt"))
-    assert len(checkpoints) == 4
+    checkpoints = sorted(out.glob("*/seed*/classifier.pt")) + sorted(out.glob("*/seed*/recam_classifier.pt"))
+    assert len(checkpoints) == 8  # the classifiers and their ReCAM fine-tuned copies
     stamps = [path.stat().st_mtime_ns for path in checkpoints]
     again = run_demo(TINY, out, progress=False, figures=False)
     assert stamps == [path.stat().st_mtime_ns for path in checkpoints]
