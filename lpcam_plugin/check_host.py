@@ -370,7 +370,9 @@ def _resnet_args(config: Dict[str, Any]) -> argparse.Namespace:
                   conf_fg_thres=0.30, conf_bg_thres=0.05, cam_weights_name="sess/res50_cam.pth",
                   amn_weights_name="sess/res50_amn.pth", cam_out_dir="result/cam", ir_label_out_dir="result/ir_label",
                   amn_cam_out_dir="result/amn_cam", amn_ir_label_out_dir="result/amn_ir_label",
-                  lpcam_device="cpu", lpcam_loader_workers=0, lpcam_progress=False, lpcam_num_clusters=4)
+                  lpcam_device="cpu", lpcam_loader_workers=0, lpcam_progress=False, lpcam_num_clusters=4,
+                  lpcam_method=config.get("method", "lpcam"), lpcam_recam_epochs=1, lpcam_recam_batch_size=4,
+                  lpcam_recam_crop_size=64)
     for key, value in values.items():
         setattr(args, key, value)
     for folder in ("sess", args.cam_out_dir, args.ir_label_out_dir, args.amn_cam_out_dir, args.amn_ir_label_out_dir):
@@ -459,8 +461,8 @@ def drive_resnet(rec: _Recorder, host: str, route: str, config: Dict[str, Any]) 
             if route == "patch":
                 _patched_make_cam(rec, "step.make_cam", irn.patch, args)
             else:
-                with rec.step("lpcam_irn.run(args) (LPCAM instead of step.make_cam.run)" if host == "irn"
-                              else 'lpcam_amn.run(args, route="a")') as info:
+                with rec.step(f"lpcam_irn.run(args) ({args.lpcam_method} instead of step.make_cam.run)" if host == "irn"
+                              else f'lpcam_amn.run(args, route="a") ({args.lpcam_method})') as info:
                     written = irn.run(args) if host == "irn" else amn.run(args, route="a")
                     info["detail"] = f"{written} files written"
         with rec.step("files follow the host format") as info:
@@ -627,14 +629,27 @@ def run_driver(config_path: Path) -> int:
 # --------------------------------------------------------------------------- parent side
 
 
+def package_root() -> Path:
+    """The folder holding the ``lpcam_plugin`` package, put on the host interpreter's ``PYTHONPATH``
+    (``--python`` may name an environment where the plug-in is not installed)."""
+    return Path(__file__).resolve().parent.parent
+
+
 def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Optional[str] = None,
-               workdir: Optional[Path] = None, timeout: float = 1800.0) -> Tuple[List[Item], int]:
-    """Run the check; return the checklist items and the exit code (0: the plug-in works there)."""
+               workdir: Optional[Path] = None, timeout: float = 1800.0, method: str = "lpcam") -> Tuple[List[Item], int]:
+    """Run the check; return the checklist items and the exit code (0: the plug-in works there).
+
+    ``method``: what the IRN / AMN stage-1 step writes (``--lpcam_method``: ``lpcam``, ``cam``,
+    ``recam`` — one epoch of the ReCAM step on the tiny set — or ``recam+lpcam``); the other
+    hosts and AMN's route "b" write LPCAM only.
+    """
     if host not in ROUTES:
         raise ValueError(f"host must be one of {sorted(ROUTES)}, got {host!r}")
     route = route or ROUTES[host][0]
     if route not in ROUTES[host]:
         raise ValueError(f"{host} routes are {ROUTES[host]}, got {route!r}")
+    if method != "lpcam" and not (host == "irn" or (host == "amn" and route == "a")):
+        raise ValueError(f"--method {method} applies to irn and to amn --route a only (the other CAM steps write LPCAM)")
     fork = Path(fork).resolve()
     if not fork.is_dir():
         raise FileNotFoundError(f"{fork}: no such fork folder")
@@ -643,13 +658,12 @@ def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Op
         work.mkdir(parents=True, exist_ok=True)
         root, ids = write_dataset(work, host)
         labels = np.load(work / "voc12" / "cls_labels.npy", allow_pickle=True).item()
-        config = {"host": host, "route": route, "fork": str(fork), "voc12_root": str(root), "ids": ids,
+        config = {"host": host, "route": route, "method": method, "fork": str(fork), "voc12_root": str(root), "ids": ids,
                   "num_fit": NUM_FIT, "results": str(work / "results.jsonl"),
                   "labels": {n: labels[np.int32(int(n.replace("_", ""))) if host in ("irn", "amn") else n].tolist()
                              for n in ids}}
         (work / "check_config.json").write_text(json.dumps(config))
-        package_root = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fork), package_root]), "CUDA_VISIBLE_DEVICES":
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fork), str(package_root())]), "CUDA_VISIBLE_DEVICES":
                os.environ.get("CUDA_VISIBLE_DEVICES", ""), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
         proc = subprocess.run([python or sys.executable, "-m", "lpcam_plugin.check_host", "--driver",
                                str(work / "check_config.json")], cwd=work, env=env, capture_output=True, text=True,
@@ -686,11 +700,11 @@ def _run_cli(args: argparse.Namespace) -> int:
     route = args.route or ROUTES[args.host][0]
     try:
         items, code = check_host(args.host, args.fork, route=route, python=args.python, workdir=args.keep,
-                                 timeout=args.timeout)
+                                 timeout=args.timeout, method=args.method)
     except (ValueError, FileNotFoundError, subprocess.TimeoutExpired) as error:
         logger.error("check-host: %s", error)
         return 2
-    sys.stdout.write(format_checklist(args.host, args.fork, route, items, code) + "\n")
+    sys.stdout.write(format_checklist(args.host, args.fork, f"{route}, method {args.method}", items, code) + "\n")
     return code
 
 
@@ -708,6 +722,8 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--python", default=None, help="interpreter of the host's environment (default: this one)")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before the check is stopped")
+    parser.add_argument("--method", default="lpcam", choices=("lpcam", "cam", "recam", "recam+lpcam"),
+                        help="irn / amn --route a: what the CAM step writes (default: %(default)s)")
     parser.set_defaults(func=_run_cli)
 
 

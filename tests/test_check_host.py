@@ -88,3 +88,22 @@ def test_dataset_follows_each_host_layout(tmp_path):
     assert (tmp_path / "edam" / "voc12" / "train.txt").read_text().splitlines()[0] == \
         f"/JPEGImages/{ids[0]}.jpg /SegmentationClassAug/{ids[0]}.png"
     assert (tmp_path / "mctformer" / "voc12" / "train_aug_id.txt").read_text().split() == ids
+
+
+def test_method_is_refused_where_the_cam_step_writes_lpcam_only(tmp_path):
+    with pytest.raises(ValueError, match="--method recam applies to irn and to amn --route a only"):
+        check_host.check_host("amn", tmp_path, route="b", method="recam")
+
+
+@pytest.mark.slow
+def test_recam_lpcam_method_passes_on_the_fixed_irn_fork(tmp_path):
+    fork = voc_standin.copy_host(tmp_path / "irn", "irn")
+    items, code = check_host.check_host("irn", fork, workdir=tmp_path / "work", method="recam+lpcam")
+    assert code == 0, check_host.format_checklist("irn", fork, "run", items, code)
+    steps = _by_name(i for i in items if i.section == "steps")
+    assert steps["lpcam_irn.run(args) (recam+lpcam instead of step.make_cam.run)"].status == "ok"
+    assert (tmp_path / "work" / "sess" / "res50_cam.pth.recam.npz").is_file()  # the ReCAM step ran
+
+
+def test_the_host_interpreter_is_given_this_package():
+    assert (check_host.package_root() / "lpcam_plugin" / "check_host.py").resolve() == Path(check_host.__file__).resolve()
