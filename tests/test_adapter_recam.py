@@ -186,3 +186,28 @@ def test_edam_and_mctformer_refuse_recam_and_say_why(host, reason):
     adapter = importlib.import_module(f"lpcam_plugin.adapters.{host}")
     with pytest.raises(ValueError, match=f"method 'recam' is not available .*{reason}"):
         adapter.fit(torch.nn.Identity(), [], method="recam")
+
+
+def test_patched_step_spawned_workers_share_one_recam_step(tmp_path):
+    """``patch()`` + the unchanged ``make_cam.run`` with 2 (faked) GPUs and ``--lpcam_method
+    recam+lpcam``: worker 0 trains the ReCAM step and fits the bank, worker 1 waits for both, and
+    the two workers write every image in IRN's format."""
+    ids = voc_standin.image_ids(N_IMAGES)
+    labels = voc_standin.make_voc(tmp_path / "voc", ids, ids[:N_TRAIN])
+    host = voc_standin.make_host(tmp_path / "irn", "irn", labels, ids, ids[:N_TRAIN])
+    script = voc_standin.make_fork(host, {
+        "    args = parser.parse_args()":
+            "    import logging\n    logging.basicConfig(level=logging.INFO)\n" + voc_standin.fake_gpus(2) +
+            "    import lpcam_plugin.adapters.irn as lpcam_irn\n"
+            "    lpcam_irn.add_arguments(parser)\n    args = parser.parse_args()",
+        "        step.make_cam.run(args)": "        lpcam_irn.patch()\n        step.make_cam.run(args)",
+    })
+    cmd = ["--voc12_root", str(tmp_path / "voc"), "--num_workers", "2", "--eval_cam_pass", "off",
+           "--cam_to_ir_label_pass", "off", "--make_sem_seg_pass", "off", "--lpcam_loader_workers", "0",
+           "--lpcam_progress", "false", "--lpcam_device", "cpu", "--lpcam_method", "recam+lpcam", *RECAM_OPTIONS]
+    proc = voc_standin.run_fork(script, host, cmd)
+    assert "waiting for worker 0 to train the ReCAM step" in proc.stderr, proc.stderr[-2000:]
+    written = re.findall(r"worker (\d): wrote (\d) recam\+lpcam files", proc.stderr)
+    assert sorted(written) == [("0", "4"), ("1", "4")], proc.stderr[-2000:]
+    for image_id in ids:
+        check_irn_format(host / "result" / "cam" / f"{image_id}.npy", labels[image_id])
