@@ -136,6 +136,7 @@ class ReCAM:
         get_submodule(model, feature_layer)
         device = torch.device(device) if device is not None else head_ref.parameter.device
         model.to(device)
+        self._train_mode(model)  # before the optimizer and DDP see which parameters require grad
         sce = self._new_sce_head(head_ref.feature_dim).to(device)
         step_module = _ReCAMStep(model, feature_layer, head_ref, sce, self.config.loss_weight)
         optimizer = self._optimizer(model, head_ref, sce)
@@ -153,7 +154,6 @@ class ReCAM:
         if distributed:
             ids = [device.index] if device.type == "cuda" else None
             runner = nn.parallel.DistributedDataParallel(step_module, device_ids=ids, find_unused_parameters=True)
-        self._train_mode(model)
         total_steps = self.config.epochs * steps_per_epoch
         for epoch in range(start_epoch, self.config.epochs):
             _set_epoch(loader, epoch)
