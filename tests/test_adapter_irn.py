@@ -50,16 +50,7 @@ def pipeline(tmp_path_factory) -> Dict[str, object]:
     ids = voc_standin.image_ids(N_IMAGES)
     labels = voc_standin.make_voc(root / "voc", ids, ids[:N_TRAIN])
     host = voc_standin.make_host(root / "irn", "irn", labels, ids, ids[:N_TRAIN])
-    script = voc_standin.make_fork(host, {
-        "    args = parser.parse_args()":
-            "    import logging\n    logging.basicConfig(level=logging.INFO)\n" + voc_standin.fake_gpus(2) +
-            "    import lpcam_plugin.adapters.irn as lpcam_irn\n"
-            "    lpcam_irn.add_arguments(parser)\n    args = parser.parse_args()",
-        "        step.make_cam.run(args)": "        lpcam_irn.patch()\n        step.make_cam.run(args)",
-        # IRN parses this flag without a type: a value given on the command line arrives as str.
-        '    parser.add_argument("--sem_seg_bg_thres", default=0.25)':
-            '    parser.add_argument("--sem_seg_bg_thres", default=0.25, type=float)',
-    })
+    script = voc_standin.irn_fork(host, gpus=2)
     cmd = ["--voc12_root", str(root / "voc"), "--num_workers", "2",
            "--cam_eval_thres", str(EVAL_THRESHOLD), "--conf_fg_thres", "0.45", "--conf_bg_thres", "0.25",
            "--sem_seg_bg_thres", "0.35", "--lpcam_loader_workers", "0", "--lpcam_progress", "false",

@@ -41,15 +41,7 @@ def fork(tmp_path_factory):
     ids = voc_standin.image_ids(N_IMAGES)
     labels = voc_standin.make_voc(root / "voc", ids, ids[:N_TRAIN])
     host = voc_standin.make_host(root / "irn", "irn", labels, ids, ids[:N_TRAIN])
-    script = voc_standin.make_fork(host, {
-        "    args = parser.parse_args()":
-            "    import logging\n    logging.basicConfig(level=logging.INFO)\n"
-            "    import lpcam_plugin.adapters.irn as lpcam_irn\n"
-            "    lpcam_irn.add_arguments(parser)\n    args = parser.parse_args()",
-        "        step.make_cam.run(args)": "        lpcam_irn.run(args)",
-        '    parser.add_argument("--sem_seg_bg_thres", default=0.25)':
-            '    parser.add_argument("--sem_seg_bg_thres", default=0.25, type=float)',
-    })
+    script = voc_standin.irn_fork(host)
     cmd = ["--voc12_root", str(root / "voc"), "--num_workers", "0", "--cam_eval_thres", "0.3",
            "--conf_fg_thres", "0.45", "--conf_bg_thres", "0.25", "--sem_seg_bg_thres", "0.35",
            "--lpcam_progress", "false", "--lpcam_method", "recam+lpcam", *RECAM_OPTIONS]
@@ -195,13 +187,7 @@ def test_patched_step_spawned_workers_share_one_recam_step(tmp_path):
     ids = voc_standin.image_ids(N_IMAGES)
     labels = voc_standin.make_voc(tmp_path / "voc", ids, ids[:N_TRAIN])
     host = voc_standin.make_host(tmp_path / "irn", "irn", labels, ids, ids[:N_TRAIN])
-    script = voc_standin.make_fork(host, {
-        "    args = parser.parse_args()":
-            "    import logging\n    logging.basicConfig(level=logging.INFO)\n" + voc_standin.fake_gpus(2) +
-            "    import lpcam_plugin.adapters.irn as lpcam_irn\n"
-            "    lpcam_irn.add_arguments(parser)\n    args = parser.parse_args()",
-        "        step.make_cam.run(args)": "        lpcam_irn.patch()\n        step.make_cam.run(args)",
-    })
+    script = voc_standin.irn_fork(host, gpus=2)
     cmd = ["--voc12_root", str(tmp_path / "voc"), "--num_workers", "2", "--eval_cam_pass", "off",
            "--cam_to_ir_label_pass", "off", "--make_sem_seg_pass", "off", "--lpcam_loader_workers", "0",
            "--lpcam_progress", "false", "--lpcam_device", "cpu", "--lpcam_method", "recam+lpcam", *RECAM_OPTIONS]

@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 from PIL import Image
@@ -109,6 +109,26 @@ def make_fork(host_dir: Path, edits: Dict[str, str], name: str = "run_sample_lpc
     script = host_dir / name
     script.write_text(text)
     return script
+
+
+def irn_fork(host_dir: Path, *, gpus: Optional[int] = None) -> Path:
+    """A user's IRN fork with the adapter, as ``examples/irn/run_sample.patch`` makes it: the
+    ``--lpcam_*`` options, ``--sem_seg_bg_thres`` typed (IRN declares it without a type, so a value
+    on the command line would arrive as str), INFO logging, and the CAM step either
+    ``lpcam_irn.run(args)`` (``gpus`` None) or ``lpcam_irn.patch()`` before the unchanged step with
+    ``gpus`` faked GPUs (its workers run on CPU)."""
+    setup = "    import logging\n    logging.basicConfig(level=logging.INFO)\n"
+    if gpus is not None:
+        setup += fake_gpus(gpus)
+    step = "        lpcam_irn.run(args)" if gpus is None else "        lpcam_irn.patch()\n        step.make_cam.run(args)"
+    return make_fork(host_dir, {
+        "    args = parser.parse_args()":
+            setup + "    import lpcam_plugin.adapters.irn as lpcam_irn\n    lpcam_irn.add_arguments(parser)\n"
+                    "    args = parser.parse_args()",
+        "        step.make_cam.run(args)": step,
+        '    parser.add_argument("--sem_seg_bg_thres", default=0.25)':
+            '    parser.add_argument("--sem_seg_bg_thres", default=0.25, type=float)',
+    })
 
 
 HOST_PACKAGES = ("net", "misc", "voc12", "step")
