@@ -67,7 +67,8 @@ def test_patched_make_cam_writes_irn_format_in_spawned_workers(pipeline):
     # Both spawned workers ran our _work (IRN's own worker never logs this).
     pids = set(re.findall(r"\[lpcam pid (\d+)\] INFO worker \d: wrote (\d) lpcam files", pipeline["stderr"]))
     assert {n for _, n in pids} == {"4"} and len({p for p, _ in pids}) == 2, pipeline["stderr"][-2000:]
-    assert "waiting for worker 0" in pipeline["stderr"]
+    # worker 0 alone fits the bank (worker 1 waits for it or, if it comes later, reuses it: timing decides)
+    assert pipeline["stderr"].count("fitting the LPCAM bank") == 1, pipeline["stderr"][-2000:]
     assert not list(out.glob(".*.tmp"))
     for image_id in pipeline["ids"]:
         d = voc_standin.load_host_dict(out / f"{image_id}.npy")

@@ -182,8 +182,8 @@ def test_edam_and_mctformer_refuse_recam_and_say_why(host, reason):
 
 def test_patched_step_spawned_workers_share_one_recam_step(tmp_path):
     """``patch()`` + the unchanged ``make_cam.run`` with 2 (faked) GPUs and ``--lpcam_method
-    recam+lpcam``: worker 0 trains the ReCAM step and fits the bank, worker 1 waits for both, and
-    the two workers write every image in IRN's format."""
+    recam+lpcam``: worker 0 alone trains the ReCAM step and fits the bank, and the two workers
+    write every image in IRN's format."""
     ids = voc_standin.image_ids(N_IMAGES)
     labels = voc_standin.make_voc(tmp_path / "voc", ids, ids[:N_TRAIN])
     host = voc_standin.make_host(tmp_path / "irn", "irn", labels, ids, ids[:N_TRAIN])
@@ -192,7 +192,9 @@ def test_patched_step_spawned_workers_share_one_recam_step(tmp_path):
            "--cam_to_ir_label_pass", "off", "--make_sem_seg_pass", "off", "--lpcam_loader_workers", "0",
            "--lpcam_progress", "false", "--lpcam_device", "cpu", "--lpcam_method", "recam+lpcam", *RECAM_OPTIONS]
     proc = voc_standin.run_fork(script, host, cmd)
-    assert "waiting for worker 0 to train the ReCAM step" in proc.stderr, proc.stderr[-2000:]
+    # worker 0 alone trains the ReCAM step and fits the bank; worker 1 waits or reuses (timing decides)
+    assert proc.stderr.count("training the ReCAM step") == 1, proc.stderr[-2000:]
+    assert proc.stderr.count("fitting the LPCAM bank") == 1, proc.stderr[-2000:]
     written = re.findall(r"worker (\d): wrote (\d) recam\+lpcam files", proc.stderr)
     assert sorted(written) == [("0", "4"), ("1", "4")], proc.stderr[-2000:]
     for image_id in ids:
