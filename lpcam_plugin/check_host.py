@@ -372,7 +372,9 @@ def _resnet_args(config: Dict[str, Any]) -> argparse.Namespace:
                   amn_cam_out_dir="result/amn_cam", amn_ir_label_out_dir="result/amn_ir_label",
                   lpcam_device="cpu", lpcam_loader_workers=0, lpcam_progress=False, lpcam_num_clusters=4,
                   lpcam_method=config.get("method", "lpcam"), lpcam_recam_epochs=1, lpcam_recam_batch_size=4,
-                  lpcam_recam_crop_size=64)
+                  lpcam_recam_crop_size=64, lpcam_fcam_source=config.get("fcam_source", "cam"),
+                  lpcam_fcam_epochs=1, lpcam_fcam_batch_size=4, lpcam_fcam_crop_size=64,
+                  lpcam_fcam_decoder_channels=[16, 8])
     for key, value in values.items():
         setattr(args, key, value)
     for folder in ("sess", args.cam_out_dir, args.ir_label_out_dir, args.amn_cam_out_dir, args.amn_ir_label_out_dir):
@@ -448,9 +450,12 @@ def drive_resnet(rec: _Recorder, host: str, route: str, config: Dict[str, Any]) 
         importlib.import_module(args.cam_network)
         importlib.import_module("step.make_cam")
         importlib.import_module("step.cam_to_ir_label")
-    with rec.step("host network with random weights (no download)") as info:
-        _save_random_weights(args.cam_network, args.cam_weights_name + ".pth", 0)
-        info["detail"] = f"{args.cam_network}.CAM -> {args.cam_weights_name}.pth"
+    if config.get("train_cam") == "pss":
+        _train_cam_pss(rec, args)
+    else:
+        with rec.step("host network with random weights (no download)") as info:
+            _save_random_weights(args.cam_network, args.cam_weights_name + ".pth", 0)
+            info["detail"] = f"{args.cam_network}.CAM -> {args.cam_weights_name}.pth"
     with rec.step("host dataset reads the lists") as info:
         dataset = importlib.import_module("voc12.dataloader").VOC12ClassificationDatasetMSF(
             args.train_list, voc12_root=args.voc12_root, scales=args.cam_scales)
@@ -485,6 +490,37 @@ def drive_resnet(rec: _Recorder, host: str, route: str, config: Dict[str, Any]) 
                 importlib.import_module("step.amn_cam_to_ir_label").run(args)
             info["detail"] = _pngs(args.amn_ir_label_out_dir, ids)
         _chainer_eval(rec, "step.eval_amn_cam", args)
+
+
+#: ``--train-cam pss``: the tiny training schedule (IRN's run_sample names; 20 images, 5 steps per epoch).
+PSS_TRAIN_SETTINGS = dict(cam_batch_size=4, cam_num_epoches=2, cam_learning_rate=0.01, cam_weight_decay=1e-4,
+                          lpcam_pss_crop_size=64, lpcam_pss_device="cpu", lpcam_pss_progress=False,
+                          lpcam_pss_loader_workers=0)
+
+
+def _train_cam_pss(rec: _Recorder, args: argparse.Namespace) -> None:
+    """``--train-cam pss``: the adapter's ``patch()`` + the unchanged ``step.train_cam.run(args)`` trains
+    the host's ``Net`` with RCM + MAM (ImageNet weights replaced by random ones); the host's ``CAM``
+    then loads the weights file strictly."""
+    import torch
+
+    from lpcam_plugin.adapters import pixelsup_train
+
+    for key, value in PSS_TRAIN_SETTINGS.items():
+        setattr(args, key, value)
+    with offline_weights(), rec.step("pixelsup_train.patch() + unchanged step.train_cam.run(args)") as info:
+        pixelsup_train.patch()
+        try:
+            importlib.import_module("step.train_cam").run(args)
+        finally:
+            pixelsup_train.unpatch()
+        history = torch.load(args.cam_weights_name + ".pss_train.pt", weights_only=True)["history"]
+        info["detail"] = "; ".join(f"epoch {i + 1}: " + ", ".join(f"{k} {v:.4f}" for k, v in h.items())
+                                   for i, h in enumerate(history))
+    with offline_weights(), rec.step("host CAM loads the trained weights (strict)") as info:
+        model = getattr(importlib.import_module(args.cam_network), "CAM")()
+        model.load_state_dict(torch.load(args.cam_weights_name + ".pth", weights_only=True), strict=True)
+        info["detail"] = f"{args.cam_network}.CAM <- {args.cam_weights_name}.pth"
 
 
 def _patched_make_cam(rec: _Recorder, module: str, patch: Callable[[], None], args: argparse.Namespace) -> None:
@@ -636,12 +672,15 @@ def package_root() -> Path:
 
 
 def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Optional[str] = None,
-               workdir: Optional[Path] = None, timeout: float = 1800.0, method: str = "lpcam") -> Tuple[List[Item], int]:
+               workdir: Optional[Path] = None, timeout: float = 1800.0, method: str = "lpcam", fcam_source: str = "cam",
+               train_cam: str = "random") -> Tuple[List[Item], int]:
     """Run the check; return the checklist items and the exit code (0: the plug-in works there).
 
     ``method``: what the IRN / AMN stage-1 step writes (``--lpcam_method``: ``lpcam``, ``cam``,
-    ``recam`` — one epoch of the ReCAM step on the tiny set — or ``recam+lpcam``); the other
-    hosts and AMN's route "b" write LPCAM only.
+    ``recam`` — one epoch of the ReCAM step on the tiny set —, ``recam+lpcam`` or ``fcam`` — one
+    epoch of the F-CAM decoder over ``fcam_source``'s maps, then its full-resolution maps); the other
+    hosts and AMN's route "b" write LPCAM only. ``train_cam``: the stage-1 weights are random
+    (``"random"``) or trained on the tiny set by the RCM+MAM ``train_cam`` adapter (``"pss"``).
     """
     if host not in ROUTES:
         raise ValueError(f"host must be one of {sorted(ROUTES)}, got {host!r}")
@@ -650,6 +689,11 @@ def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Op
         raise ValueError(f"{host} routes are {ROUTES[host]}, got {route!r}")
     if method != "lpcam" and not (host == "irn" or (host == "amn" and route == "a")):
         raise ValueError(f"--method {method} applies to irn and to amn --route a only (the other CAM steps write LPCAM)")
+    if fcam_source != "cam" and method != "fcam":
+        raise ValueError(f"--fcam-source {fcam_source} applies to --method fcam only")
+    if train_cam not in ("random", "pss") or (train_cam == "pss" and not (host == "irn" or (host == "amn" and route == "a"))):
+        raise ValueError(f"--train-cam {train_cam}: 'pss' trains the stage-1 network of irn / amn --route a; "
+                         "otherwise use 'random'")
     fork = Path(fork).resolve()
     if not fork.is_dir():
         raise FileNotFoundError(f"{fork}: no such fork folder")
@@ -658,7 +702,8 @@ def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Op
         work.mkdir(parents=True, exist_ok=True)
         root, ids = write_dataset(work, host)
         labels = np.load(work / "voc12" / "cls_labels.npy", allow_pickle=True).item()
-        config = {"host": host, "route": route, "method": method, "fork": str(fork), "voc12_root": str(root), "ids": ids,
+        config = {"host": host, "route": route, "method": method, "fcam_source": fcam_source, "train_cam": train_cam,
+                  "fork": str(fork), "voc12_root": str(root), "ids": ids,
                   "num_fit": NUM_FIT, "results": str(work / "results.jsonl"),
                   "labels": {n: labels[np.int32(int(n.replace("_", ""))) if host in ("irn", "amn") else n].tolist()
                              for n in ids}}
@@ -700,7 +745,8 @@ def _run_cli(args: argparse.Namespace) -> int:
     route = args.route or ROUTES[args.host][0]
     try:
         items, code = check_host(args.host, args.fork, route=route, python=args.python, workdir=args.keep,
-                                 timeout=args.timeout, method=args.method)
+                                 timeout=args.timeout, method=args.method, fcam_source=args.fcam_source,
+                                 train_cam=args.train_cam)
     except (ValueError, FileNotFoundError, subprocess.TimeoutExpired) as error:
         logger.error("check-host: %s", error)
         return 2
@@ -722,8 +768,13 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--python", default=None, help="interpreter of the host's environment (default: this one)")
     parser.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before the check is stopped")
-    parser.add_argument("--method", default="lpcam", choices=("lpcam", "cam", "recam", "recam+lpcam"),
+    parser.add_argument("--method", default="lpcam", choices=("lpcam", "cam", "recam", "recam+lpcam", "fcam"),
                         help="irn / amn --route a: what the CAM step writes (default: %(default)s)")
+    parser.add_argument("--fcam-source", dest="fcam_source", default="cam", choices=("cam", "lpcam", "recam", "recam+lpcam"),
+                        help="--method fcam: the read-out whose maps train the F-CAM decoder (default: %(default)s)")
+    parser.add_argument("--train-cam", dest="train_cam", default="random", choices=("random", "pss"),
+                        help="irn / amn stage 1: random weights, or train them with the RCM+MAM train_cam "
+                             "adapter (pixelsup_train.patch() + the unchanged step) (default: %(default)s)")
     parser.set_defaults(func=_run_cli)
 
 

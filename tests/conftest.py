@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
+import re
 import socket
 import sys
 from pathlib import Path
@@ -77,3 +79,16 @@ def spawn_gloo(worker: Callable[..., None], *args: object, nprocs: int = 2) -> N
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     mp.spawn(worker, args=(nprocs, port, *args), nprocs=nprocs, join=True)
+
+
+def _load_voc_standin():
+    """``tests/hosts/voc_standin.py`` (the synthetic VOC set and the IRN-family fork builders) as a module."""
+    spec = importlib.util.spec_from_file_location("voc_standin", Path(__file__).parent / "hosts" / "voc_standin.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+voc_standin = _load_voc_standin()
+#: The mIoU in the printout of IRN's / AMN's eval steps (``{'iou': ..., 'miou': ...}``).
+MIOU = re.compile(r"'miou': (?:np\.float64\()?([-+0-9.eE]+|nan)")

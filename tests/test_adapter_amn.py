@@ -2,10 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import re
-from pathlib import Path
 from typing import Dict
 
 import numpy as np
@@ -18,15 +16,12 @@ import lpcam_plugin.adapters.amn as amn
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.core.evaluate import read_irn_cam, read_label_png, sweep
 
-_SPEC = importlib.util.spec_from_file_location("voc_standin", Path(__file__).parent / "hosts" / "voc_standin.py")
-voc_standin = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(voc_standin)
+from conftest import MIOU, voc_standin
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning")
 
 EVAL_THRESHOLD = 0.3
 N_IMAGES, N_TRAIN = 6, 4
-MIOU = re.compile(r"'miou': (?:np\.float64\()?([-+0-9.eE]+|nan)")
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import os
 import pickle
@@ -20,15 +19,12 @@ from lpcam_plugin import LPCAMConfig, PrototypeBank
 from lpcam_plugin.adapters import _resnet_hosts as hosts
 from lpcam_plugin.core.evaluate import maps_to_prediction, read_irn_cam, read_label_png, sweep
 
-_SPEC = importlib.util.spec_from_file_location("voc_standin", Path(__file__).parent / "hosts" / "voc_standin.py")
-voc_standin = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(voc_standin)
+from conftest import MIOU, voc_standin
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning")
 
 EVAL_THRESHOLD = 0.3
 N_IMAGES, N_TRAIN = 8, 5
-MIOU = re.compile(r"'miou': (?:np\.float64\()?([-+0-9.eE]+|nan)")
 
 
 def host_args(host: Path, voc: Path, **extra) -> argparse.Namespace:

@@ -4,7 +4,6 @@ clear errors where a CAM step has no GAP-linear head."""
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import logging
 import random
 import re
@@ -20,14 +19,11 @@ from lpcam_plugin import PrototypeBank, ReCAM, cam_map
 from lpcam_plugin.adapters import _resnet_hosts as hosts
 from lpcam_plugin.adapters._recam_step import PackBatches, recam_files
 
-_SPEC = importlib.util.spec_from_file_location("voc_standin", Path(__file__).parent / "hosts" / "voc_standin.py")
-voc_standin = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(voc_standin)
+from conftest import MIOU, voc_standin
 
 pytestmark = [pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning"), pytest.mark.slow]
 
 N_IMAGES, N_TRAIN = 8, 5
-MIOU = re.compile(r"'miou': (?:np\.float64\()?([-+0-9.eE]+|nan)")
 RECAM_OPTIONS = ["--lpcam_recam_epochs", "2", "--lpcam_recam_batch_size", "4", "--lpcam_recam_learning_rate", "0.01",
                  "--lpcam_recam_crop_size", "64"]
 

@@ -1,7 +1,6 @@
 """``lpcam check-host`` against the stand-in IRN host (tests/hosts/irn_host)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,7 @@ import pytest
 from lpcam_plugin import check_host
 from lpcam_plugin.cli import build_parser
 
-_SPEC = importlib.util.spec_from_file_location("voc_standin", Path(__file__).parent / "hosts" / "voc_standin.py")
-voc_standin = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(voc_standin)
+from conftest import voc_standin
 
 
 def _by_name(items):
@@ -103,6 +100,18 @@ def test_recam_lpcam_method_passes_on_the_fixed_irn_fork(tmp_path):
     steps = _by_name(i for i in items if i.section == "steps")
     assert steps["lpcam_irn.run(args) (recam+lpcam instead of step.make_cam.run)"].status == "ok"
     assert (tmp_path / "work" / "sess" / "res50_cam.pth.recam.npz").is_file()  # the ReCAM step ran
+
+
+@pytest.mark.slow
+def test_fcam_method_passes_on_the_fixed_irn_fork(tmp_path):
+    fork = voc_standin.copy_host(tmp_path / "irn", "irn")
+    items, code = check_host.check_host("irn", fork, workdir=tmp_path / "work", method="fcam", fcam_source="cam")
+    assert code == 0, check_host.format_checklist("irn", fork, "run", items, code)
+    steps = _by_name(i for i in items if i.section == "steps")
+    assert steps["lpcam_irn.run(args) (fcam instead of step.make_cam.run)"].status == "ok"
+    assert (tmp_path / "work" / "sess" / "res50_cam.pth.fcam_cam.npz").is_file()  # the decoder step ran
+    with pytest.raises(ValueError, match="--fcam-source lpcam applies to --method fcam only"):
+        check_host.check_host("irn", fork, method="lpcam", fcam_source="lpcam")
 
 
 def test_the_host_interpreter_is_given_this_package():

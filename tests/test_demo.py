@@ -16,11 +16,13 @@ import torch
 
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.benchmark import readouts
-from lpcam_plugin.benchmark.demo import DemoConfig, NetworkConfig, _overlay_indices, run_demo
+from lpcam_plugin.benchmark.demo import (DemoConfig, NetworkConfig, _overlay_indices, pixelsup_overrides, pixelsup_pairs,
+                                         run_demo)
 from lpcam_plugin.benchmark.readouts import Readout, SeedContext, cam_readout, map_key, select_readouts
 from lpcam_plugin.benchmark.synthetic import SyntheticConfig, generate
 from lpcam_plugin.benchmark.toynet import ToyBottleneckNet, ToyResNet, TrainConfig, load_checkpoint
 from lpcam_plugin.cli import main
+from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
 from lpcam_plugin.core.evaluate import evaluate_folder, read_id_list
 
 TINY_NETWORKS = (
@@ -38,6 +40,8 @@ TINY = DemoConfig(
     overlay_images=3,
 )
 GRID = {"toyresnet": 6, "bottleneck": 3}  # 48 px at output stride 8 and 16
+#: F-CAM at test size: one epoch, a narrow decoder.
+FAST_FCAM = {"epochs": 1, "decoder_channels": (8, 8)}
 
 
 def _half_cam(ctx: SeedContext) -> torch.Tensor:
@@ -57,8 +61,10 @@ def _section(report: str, network: str) -> str:
 @pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
 def test_every_readout_runs_on_both_networks_with_report_figures_and_cached_rerun(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(readouts, "READOUTS", readouts.READOUTS + [Readout("Half-CAM", _half_cam, "test stand-in")])
+    monkeypatch.setattr(readouts, "FCAM_DEMO_OVERRIDES", {**readouts.FCAM_DEMO_OVERRIDES, **FAST_FCAM})
     methods = [r.name for r in select_readouts()]
-    assert methods == ["CAM", "LPCAM-F", "LPCAM", "ReCAM", "ReCAM+LPCAM", "Half-CAM"]
+    fcam_rows = ["F-CAM(CAM)", "F-CAM(LPCAM)", "F-CAM(ReCAM)", "F-CAM(ReCAM+LPCAM)"]
+    assert methods == ["CAM", "LPCAM-F", "LPCAM", "ReCAM", "ReCAM+LPCAM", *fcam_rows, "Half-CAM"]
     out = tmp_path / "demo"
     summaries = run_demo(TINY, out, progress=False, figures=True)
     assert list(summaries) == ["toyresnet", "bottleneck"]
@@ -84,7 +90,8 @@ def test_every_readout_runs_on_both_networks_with_report_figures_and_cached_reru
             assert PrototypeBank.load(folder / "prototypes.npz").feature_dim == model.feature_dim
             with np.load(folder / "maps.npz", allow_pickle=False) as maps:
                 for name in methods:
-                    assert maps[map_key(name)].shape == (20, TINY.data.num_classes, GRID[network], GRID[network])
+                    side = 48 if name in fcam_rows else GRID[network]  # F-CAM decodes to the image's size
+                    assert maps[map_key(name)].shape == (20, TINY.data.num_classes, side, side)
                 np.testing.assert_allclose(maps["half_cam"], 0.5 * maps["cam"].astype(np.float32), atol=1e-3)
     assert "| bottleneck | 1 |" in report  # wall-time row per (network, seed)
 
@@ -99,6 +106,9 @@ def test_every_readout_runs_on_both_networks_with_report_figures_and_cached_reru
     # a rerun reuses every checkpoint and is deterministic for the seeds
     checkpoints = sorted(out.glob("*/seed*/classifier.pt")) + sorted(out.glob("*/seed*/recam_classifier.pt"))
     assert len(checkpoints) == 8  # the classifiers and their ReCAM fine-tuned copies
+    decoders = sorted(out.glob("*/seed*/fcam_*.npz"))
+    assert len(decoders) == 16  # an F-CAM decoder per source, network and seed
+    checkpoints += decoders
     stamps = [path.stat().st_mtime_ns for path in checkpoints]
     again = run_demo(TINY, out, progress=False, figures=False)
     assert stamps == [path.stat().st_mtime_ns for path in checkpoints]
@@ -138,13 +148,49 @@ def test_demo_cli_selects_networks_and_methods(tmp_path, capsys) -> None:
 
 def test_config_presets() -> None:
     full = DemoConfig.full()
-    assert full.seeds == (0, 1, 2) and [n.name for n in full.networks] == ["toyresnet", "bottleneck"]
+    assert full.seeds == (0, 1, 2)
+    assert [n.name for n in full.networks] == ["toyresnet", "bottleneck", "toyresnet+pss", "bottleneck+pss"]
+    assert [(p.name, q.name) for p, q in pixelsup_pairs(full)] == [("toyresnet", "toyresnet+pss"),
+                                                                   ("bottleneck", "bottleneck+pss")]
     default = DemoConfig()
     assert default.seeds == (0,) and [n.name for n in default.networks] == ["toyresnet"] and default.methods is None
     quick = full.quick()
     assert quick.networks == full.networks and quick.data.num_images < full.data.num_images
     assert dataclasses.replace(default, methods=("CAM",)).to_dict()["methods"] == ("CAM",)
     assert map_key("ReCAM+LPCAM") == "recam_lpcam" and map_key("LPCAM-F") == "lpcam_f"
+
+
+def test_pixelsup_settings_keep_the_papers_ema_horizon_and_mam_start_as_fractions_of_training() -> None:
+    default = pixelsup_overrides(TrainConfig(), 500)  # 10 epochs x 16 steps
+    assert default["mam_start_epoch"] == 3 and default["seed"] == 0
+    assert default["rcm_form"] == PixelSupConfig().rcm_form  # the preset's, written out
+    # 13,240 paper steps at 0.997: the weight left on the initialisation after the whole run is the same
+    assert 0.997 ** 13240 == pytest.approx(default["ema_momentum"] ** 160, rel=0.01)
+    longer = pixelsup_overrides(TrainConfig(epochs=20), 500, rcm_form="infonce")
+    assert longer["ema_momentum"] > default["ema_momentum"] and longer["mam_start_epoch"] == 6
+    assert longer["rcm_form"] == "infonce"
+
+
+@pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
+def test_pss_network_trains_with_rcm_and_mam_and_the_report_compares_it_with_the_plain_one(tmp_path) -> None:
+    plain = TINY_NETWORKS[0]
+    config = dataclasses.replace(TINY, seeds=(0,), networks=(plain, dataclasses.replace(plain, name="toyresnet+pss",
+                                                                                        pixelsup=True)),
+                                 methods=("CAM", "LPCAM"), train=TrainConfig(epochs=4, batch_size=8),
+                                 rcm_form="infonce")
+    summaries = run_demo(config, tmp_path, progress=False, figures=False)
+    assert list(summaries) == ["toyresnet", "toyresnet+pss"]
+    base, _ = load_checkpoint(tmp_path / "toyresnet" / "seed0" / "classifier.pt")
+    tuned, meta = load_checkpoint(tmp_path / "toyresnet+pss" / "seed0" / "classifier.pt")
+    assert meta["key"]["train"]["pixelsup"] == pixelsup_overrides(config.train, 20, "infonce")
+    assert meta["key"]["train"]["pixelsup"]["mam_start_epoch"] == 1  # MAM ran in 3 of the 4 epochs
+    assert meta["stats"]["rcm"] > 0 and meta["stats"]["mam"] > 0 and "rcm" not in load_checkpoint(
+        tmp_path / "toyresnet" / "seed0" / "classifier.pt")[1]["stats"]
+    assert not torch.equal(base.classifier.weight, tuned.classifier.weight)  # same seed and batches, other loss
+    report = (tmp_path / "report.md").read_text()
+    comparison = report[report.index("## RCM + MAM"):report.index("## toyresnet:")]
+    assert "| toyresnet | CAM |" in comparison and "| toyresnet | LPCAM |" in comparison
 
 
 def test_select_readouts_keeps_registry_order_and_rejects_unknown_names() -> None:

@@ -402,9 +402,11 @@ def test_a_fitted_recam_is_a_source():
 
 def test_save_load_round_trip_and_tampering(tmp_path):
     fcam, model, images, labels = fitted()
+    fcam.metadata = {"trained_from": "test", "key": {"source": "CAM"}}
     path = tmp_path / "fcam.npz"
     fcam.save(path)
     loaded = FCAM.load(path)
+    assert loaded.metadata == fcam.metadata
     torch.testing.assert_close(loaded.predict(model, images, labels), fcam.predict(model, images, labels))
     assert loaded.config == fcam.config and loaded.loss_history_ == fcam.loss_history_
     assert loaded.skip_layers_ == fcam.skip_layers_ and loaded.skip_channels_ == fcam.skip_channels_

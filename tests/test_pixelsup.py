@@ -419,3 +419,59 @@ def test_bad_inputs_give_one_line_errors(index):
         bad()
     message = str(info.value)
     assert message and "\n" not in message, message
+
+
+# ----------------------------------------------------------------------------- callable CAM head
+
+
+def linear_cam_head(model, features):
+    """The GAP-linear head's CAMs as a callable: ``relu(W f)``."""
+    return raw_cams(features, model.classifier.weight.reshape(C, D))
+
+
+class PairInputNet(TinyNet):
+    """A forward that needs a second argument (as EDAM's ``forward(img, label_idx)``)."""
+
+    def forward(self, x, ids):  # noqa: D401 - the second argument is required
+        assert ids == [0, 1]
+        return super().forward(x)
+
+
+def test_callable_cam_head_gives_the_linear_head_losses_without_cls():
+    torch.manual_seed(0)
+    model = TinyNet()
+    twin = copy.deepcopy(model)
+    linear = make_pss(model, cls_weight=0.0, mam_start_epoch=0)
+    head = make_pss(twin, head=linear_cam_head, feature_dim=D, cls_weight=0.0, mam_start_epoch=0)
+    images, labels = make_data()
+    a, b = linear(images, labels, epoch=0), head(images, labels, epoch=0)
+    assert float(b["cls"]) == 0.0 and float(a["cls"].detach()) > 0  # no logits: the host adds its own loss
+    for key in ("rcm", "mam", "total"):
+        torch.testing.assert_close(b[key], a[key])
+    b["total"].backward()
+    assert twin.classifier.weight.grad is not None  # MAM reaches the head through F's CAMs
+    torch.testing.assert_close(head.prototypes, linear.prototypes)
+
+
+def test_callable_head_reads_d_from_the_layer_and_passes_forward_args():
+    model = PairInputNet()
+    pss = PixelSelfSupervision(model, feature_layer="stem.1", head=linear_cam_head, num_classes=C, embed_dim=E,
+                               cls_weight=0.0, forward_args=([0, 1],))  # stem.1 is a BatchNorm2d(D)
+    assert pss.projection.in_channels == D
+    images, labels = make_data()
+    losses = pss(images, labels, epoch=0)
+    assert torch.isfinite(losses["total"]) and float(losses["rcm"].detach()) != 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"head": linear_cam_head, "feature_dim": D}, "a callable head gives no GAP-linear logits: set cls_weight=0"),
+    ({"head": linear_cam_head, "cls_weight": 0.0}, "cannot read the channels of layer 'stage4'"),
+    ({"feature_dim": D + 1}, "feature_dim=9 but the head 'classifier' takes D=8"),
+    ({"head": lambda m, f: linear_cam_head(m, f)[:, :2], "feature_dim": D, "cls_weight": 0.0},
+     "the CAM head returned 2 channels, expected num_classes=4"),
+    ({"head": lambda m, f: f.mean(1), "feature_dim": D, "cls_weight": 0.0}, "expected (B, C, h, w)"),
+])
+def test_callable_head_errors_are_one_line(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        make_pss(TinyNet(), **kwargs)(*make_data(), epoch=0)
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -18,55 +18,22 @@ Both files are reused while the host checkpoint, the options and the train list 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import logging
 import os
-import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
+from lpcam_plugin.adapters._crop_batches import PackBatches, crop_loader, list_sha256, wait_until
 from lpcam_plugin.core.fingerprints import differing_keys
 from lpcam_plugin.core.io import atomic_write, file_sha256
 from lpcam_plugin.methods.recam.estimator import ReCAM
 
 logger = logging.getLogger(__name__)
-
-#: The reference's training-image geometry (``train_recam.py``).
-RESIZE_LONG = (320, 640)
-WAIT_POLL_S = 0.5
-
-
-class PackBatches:
-    """The host's DataLoader of ``{"name", "img", "label"}`` dicts as ``(images, labels)`` batches.
-
-    :meth:`set_epoch` (called by :meth:`ReCAM.fit` before each epoch) reseeds the shuffle with
-    ``seed + epoch`` (or sets the ``DistributedSampler``'s epoch), so a resumed run sees the
-    same order as an uninterrupted one.
-    """
-
-    def __init__(self, loader: DataLoader, seed: int, generator: Optional[torch.Generator] = None) -> None:
-        self.loader = loader
-        self.seed = seed
-        self.generator = generator
-
-    def set_epoch(self, epoch: int) -> None:
-        if isinstance(self.loader.sampler, DistributedSampler):
-            self.loader.sampler.set_epoch(epoch)
-        elif self.generator is not None:
-            self.generator.manual_seed(self.seed + epoch)
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        for pack in self.loader:
-            yield pack["img"], pack["label"]
 
 
 def recam_files(weights_path: str) -> Dict[str, Path]:
@@ -79,10 +46,8 @@ def recam_files(weights_path: str) -> Dict[str, Path]:
 def _fit_key(args: argparse.Namespace, weights_path: str, recam: ReCAM, batch_size: int, crop_size: int
              ) -> Dict[str, Any]:
     """Everything the fine-tuned files depend on; they are reused only on an exact match."""
-    with open(args.train_list, "rb") as handle:
-        train_list_sha = hashlib.sha256(handle.read()).hexdigest()
     return {"checkpoint_sha256": file_sha256(Path(weights_path)), "config": recam.config.training_settings(),
-            "train_list_sha256": train_list_sha, "batch_size": batch_size, "crop_size": crop_size,
+            "train_list_sha256": list_sha256(args.train_list), "batch_size": batch_size, "crop_size": crop_size,
             "network": args.cam_network}
 
 
@@ -99,21 +64,6 @@ def _reusable(files: Dict[str, Path], key: Dict[str, Any]) -> Tuple[Optional[ReC
     if recam.metadata.get("weights_sha256") != file_sha256(files["weights"]):
         return None, f"{files['weights']} was changed after training"
     return recam, ""
-
-
-def _train_loader(args: argparse.Namespace, batch_size: int, crop_size: int, workers: int, seed: int) -> PackBatches:
-    dataloader = importlib.import_module("voc12.dataloader")
-    dataset = dataloader.VOC12ClassificationDataset(args.train_list, voc12_root=args.voc12_root,
-                                                    resize_long=RESIZE_LONG, hor_flip=True, crop_size=crop_size,
-                                                    crop_method="random")
-    if dist.is_available() and dist.is_initialized():
-        sampler = DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=True)
-        per_rank = max(batch_size // dist.get_world_size(), 1)
-        return PackBatches(DataLoader(dataset, batch_size=per_rank, sampler=sampler, num_workers=workers,
-                                      drop_last=True), seed)
-    generator = torch.Generator().manual_seed(seed)
-    return PackBatches(DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
-                                  generator=generator), seed, generator)
 
 
 def obtain_recam(args: argparse.Namespace, weights_path: str, recam: ReCAM, device: torch.device, *,
@@ -135,18 +85,11 @@ def obtain_recam(args: argparse.Namespace, weights_path: str, recam: ReCAM, devi
         logger.info("reusing the ReCAM step %s (same checkpoint, options and train list)", files["recam"])
         return fitted, files["weights"]
     if not train:
-        logged = False
-        while fitted is None:
-            if not logged:
-                logger.info("waiting for worker 0 to train the ReCAM step %s (%s)", files["recam"], reason)
-                logged = True
-            time.sleep(WAIT_POLL_S)
-            fitted, reason = _reusable(files, key)
-        return fitted, files["weights"]
+        return wait_until(lambda: _reusable(files, key), f"the ReCAM step {files['recam']}"), files["weights"]
     logger.info("training the ReCAM step (%s): %d epochs over %s", reason, recam.config.epochs, args.train_list)
     model = getattr(importlib.import_module(args.cam_network), "Net")()
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=True)
-    loader = _train_loader(args, batch_size, crop_size, workers, recam.config.seed)
+    loader = crop_loader(args, batch_size, crop_size, workers, recam.config.seed)
     recam.fit(model, loader, feature_layer="stage4", head="classifier", checkpoint=files["training"], device=device)
     is_writer = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
     if is_writer:
@@ -166,3 +109,7 @@ def _save_state_dict(path: Path, model: nn.Module) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     with atomic_write(path) as tmp:
         torch.save(state, tmp)
+
+
+#: ``PackBatches`` stays importable from here (it moved to ``_crop_batches``).
+__all__ = ["PackBatches", "obtain_recam", "recam_files"]

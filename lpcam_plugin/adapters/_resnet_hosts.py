@@ -33,15 +33,22 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from lpcam_plugin.adapters._crop_batches import init_from_torchrun
+from lpcam_plugin.adapters._fcam_step import SOURCES as FCAM_SOURCES
+from lpcam_plugin.adapters._fcam_step import HostStages, fcam_maps, obtain_fcam
 from lpcam_plugin.adapters._recam_step import obtain_recam, recam_files
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.config import KMEANS_BACKENDS, PRESETS, LPCAMConfig
 from lpcam_plugin.methods.cam import cam_map
+from lpcam_plugin.methods.fcam.config import PRESETS as FCAM_PRESETS
+from lpcam_plugin.methods.fcam.config import FCAMConfig
+from lpcam_plugin.methods.fcam.estimator import FCAM
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
 from lpcam_plugin.methods.recam.config import PRESETS as RECAM_PRESETS
 from lpcam_plugin.methods.recam.config import ReCAMConfig
@@ -79,7 +86,7 @@ def str2bool(value: Any) -> bool:
 
 
 #: What the CAM step can write (``--lpcam_method``).
-METHODS = ("lpcam", "cam", "recam", "recam+lpcam")
+METHODS = ("lpcam", "cam", "recam", "recam+lpcam", "fcam")
 #: ReCAMConfig fields exposed as ``--lpcam_recam_<field>``: (type, help).
 _RECAM_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
     "epochs": (int, "fine-tuning epochs"),
@@ -87,6 +94,13 @@ _RECAM_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
     "loss_weight": (float, "lambda, weight of the softmax cross-entropy"),
     "map_weight": (str, "weight of the maps: sce*bce or bce"),
     "selection_weight": (str, "recam+lpcam selection weight: sce, bce or sce*bce"),
+}
+#: FCAMConfig fields exposed as ``--lpcam_fcam_<field>``: (type, help).
+_FCAM_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
+    "epochs": (int, "decoder training epochs"),
+    "learning_rate": (float, "decoder learning rate"),
+    "bg_fraction": (float, "lowest fraction of the source maps' max that may seed background"),
+    "seed": (int, "seed of the decoder's initialisation, seed sampling and crops"),
 }
 #: LPCAMConfig fields exposed as ``--lpcam_<field>``: (type, help).
 _CONFIG_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
@@ -137,8 +151,9 @@ def add_lpcam_arguments(parser: argparse.ArgumentParser, *, preset: str = "voc")
     group.add_argument("--lpcam_progress", type=str2bool, default=None,
                        help="progress bars (default: only on a terminal)")
     group.add_argument("--lpcam_method", default="lpcam", choices=METHODS,
-                       help="maps to write: lpcam, cam, recam (ReCAM step, then its maps) or recam+lpcam "
-                            "(LPCAM on the ReCAM backbone, split by ReCAM maps) (default: %(default)s)")
+                       help="maps to write: lpcam, cam, recam (ReCAM step, then its maps), recam+lpcam "
+                            "(LPCAM on the ReCAM backbone, split by ReCAM maps) or fcam (F-CAM decoder trained "
+                            "on --lpcam_fcam_source maps, full resolution) (default: %(default)s)")
     recam_voc, recam_coco = RECAM_PRESETS["voc"], RECAM_PRESETS["coco"]
     for name, (kind, text) in _RECAM_OPTIONS.items():
         group.add_argument(f"--lpcam_recam_{name}", type=kind, default=None,
@@ -148,6 +163,19 @@ def add_lpcam_arguments(parser: argparse.ArgumentParser, *, preset: str = "voc")
                        help="ReCAM step: batch size over all processes (default: the host's cam_batch_size, 16)")
     group.add_argument("--lpcam_recam_crop_size", type=int, default=None,
                        help="ReCAM step: random crop size (default: the host's cam_crop_size, 512)")
+    group.add_argument("--lpcam_fcam_source", default="cam", choices=FCAM_SOURCES,
+                       help="F-CAM: the read-out whose maps seed the decoder (default: %(default)s)")
+    fcam_voc, fcam_coco = FCAM_PRESETS["voc"], FCAM_PRESETS["coco"]
+    for name, (kind, text) in _FCAM_OPTIONS.items():
+        group.add_argument(f"--lpcam_fcam_{name}", type=kind, default=None,
+                           help=f"F-CAM: {text} (preset: voc {getattr(fcam_voc, name)!r}, "
+                                f"coco {getattr(fcam_coco, name)!r})")
+    group.add_argument("--lpcam_fcam_decoder_channels", type=int, nargs="+", default=None, metavar="C",
+                       help=f"F-CAM: decoder block widths, deepest first (preset: {list(fcam_voc.decoder_channels)})")
+    group.add_argument("--lpcam_fcam_batch_size", type=int, default=None,
+                       help="F-CAM: batch size over all processes (default: the host's cam_batch_size, 16)")
+    group.add_argument("--lpcam_fcam_crop_size", type=int, default=None,
+                       help="F-CAM: random crop size (default: the host's cam_crop_size, 512)")
     return group
 
 
@@ -169,6 +197,10 @@ class LPCAMOptions:
     recam: ReCAMConfig = ReCAMConfig()
     recam_batch_size: Optional[int] = None
     recam_crop_size: Optional[int] = None
+    fcam: FCAMConfig = FCAMConfig()
+    fcam_source: str = "cam"
+    fcam_batch_size: Optional[int] = None
+    fcam_crop_size: Optional[int] = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "LPCAMOptions":
@@ -190,6 +222,18 @@ class LPCAMOptions:
             raise ValueError(f"lpcam_method must be one of {METHODS}, got {method!r}")
         recam = ReCAMConfig.preset(preset, **{name: getattr(args, f"lpcam_recam_{name}") for name in _RECAM_OPTIONS
                                               if getattr(args, f"lpcam_recam_{name}", None) is not None})
+        fcam_source = getattr(args, "lpcam_fcam_source", None) or "cam"
+        if fcam_source not in FCAM_SOURCES:
+            raise ValueError(f"lpcam_fcam_source must be one of {FCAM_SOURCES}, got {fcam_source!r}")
+        fcam_overrides = {name: getattr(args, f"lpcam_fcam_{name}") for name in _FCAM_OPTIONS
+                          if getattr(args, f"lpcam_fcam_{name}", None) is not None}
+        if getattr(args, "lpcam_fcam_decoder_channels", None) is not None:
+            fcam_overrides["decoder_channels"] = tuple(args.lpcam_fcam_decoder_channels)
+        fcam = FCAMConfig.preset(preset, **fcam_overrides)
+        for name in ("fcam_batch_size", "fcam_crop_size"):
+            value = getattr(args, f"lpcam_{name}", None)
+            if value is not None and value < 1:
+                raise ValueError(f"lpcam_{name} must be >= 1, got {value}")
         return cls(config=config, preset=preset,
                    fit_list=getattr(args, "lpcam_fit_list", None) or "voc12/train.txt",
                    images_per_class=per_class, bank=getattr(args, "lpcam_bank", None),
@@ -199,7 +243,9 @@ class LPCAMOptions:
                    loader_workers=getattr(args, "lpcam_loader_workers", None),
                    progress=getattr(args, "lpcam_progress", None), method=method, recam=recam,
                    recam_batch_size=getattr(args, "lpcam_recam_batch_size", None),
-                   recam_crop_size=getattr(args, "lpcam_recam_crop_size", None))
+                   recam_crop_size=getattr(args, "lpcam_recam_crop_size", None), fcam=fcam,
+                   fcam_source=fcam_source, fcam_batch_size=getattr(args, "lpcam_fcam_batch_size", None),
+                   fcam_crop_size=getattr(args, "lpcam_fcam_crop_size", None))
 
 
 # ----------------------------------------------------------------------------------------- host spec
@@ -572,11 +618,19 @@ class Readout:
             its flip folded in the way the method's reference does.
         key: what produced the maps (method, checkpoint, bank or ReCAM file hashes); files are
             skipped on resume only when written with the same key.
+        source: ``(features (B, D, h, w), labels (B, 20)) -> (B, 20, h, w)`` the same read-out on
+            a batch of single images, each map max-normalised to [0, 1], absent classes 0: what
+            F-CAM decodes (None where the read-out has no batch form).
+        render: ``(stacks, classes, (H, W)) -> (strided (K, h4, w4), high_res (K, H, W))`` the
+            whole image's maps when they are not :func:`host_maps` of ``maps`` (F-CAM).
     """
 
     method: str
     maps: Callable[[torch.Tensor, List[int]], torch.Tensor]
     key: Dict[str, Any]
+    source: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None
+    render: Optional[Callable[[Sequence[torch.Tensor], List[int], Tuple[int, int]],
+                              Tuple[torch.Tensor, torch.Tensor]]] = None
 
 
 def linear_readout(weight: torch.Tensor) -> Callable[[torch.Tensor, List[int]], torch.Tensor]:
@@ -586,6 +640,46 @@ def linear_readout(weight: torch.Tensor) -> Callable[[torch.Tensor, List[int]], 
         both = cam_map(features, weight.to(features.device), classes, normalize=False)
         return both[0] + both[1].flip(-1)
     return maps
+
+
+def linear_source(weight: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Batch form of :func:`linear_readout`: ``relu(W_c . f)`` divided by its max + 1e-5, absent classes 0."""
+    def source(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        maps = cam_map(features, weight.to(features.device), normalize=True)
+        return maps * (labels > 0).to(maps)[:, :, None, None]
+    return source
+
+
+def lpcam_source(estimator: LPCAM, fallback_weight: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Batch form of :func:`lpcam_readout` (per image, no flip): ReLU'd, divided by its max +
+    1e-5, absent classes 0; classes without prototypes fall back to the CAM of ``fallback_weight``."""
+    def source(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        maps = estimator(features, labels.float(), normalize=False, fallback="cam",
+                         weight=fallback_weight.to(features.device))
+        return max_normalize(maps.float().clamp(min=0))
+    return source
+
+
+def fcam_render(fcam: FCAM, encoder: nn.Module
+                ) -> Callable[[Sequence[torch.Tensor], List[int], Tuple[int, int]], Tuple[torch.Tensor, torch.Tensor]]:
+    """F-CAM in the host's geometry: ``(stacks, classes, (H, W)) -> (strided (K, h4, w4), high_res (K, H, W))``.
+
+    The decoder runs on the scale-1.0 image + flip stack (the one of size (H, W)); the two maps
+    are averaged (flip flipped back) and divided by their max + 1e-5 -> ``high_res``; the strided
+    map is ``high_res`` resized bilinearly to ``((H-1)//4+1, (W-1)//4+1)``. float32 on CPU.
+    """
+    def render(stacks: Sequence[torch.Tensor], classes: List[int],
+               size: Tuple[int, int]) -> Tuple[torch.Tensor, torch.Tensor]:
+        h4, w4 = strided_size(size)
+        if not classes:
+            return torch.zeros(0, h4, w4), torch.zeros(0, *size)
+        full = [s for s in stacks if tuple(s.shape[-2:]) == tuple(size)]
+        if not full:
+            raise ValueError(f"F-CAM decodes the scale-1.0 image, but no image + flip stack has the image size "
+                             f"{tuple(size)}: put 1.0 in cam_scales")
+        high = max_normalize(fcam_maps(fcam, encoder, full[0], classes)).cpu()
+        return resize(high, (h4, w4)), high
+    return render
 
 
 def lpcam_readout(estimator: LPCAM, fallback_weight: torch.Tensor) -> Callable[[torch.Tensor, List[int]], torch.Tensor]:
@@ -647,8 +741,12 @@ def write_shard(spec: HostSpec, model: nn.Module, readout: Readout, subset: Any,
                 skipped += 1
                 continue
             valid_cat = torch.nonzero(pack["label"][0])[:, 0]
-            strided, high = host_maps(model, readout, [s.to(device) for s in image_stacks(pack)],
-                                      valid_cat.tolist(), pack_size(pack), high_res_direct=spec.high_res_direct)
+            stacks = [s.to(device) for s in image_stacks(pack)]
+            if readout.render is not None:
+                strided, high = readout.render(stacks, valid_cat.tolist(), pack_size(pack))
+            else:
+                strided, high = host_maps(model, readout, stacks, valid_cat.tolist(), pack_size(pack),
+                                          high_res_direct=spec.high_res_direct)
             spec.write(target, valid_cat, strided, high)
             log.write(name + "\n")
             log.flush()
@@ -720,6 +818,8 @@ def prepare_readout(spec: HostSpec, model: Optional[nn.Module], args: argparse.N
     weights into the network.
     """
     _check_method(spec, opts)
+    if opts.method == "fcam":
+        return _fcam_readout(spec, model, args, opts, device, process_id=process_id, n_procs=n_procs)
     weights = Path(spec.weights_path(args))
     recam = None
     if opts.method in ("recam", "recam+lpcam"):
@@ -732,11 +832,12 @@ def prepare_readout(spec: HostSpec, model: Optional[nn.Module], args: argparse.N
         model = prepare_model(model, device)
     if opts.method == "cam":
         weight = spec.selection_weight(model)[0]
-        return model, Readout("cam", linear_readout(weight), {"method": "cam", "checkpoint_sha256": file_sha256(weights)})
+        return model, Readout("cam", linear_readout(weight), {"method": "cam", "checkpoint_sha256": file_sha256(weights)},
+                              source=linear_source(weight))
     if opts.method == "recam":
         assert recam is not None
         key = {"method": "recam", "recam_sha256": file_sha256(recam_files(spec.weights_path(args))["recam"])}
-        return model, Readout("recam", linear_readout(recam.map_weight_), key)
+        return model, Readout("recam", linear_readout(recam.map_weight_), key, source=linear_source(recam.map_weight_))
     source = (_host_fit_source(spec, model, args) if recam is None
               else _recam_fit_source(spec, args, opts, recam, weights))
     bank = obtain_bank(spec, model, args, opts, device, source, process_id, n_procs)
@@ -746,18 +847,46 @@ def prepare_readout(spec: HostSpec, model: Optional[nn.Module], args: argparse.N
     fallback = source.weight if recam is None else recam.map_weight_
     estimator = LPCAM.from_bank(bank, progress=False)
     key = {"method": opts.method, "bank_sha256": file_sha256(source.bank_path)}
-    return model, Readout(opts.method, lpcam_readout(estimator, fallback), key)
+    return model, Readout(opts.method, lpcam_readout(estimator, fallback), key,
+                          source=lpcam_source(estimator, fallback))
+
+
+def _fcam_readout(spec: HostSpec, model: Optional[nn.Module], args: argparse.Namespace, opts: LPCAMOptions,
+                  device: torch.device, *, process_id: int = 0, n_procs: int = 1) -> Tuple[nn.Module, Readout]:
+    """F-CAM over ``opts.fcam_source``: prepare that read-out (its network, bank or ReCAM step),
+    train (or reuse) the decoder on its batch maps, and render full-resolution maps."""
+    model, base = prepare_readout(spec, model, args, dataclasses.replace(opts, method=opts.fcam_source), device,
+                                  process_id=process_id, n_procs=n_procs)
+    assert base.source is not None
+    encoder = HostStages(model)
+    fcam = FCAM(NUM_CLASSES, config=opts.fcam, progress=opts.progress)
+    batch_size = opts.fcam_batch_size or int(getattr(args, "cam_batch_size", 16))
+    crop_size = opts.fcam_crop_size or int(getattr(args, "cam_crop_size", 512))
+    fitted, path = obtain_fcam(args, spec.weights_path(args), fcam, encoder, base.source, opts.fcam_source, base.key,
+                               batch_size=batch_size, crop_size=crop_size,
+                               workers=_loader_workers(args, opts, n_procs), train=process_id == 0)
+    key = {"method": "fcam", "source": opts.fcam_source, "fcam_sha256": file_sha256(path)}
+    return model, Readout("fcam", base.maps, key, render=fcam_render(fitted, encoder))
 
 
 def run_in_process(spec: HostSpec, args: argparse.Namespace, method: Optional[str] = None) -> int:
     """Write the maps of ``method`` (default ``args.lpcam_method``, else LPCAM) for every image of
-    ``args.train_list`` in this process (fitting or training what the method needs first)."""
+    ``args.train_list`` in this process (fitting or training what the method needs first).
+
+    Under ``torchrun`` (an initialised process group) rank r writes images r, r + world, ...
+    after the shared preparation (the ReCAM step and the F-CAM decoder train in DDP)."""
     opts = LPCAMOptions.from_args(args)
     if method is not None:
         opts = dataclasses.replace(opts, method=method)
-    device = resolve_device(opts.device)
+    # under torchrun each rank takes its own GPU (LOCAL_RANK); a single process takes the first
+    device = resolve_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")))
+    init_from_torchrun(device)
     model, readout = prepare_readout(spec, None, args, opts, device)
     dataset = msf_dataset(args.train_list, args, args.cam_scales)
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        return write_shard(spec, model, readout, Subset(dataset, list(range(rank, len(dataset), world))), args, opts,
+                           device, process_id=rank, n_procs=world)
     return write_shard(spec, model, readout, dataset, args, opts, device)
 
 
@@ -805,7 +934,7 @@ def patch_attribute(module_name: str, attribute: str, replacement: Callable[...,
         return getattr(module, f"_lpcam_original_{attribute}")
     setattr(module, f"_lpcam_original_{attribute}", current)
     setattr(module, attribute, replacement)
-    logger.info("%s.%s now writes LPCAM (%s.%s)", module_name, attribute, replacement.__module__,
+    logger.info("%s.%s is replaced by %s.%s", module_name, attribute, replacement.__module__,
                 replacement.__qualname__)
     return current
 
@@ -821,7 +950,7 @@ def unpatch_attribute(module_name: str, attribute: str) -> None:
 
 __all__ = [
     "METHODS", "FitPlan", "FitSource", "HostSpec", "LPCAMOptions", "Readout", "add_lpcam_arguments", "fit_bank",
-    "host_maps", "lpcam_readout", "linear_readout", "prepare_readout",
+    "fcam_render", "host_maps", "lpcam_readout", "lpcam_source", "linear_readout", "linear_source", "prepare_readout",
     "lpcam_written_ids", "obtain_bank", "patch_attribute", "require_spawn_devices", "resolve_device", "run_in_process",
     "save_host_dict", "unpatch_attribute", "work", "write_shard",
 ]

@@ -130,8 +130,9 @@ def spec(head_reduction: str = "sum") -> hosts.HostSpec:
                           host_cams=host_cams, write=write, high_res_direct=True, bank_arg="lpcam_amn_bank",
                           extra_fit_key=_extra_fit_key, methods=("lpcam",),
                           methods_note="AMN's own CAM (route b) has a dropout + ASPP head and an IRN-label-"
-                                       "conditioned network, not the GAP-linear head ReCAM fine-tunes; run ReCAM "
-                                       "on AMN's stage 1 (route 'a', IRN's CAM network) instead")
+                                       "conditioned network, not the GAP-linear head ReCAM fine-tunes, and F-CAM's "
+                                       "step decodes the stage-1 read-outs; run ReCAM or F-CAM on AMN's stage 1 "
+                                       "(route 'a', IRN's CAM network) instead")
 
 
 def _spec_from_args(args: argparse.Namespace) -> hosts.HostSpec:
@@ -158,7 +159,7 @@ def _check_route(route: str) -> str:
 def run(args: argparse.Namespace, route: str = "b", method: Optional[str] = None) -> int:
     """In-process drop-in: route "a" for ``step.make_cam.run(args)``, route "b" for
     ``step.make_amn_cam.run(args)``. ``method`` (default ``args.lpcam_method``, else LPCAM): any of
-    ``lpcam``, ``cam``, ``recam``, ``recam+lpcam`` on route "a"; ``lpcam`` on route "b". Returns
+    ``lpcam``, ``cam``, ``recam``, ``recam+lpcam``, ``fcam`` on route "a"; ``lpcam`` on route "b". Returns
     the number of files written."""
     if _check_route(route) == "a":
         return irn.run(args, method)

@@ -72,9 +72,9 @@ def add_arguments(parser: argparse.ArgumentParser, *, preset: str = "voc") -> ar
 
 def run(args: argparse.Namespace, method: Optional[str] = None) -> int:
     """Drop-in for ``step.make_cam.run(args)``: write the maps of ``method`` (``"lpcam"``,
-    ``"cam"``, ``"recam"`` or ``"recam+lpcam"``; default ``args.lpcam_method``, else LPCAM) for
-    ``args.train_list`` into ``args.cam_out_dir``, after fitting or training what the method
-    needs (LPCAM bank, ReCAM step). Returns the number of files written (files already written
+    ``"cam"``, ``"recam"``, ``"recam+lpcam"`` or ``"fcam"``; default ``args.lpcam_method``, else
+    LPCAM) for ``args.train_list`` into ``args.cam_out_dir``, after fitting or training what the
+    method needs (LPCAM bank, ReCAM step, F-CAM decoder over ``--lpcam_fcam_source``). Returns the number of files written (files already written
     by the same producer are skipped)."""
     return hosts.run_in_process(SPEC, args, method)
 

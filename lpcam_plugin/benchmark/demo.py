@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lpcam_plugin.benchmark.readouts import READOUTS, SeedContext, map_key, select_readouts
+from lpcam_plugin.benchmark.readouts import FCAM_SOURCES, READOUTS, SeedContext, map_key, select_readouts
 from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticConfig, SyntheticDataset, generate, images_to_tensor
 from lpcam_plugin.benchmark.toynet import (
     ToyClassifier,
@@ -52,6 +53,7 @@ from lpcam_plugin.core.evaluate import DEFAULT_THRESHOLDS, MEAN_METRICS, SweepRe
 from lpcam_plugin.core.io import atomic_write, save_npy_atomic
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.pixelsup.config import RCM_FORMS, PixelSupConfig
 from lpcam_plugin.methods.recam.config import WEIGHT_KINDS
 
 logger = logging.getLogger(__name__)
@@ -68,18 +70,22 @@ TARGETS: List[Tuple[str, str, str, str, float]] = [
     ("LPCAM curve drop < CAM curve drop", "CAM", "LPCAM", "curve_drop", 0.0),
     ("ReCAM mIoU > CAM mIoU (paper: +6.0 on VOC)", "ReCAM", "CAM", "miou", 0.0),
     ("ReCAM+LPCAM mIoU > ReCAM mIoU", "ReCAM+LPCAM", "ReCAM", "miou", 0.0),
-]
+] + [(f"F-CAM({name}) mIoU > {name} mIoU (bilinear)", f"F-CAM({name})", name, "miou", 0.0) for name in FCAM_SOURCES]
 _DIAGNOSTIC_KEYS = ("recall_head", "recall_body", "recall_legs", "context_fp", "act_head", "act_body", "act_legs",
                     "act_background", "act_other_objects", "auc")
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """A benchmark network: ``name`` (table and folder name), ``kind`` (key of ``toynet.NETWORKS``), options."""
+    """A benchmark network: ``name`` (table and folder name), ``kind`` (key of ``toynet.NETWORKS``), options.
+
+    ``pixelsup``: train the classifier with RCM + MAM (:func:`pixelsup_overrides`) on the same schedule.
+    """
 
     name: str
     kind: str
     options: Dict[str, Any] = field(default_factory=dict)
+    pixelsup: bool = False
 
     def build(self, num_classes: int) -> ToyClassifier:
         """A fresh, untrained network for ``num_classes`` classes."""
@@ -92,8 +98,29 @@ TOYRESNET = NetworkConfig("toyresnet", "ToyResNet", {"widths": (32, 64, 128), "s
 BOTTLENECK = NetworkConfig("bottleneck", "ToyBottleneckNet",
                            {"widths": (32, 64, 128), "strides": (2, 2, 2), "mid_width": 128, "feature_dim": 1024,
                             "blocks": 3})
+#: The same two networks, their classifiers trained with RCM + MAM.
+TOYRESNET_PSS = dataclasses.replace(TOYRESNET, name="toyresnet+pss", pixelsup=True)
+BOTTLENECK_PSS = dataclasses.replace(BOTTLENECK, name="bottleneck+pss", pixelsup=True)
 #: Networks selectable by name on the command line, in report order.
-NETWORK_PRESETS: Dict[str, NetworkConfig] = {n.name: n for n in (TOYRESNET, BOTTLENECK)}
+NETWORK_PRESETS: Dict[str, NetworkConfig] = {n.name: n for n in (TOYRESNET, BOTTLENECK, TOYRESNET_PSS, BOTTLENECK_PSS)}
+
+#: The paper's schedule for RCM + MAM (Yoon et al.): 20 epochs of VOC train_aug (10,582 images) in batches
+#: of 16, MAM from epoch 6.
+PAPER_PSS_STEPS = 20 * math.ceil(10582 / 16)
+PAPER_MAM_START_FRACTION = 6 / 20
+
+
+def pixelsup_overrides(train: TrainConfig, num_images: int, rcm_form: Optional[str] = None) -> Dict[str, Any]:
+    """RCM + MAM on the benchmark: the VOC preset with its two schedule-bound settings scaled to the
+    demo's schedule (decided before any result was seen). The EMA keeps the paper's horizon as a
+    fraction of training: ``0.997 ** (13,240 / steps)`` (0.78 for the default 160 steps; at 0.997 the
+    SupportNet would still be 62 % its random initialisation after 160 steps); MAM starts at the
+    paper's 30 % of the epochs (epoch 3 of 10). ``rcm_form``: None for the preset's (always written
+    out, so a checkpoint trained with the default form is reused when that form is asked for by name)."""
+    steps = train.epochs * math.ceil(num_images / train.batch_size)
+    return {"ema_momentum": round(0.997 ** (PAPER_PSS_STEPS / steps), 4),
+            "mam_start_epoch": int(round(PAPER_MAM_START_FRACTION * train.epochs)), "seed": train.seed,
+            "rcm_form": rcm_form if rcm_form is not None else PixelSupConfig.preset("voc").rcm_form}
 
 
 @dataclass(frozen=True)
@@ -101,6 +128,7 @@ class DemoConfig:
     """Everything that defines a demo run (recorded in ``results.json``).
 
     ``methods``: read-out names to run (``None``: every entry of ``READOUTS``, in its order).
+    ``rcm_form``: RCM's loss form for the ``+pss`` networks (``None``: the preset's).
     ``overlay_images``: images (distinct, one per class first) in each ``overlays_<network>.png``.
     """
 
@@ -111,6 +139,7 @@ class DemoConfig:
     train: TrainConfig = TrainConfig()
     lpcam_overrides: Dict[str, Any] = field(default_factory=dict)
     recam_selection: Optional[str] = None
+    rcm_form: Optional[str] = None
     thresholds: Tuple[float, ...] = DEFAULT_THRESHOLDS
     curve_window: float = 0.1
     overlay_images: int = 6
@@ -118,7 +147,7 @@ class DemoConfig:
 
     @classmethod
     def full(cls, seeds: Sequence[int] = (0, 1, 2)) -> "DemoConfig":
-        """Every network preset, three seeds."""
+        """Every network preset (plain and RCM + MAM classifiers), three seeds."""
         return cls(seeds=tuple(seeds), networks=tuple(NETWORK_PRESETS.values()))
 
     def quick(self) -> "DemoConfig":
@@ -159,6 +188,8 @@ def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor,
                 path: Path, progress: Optional[bool]) -> Tuple[ToyClassifier, Dict[str, float], Dict[str, Any]]:
     """Train ``network`` for ``seed`` or reuse a matching checkpoint at ``path``: ``(model, stats, key)``."""
     train = dataclasses.replace(config.train, seed=seed)
+    if network.pixelsup:
+        train = dataclasses.replace(train, pixelsup=pixelsup_overrides(train, len(data), config.rcm_form))
     key = {"data": data.config.fingerprint(), "train": train.to_dict(), "network": network.kind,
            "architecture": network.build(data.config.num_classes).architecture()}
 
@@ -425,6 +456,34 @@ def _render_network(network: NetworkConfig, summary: Dict[str, Any], results: Se
     return lines + [""]
 
 
+def pixelsup_pairs(config: DemoConfig) -> List[Tuple[NetworkConfig, NetworkConfig]]:
+    """``(plain, +pss)`` pairs of networks of this run: same kind and options, classifier trained without / with RCM + MAM."""
+    plain = [n for n in config.networks if not n.pixelsup]
+    return [(p, n) for n in config.networks if n.pixelsup for p in plain
+            if (p.kind, p.options) == (n.kind, n.options)]
+
+
+def _render_pixelsup(summaries: Dict[str, Dict[str, Any]], config: DemoConfig) -> List[str]:
+    """Every read-out on the plainly trained classifier beside the same read-out on the RCM + MAM one."""
+    pairs = pixelsup_pairs(config)
+    if not pairs:
+        return []
+    lines = ["## RCM + MAM: every read-out on the classifier trained without / with it (mIoU, recall, %)", "",
+             "| network | method | mIoU plain | mIoU +pss | Δ mIoU | recall plain | recall +pss | precision plain | precision +pss |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for plain, pss in pairs:
+        a, b = summaries[plain.name]["table"], summaries[pss.name]["table"]
+        spread = len(summaries[plain.name]["seeds"]) > 1
+        for method in a:
+            if method not in b:
+                continue
+            delta = b[method]["miou"]["mean"] - a[method]["miou"]["mean"]
+            cells = [_fmt(a[method]["miou"], spread=spread), _fmt(b[method]["miou"], spread=spread), f"{delta:+.1f}"]
+            cells += [_fmt(t[method][key], spread=spread) for key in ("mrecall", "mprecision") for t in (a, b)]
+            lines.append(f"| {plain.name} | {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def render_report(summaries: Dict[str, Dict[str, Any]], results: Dict[str, List[SeedResult]], config: DemoConfig,
                   command: str, seconds: float, figures: bool = True) -> str:
     """The Markdown report: run facts, wall times, then one section per network."""
@@ -459,6 +518,7 @@ def render_report(summaries: Dict[str, Dict[str, Any]], results: Dict[str, List[
             cells += [f"{r.seconds[m]:.1f}" for m in methods] + [f"{r.seconds['evaluation']:.1f}", f"{r.seconds['total']:.1f}"]
             lines.append(f"| {network.name} | {r.seed} | " + " | ".join(cells) + " |")
     lines.append("")
+    lines += _render_pixelsup(summaries, config)
     for network in config.networks:
         lines += _render_network(network, summaries[network.name], results[network.name], config, figures)
     if figures:
@@ -615,7 +675,8 @@ def _command(args: argparse.Namespace) -> str:
     parts += [flag for flag, on in (("--full", args.full), ("--quick", args.quick), ("--retrain", args.retrain)) if on]
     parts += [f"--{name} {' '.join(values)}" for name, values in (("networks", args.networks), ("methods", args.methods)) if values]
     parts += [f"--{name.replace('_', '-')} {value}" for name, value in
-              (("num_images", args.num_images), ("epochs", args.epochs), ("recam_selection", args.recam_selection))
+              (("num_images", args.num_images), ("epochs", args.epochs), ("recam_selection", args.recam_selection),
+               ("rcm_form", args.rcm_form))
               if value is not None]
     return " ".join(parts)
 
@@ -644,10 +705,13 @@ def _run_cli(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=args.epochs))
     if args.recam_selection is not None:
         config = dataclasses.replace(config, recam_selection=args.recam_selection)
+    if args.rcm_form is not None:
+        config = dataclasses.replace(config, rcm_form=args.rcm_form)
     if args.retrain:
         for network in config.networks:
             for seed in seeds:
-                for checkpoint in (args.out / network.name / f"seed{seed}").glob("*.pt"):
+                folder = args.out / network.name / f"seed{seed}"
+                for checkpoint in [*folder.glob("*.pt"), *folder.glob("fcam_*.npz")]:
                     checkpoint.unlink()
     figures = not args.no_figures
     if figures:
@@ -684,10 +748,12 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (240 images, 8 epochs) for a fast smoke run")
     parser.add_argument("--num-images", type=int, default=None, help="override the number of images per seed")
     parser.add_argument("--epochs", type=int, default=None, help="override the classifier's training epochs")
-    parser.add_argument("--retrain", action="store_true", help="delete the cached checkpoints (*.pt: classifiers and read-out caches) of the selected "
-                        "networks and seeds first")
+    parser.add_argument("--retrain", action="store_true", help="delete the cached checkpoints (*.pt: classifiers and "
+                        "ReCAM; fcam_*.npz: F-CAM decoders) of the selected networks and seeds first")
     parser.add_argument("--recam-selection", choices=WEIGHT_KINDS, default=None,
-                        help="ReCAM+LPCAM selection weight (default: the ReCAM preset's, sce)")
+                        help="ReCAM+LPCAM selection weight (default: the ReCAM preset's, bce)")
+    parser.add_argument("--rcm-form", choices=RCM_FORMS, default=None,
+                        help="RCM loss of the +pss networks' training (default: the preset's)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs (no matplotlib needed)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_run_cli)

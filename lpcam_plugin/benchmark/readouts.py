@@ -1,16 +1,16 @@
 """The read-outs the benchmark compares: a registry of ``name -> maps for the training images``.
 
 A read-out turns what one (network, seed) run has — the trained classifier, its features, the
-labels, the data, a folder for caches — into maps ``(N, C, h, w)`` at feature resolution,
-non-negative, zero for each image's absent classes (the demo max-normalises and upsamples them
-per image before the threshold sweep, so the scale of a map does not matter). :data:`READOUTS`
+labels, the data, a folder for caches — into maps ``(N, C, h, w)`` at feature resolution (F-CAM:
+at the image's), non-negative, zero for each image's absent classes (the demo max-normalises and
+upsamples them bilinearly per image before the threshold sweep, so the scale of a map does not matter). :data:`READOUTS`
 lists them in table order; ``lpcam demo`` runs every one for every (network, seed).
 
 Adding a method is one function and one line::
 
     def recam_readout(ctx: SeedContext) -> torch.Tensor:
-        recam, features = ctx.memo("recam", lambda: fit_recam(ctx))   # once per (network, seed)
-        return recam(features, ctx.labels)                             # (N, C, h, w)
+        tuned = fit_recam(ctx)                                  # once per (network, seed), memoised
+        return tuned.recam(tuned.features, ctx.labels)          # (N, C, h, w)
 
     READOUTS.append(Readout("ReCAM", recam_readout, "softmax re-activation of the fine-tuned backbone"))
 
@@ -23,10 +23,13 @@ not modify ``ctx.model``, ``ctx.features`` or ``ctx.labels`` in place (fine-tune
 from __future__ import annotations
 
 import copy
+import functools
+import json
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
 
 import torch
 
@@ -34,11 +37,13 @@ from lpcam_plugin.benchmark.synthetic import SyntheticDataset
 from lpcam_plugin.benchmark.toynet import ToyClassifier, extract_features, load_or_train
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.cam import cam_map
+from lpcam_plugin.methods.fcam.estimator import FCAM, Source
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
 from lpcam_plugin.methods.recam.estimator import ReCAM
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 #: Images per :meth:`LPCAM.partial_fit` call in :func:`fit_lpcam`.
 FIT_BATCH = 128
@@ -198,12 +203,20 @@ class ShuffledBatches:
             yield torch.where(flip[:, None, None, None], x.flip(-1), x), self.labels[batch]
 
 
-def fit_recam(ctx: SeedContext) -> Tuple[ReCAM, torch.Tensor]:
-    """ReCAM fine-tuned from a copy of the classifier, and the fine-tuned network's features
+class FineTuned(NamedTuple):
+    """The ReCAM step of one (network, seed): the fitted read-out, the fine-tuned network and its features."""
+
+    recam: ReCAM
+    model: ToyClassifier
+    features: torch.Tensor
+
+
+def fit_recam(ctx: SeedContext) -> FineTuned:
+    """ReCAM fine-tuned from a copy of the classifier, the fine-tuned network and its features
     ``(N, D, h, w)``; once per (network, seed), cached in ``ctx.folder`` (``recam.npz`` and
     ``recam_classifier.pt``) under the classifier's key and the ReCAM settings."""
 
-    def fit() -> Tuple[ReCAM, torch.Tensor]:
+    def fit() -> FineTuned:
         recam = ReCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **RECAM_DEMO_OVERRIDES)
         path = ctx.folder / "recam.npz"
         key = {**ctx.classifier_key, "recam": recam.config.training_settings(), "recam_batch": RECAM_BATCH}
@@ -219,26 +232,109 @@ def fit_recam(ctx: SeedContext) -> Tuple[ReCAM, torch.Tensor]:
         fitted = ReCAM.load(path) if cached else recam
         ctx.notes["ReCAM"] = (f"last epoch: cls {stats['cls']:.3f}, sce {stats['sce']:.3f}"
                               if "cls" in stats else "")
-        return fitted, extract_features(model, ctx.images, progress=ctx.progress)
+        return FineTuned(fitted, model, extract_features(model, ctx.images, progress=ctx.progress))
 
     return ctx.memo("recam", fit)
 
 
 def recam_readout(ctx: SeedContext) -> torch.Tensor:
     """ReCAM: ``relu((W_sce ⊙ W_bce)_c . f)`` of the fine-tuned network's features."""
-    recam, features = fit_recam(ctx)
-    return recam(features, ctx.labels)
+    tuned = fit_recam(ctx)
+    return tuned.recam(tuned.features, ctx.labels)
+
+
+def fit_recam_lpcam(ctx: SeedContext) -> LPCAM:
+    """LPCAM on the fine-tuned features, split by ReCAM maps, selected by ``recam.selection_weight_``
+    (or ``ctx.recam_selection``); once per (network, seed)."""
+    tuned = fit_recam(ctx)
+    selection = tuned.recam.weight(ctx.recam_selection) if ctx.recam_selection else tuned.recam.selection_weight_
+    return fit_lpcam(ctx, features=tuned.features, weight=selection, cams=tuned.recam(tuned.features, ctx.labels),
+                     name="recam_prototypes")
 
 
 def recam_lpcam_readout(ctx: SeedContext) -> torch.Tensor:
-    """ReCAM+LPCAM: LPCAM on the fine-tuned features, split by ReCAM maps, selected by
-    ``recam.selection_weight_`` (or ``ctx.recam_selection``); ReCAM maps for classes without prototypes."""
-    recam, features = fit_recam(ctx)
-    selection = recam.weight(ctx.recam_selection) if ctx.recam_selection else recam.selection_weight_
-    estimator = fit_lpcam(ctx, features=features, weight=selection, cams=recam(features, ctx.labels),
-                          name="recam_prototypes")
+    """ReCAM+LPCAM: :func:`fit_recam_lpcam`'s maps; ReCAM maps for classes without prototypes."""
+    tuned = fit_recam(ctx)
+    estimator = fit_recam_lpcam(ctx)
     ctx.notes["ReCAM+LPCAM"] = prototype_note(estimator.bank_)
-    return estimator(features, ctx.labels, fallback="cam", weight=recam.map_weight_)
+    return estimator(tuned.features, ctx.labels, fallback="cam", weight=tuned.recam.map_weight_)
+
+
+#: F-CAM on the benchmark: the VOC preset with these changes, decided before any F-CAM result was seen.
+#: Spatial settings are scaled from the paper's 224-pixel images to the demo's 80 (sigma_xy 100 -> 36,
+#: the 11-pixel erosion -> 3, the nearest odd size); the images' normalisation is the demo's
+#: (``(x - 0.5) / 0.25`` on [0, 1]); the decoder is a quarter of the default's width (64 ... 8 instead of
+#: 256 ... 32: the toy encoders are 16x narrower than ResNet-50, D = 128 or 1024 instead of 2048); and the
+#: CPU budget allows 2 epochs over 500 images (1,000 image-steps instead of the paper's ~300,000), so each
+#: step samples 300 seed pixels per region instead of 1: training sees as many seeds as the paper's.
+FCAM_DEMO_OVERRIDES: Dict[str, Any] = {"crf_sigma_xy": 36.0, "erosion_size": 3, "decoder_channels": (64, 32, 16, 8),
+                                       "epochs": 2, "fg_samples": 300, "bg_samples": 300,
+                                       "pixel_mean": (127.5, 127.5, 127.5), "pixel_std": (63.75, 63.75, 63.75)}
+FCAM_BATCH = 16
+#: Images per :meth:`FCAM.predict` call.
+PREDICT_BATCH = 64
+
+
+def fcam_source(ctx: SeedContext, name: str) -> Tuple[ToyClassifier, Source, Dict[str, Any]]:
+    """The encoder, the source maps and the source's cache key for F-CAM over read-out ``name``.
+
+    CAM and LPCAM decode the classifier; ReCAM and ReCAM+LPCAM decode the ReCAM-fine-tuned
+    network (their maps come from its features). Source maps are max-normalised, 0 for absent classes.
+    """
+    if name == "CAM":
+        weight = ctx.weight
+        return ctx.model, lambda f, y: cam_map(f, weight.to(f.device)) * (y > 0)[:, :, None, None], {}
+    if name == "LPCAM":
+        estimator = fit_lpcam(ctx)
+        return ctx.model, lambda f, y: estimator(f, y, fallback="cam"), {"lpcam": ctx.lpcam_overrides}
+    tuned = fit_recam(ctx)
+    key = {"recam": tuned.recam.config.training_settings()}
+    if name == "ReCAM":
+        return tuned.model, lambda f, y: tuned.recam(f, y), key
+    if name == "ReCAM+LPCAM":
+        estimator = fit_recam_lpcam(ctx)
+        return (tuned.model, lambda f, y: estimator(f, y, fallback="cam", weight=tuned.recam.map_weight_),
+                {**key, "lpcam": ctx.lpcam_overrides, "selection": ctx.recam_selection})
+    raise ValueError(f"F-CAM has no source {name!r}; choose one of {FCAM_SOURCES}")
+
+
+#: The read-outs F-CAM decodes in the benchmark.
+FCAM_SOURCES = ("CAM", "LPCAM", "ReCAM", "ReCAM+LPCAM")
+
+
+def fit_fcam(ctx: SeedContext, source_name: str) -> Tuple[FCAM, ToyClassifier]:
+    """F-CAM's decoder trained over ``source_name``'s maps on the frozen encoder, and that encoder;
+    cached in ``ctx.folder / "fcam_<source>.npz"`` under the classifier's key, the source and the settings."""
+    model, source, source_key = fcam_source(ctx, source_name)
+    fcam = FCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **FCAM_DEMO_OVERRIDES)
+    key = json.loads(json.dumps({**ctx.classifier_key, "source": source_name, "source_key": source_key,
+                                 "fcam": fcam.config.to_dict(), "batch": FCAM_BATCH, "skip_layers": model.SKIP_LAYERS}))
+    path = ctx.folder / f"fcam_{map_key(source_name)}.npz"
+    if path.is_file():
+        try:
+            cached = FCAM.load(path, progress=ctx.progress)
+        except ValueError as error:
+            logger.warning("ignoring unreadable F-CAM file %s: %s", path, error)
+        else:
+            if cached.metadata.get("key") == key:
+                return cached, model
+    fcam.fit(model, ShuffledBatches(ctx.images, ctx.labels, FCAM_BATCH, ctx.seed), source=source,
+             feature_layer=model.FEATURE_LAYER, skip_layers=list(model.SKIP_LAYERS))
+    fcam.metadata = {"key": key}
+    fcam.save(path)
+    return fcam, model
+
+
+def fcam_readout(ctx: SeedContext, source_name: str) -> torch.Tensor:
+    """F-CAM over ``source_name``: the decoder's full-resolution class probabilities ``(N, C, S, S)``."""
+    fcam, model = fit_fcam(ctx, source_name)
+    last = fcam.loss_history_[-1] if fcam.loss_history_ else {}
+    ctx.notes[f"F-CAM({source_name})"] = (f"last epoch: seg {last['seg']:.3f}, crf {last['crf']:.3f}, "
+                                          f"size {last['size']:.3f}" if last else "")
+    starts = range(0, ctx.images.shape[0], PREDICT_BATCH)
+    return torch.cat([fcam.predict(model, ctx.images[i:i + PREDICT_BATCH], ctx.labels[i:i + PREDICT_BATCH])
+                      for i in progress_bar(starts, progress=ctx.progress, desc=f"F-CAM({source_name}) maps",
+                                            total=len(starts), leave=False)])
 
 
 #: The benchmark's rows, in table order (append to add a method).
@@ -248,7 +344,8 @@ READOUTS: List[Readout] = [
     Readout("LPCAM", lpcam_readout, "class prototypes minus context prototypes"),
     Readout("ReCAM", recam_readout, "softmax re-activation: fine-tuned backbone, W_sce ⊙ W_bce"),
     Readout("ReCAM+LPCAM", recam_lpcam_readout, "LPCAM on the ReCAM backbone, split by ReCAM maps, selected by the ReCAM selection weight"),
-]
+] + [Readout(f"F-CAM({name})", functools.partial(fcam_readout, source_name=name),
+             f"F-CAM decoder over {name}'s maps, full resolution") for name in FCAM_SOURCES]
 
 
 def map_key(name: str) -> str:

@@ -32,8 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.core.io import PathLike, atomic_write
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.pixelsup.module import PixelSelfSupervision
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,8 @@ class ToyClassifier(nn.Module):
     FEATURE_LAYER = ""
     #: Dotted name of the classifier head (``(C, D, 1, 1)`` weight, no bias).
     HEAD = "classifier"
+    #: Dotted names of the levels below the feature layer, fine to coarse (F-CAM's skip features).
+    SKIP_LAYERS: Tuple[str, ...] = ()
 
     num_classes: int
     classifier: nn.Conv2d
@@ -159,6 +162,7 @@ class ToyResNet(ToyClassifier):
     """
 
     FEATURE_LAYER = "stages"
+    SKIP_LAYERS = ("stem", "stages.0", "stages.1")
 
     def __init__(
         self,
@@ -219,6 +223,7 @@ class ToyBottleneckNet(ToyClassifier):
     """
 
     FEATURE_LAYER = "stage4"
+    SKIP_LAYERS = ("stem", "stages.0", "stages.1", "stages.2")
 
     def __init__(
         self,
@@ -283,7 +288,12 @@ def build_network(name: str, num_classes: int, **options: Any) -> ToyClassifier:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Training schedule for :func:`train_classifier`."""
+    """Training schedule for :func:`train_classifier`.
+
+    ``pixelsup``: None trains with the soft-margin loss alone; a dict (possibly empty) of
+    :class:`~lpcam_plugin.methods.pixelsup.config.PixelSupConfig` overrides trains with RCM + MAM
+    (:class:`~lpcam_plugin.PixelSelfSupervision`) on the same schedule.
+    """
 
     epochs: int = 10
     batch_size: int = 32
@@ -291,9 +301,14 @@ class TrainConfig:
     weight_decay: float = 1e-4
     hflip: bool = True
     seed: int = 0
+    pixelsup: Optional[Dict[str, Any]] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        """The settings as a dict; ``pixelsup`` only when set (plain schedules keep their pre-RCM cache keys)."""
+        out = asdict(self)
+        if out["pixelsup"] is None:
+            del out["pixelsup"]
+        return out
 
 
 def train_classifier(
@@ -304,21 +319,31 @@ def train_classifier(
     *,
     progress: Optional[bool] = None,
 ) -> Dict[str, float]:
-    """Train ``model`` in place with multi-label soft-margin loss (AdamW, cosine learning rate).
+    """Train ``model`` in place with multi-label soft-margin loss (AdamW, one-cycle learning rate).
+
+    With ``config.pixelsup`` the loss is :class:`~lpcam_plugin.PixelSelfSupervision`'s total
+    (soft-margin + RCM + MAM), its projection joins the optimiser and its SupportNet takes an
+    EMA step after every optimiser step; everything else (batches, flips, schedule) is the same.
 
     Args:
         images: ``(N, 3, H, W)`` float inputs; labels: ``(N, C)`` multi-hot.
 
     Returns:
         ``{"loss": final-epoch mean loss, "train_accuracy": exact-match rate of sign(logits) on the
-        training set, "epochs": ...}``. The model is left in eval mode.
+        training set, "epochs": ...}``, plus the final-epoch means ``"cls"``, ``"rcm"``, ``"mam"``
+        with ``pixelsup``. The model is left in eval mode.
     """
     if images.dim() != 4 or labels.dim() != 2 or images.shape[0] != labels.shape[0]:
         raise ValueError(f"images (N, 3, H, W) and labels (N, C) disagree: {tuple(images.shape)} vs {tuple(labels.shape)}")
     if labels.shape[1] != model.num_classes:
         raise ValueError(f"labels have {labels.shape[1]} classes, the model {model.num_classes}")
     generator = torch.Generator().manual_seed(config.seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    pss = None
+    if config.pixelsup is not None:
+        pss = PixelSelfSupervision(model, feature_layer=model.FEATURE_LAYER, head=model.HEAD,
+                                   num_classes=model.num_classes, **config.pixelsup)
+    parameters = list(model.parameters()) + (list(pss.parameters()) if pss is not None else [])
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     num = images.shape[0]
     steps_per_epoch = math.ceil(num / config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -327,27 +352,41 @@ def train_classifier(
     loss_fn = nn.MultiLabelSoftMarginLoss()
     model.train()
     epoch_loss = float("nan")
-    for _ in progress_bar(range(config.epochs), progress=progress, desc="train classifier", total=config.epochs):
+    parts: Dict[str, float] = {}
+    desc = "train classifier" + (" (RCM + MAM)" if pss is not None else "")
+    for epoch in progress_bar(range(config.epochs), progress=progress, desc=desc, total=config.epochs):
         order = torch.randperm(num, generator=generator)
         total = 0.0
+        parts = {"cls": 0.0, "rcm": 0.0, "mam": 0.0}
         for start in range(0, num, config.batch_size):
             batch = order[start : start + config.batch_size]
             x, y = images[batch], labels[batch]
             if config.hflip:
                 flip = torch.rand(x.shape[0], generator=generator) < 0.5
                 x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            loss = loss_fn(model(x), y)
+            if pss is None:
+                loss = loss_fn(model(x), y)
+            else:
+                losses = pss(x, y, epoch=epoch)
+                loss = losses["total"]
+                for key in parts:
+                    parts[key] += float(losses[key].detach()) * batch.numel()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if pss is not None:
+                pss.update_support()
             total += float(loss.detach()) * batch.numel()
         epoch_loss = total / num
     model.eval()
     logits = predict_logits(model, images)
     accuracy = float(((logits > 0).float() == labels).all(dim=1).float().mean())
     logger.info("classifier trained: loss %.4f, exact-match train accuracy %.3f", epoch_loss, accuracy)
-    return {"loss": epoch_loss, "train_accuracy": accuracy, "epochs": float(config.epochs)}
+    stats = {"loss": epoch_loss, "train_accuracy": accuracy, "epochs": float(config.epochs)}
+    if pss is not None:
+        stats.update({key: value / num for key, value in parts.items()})
+    return stats
 
 
 @torch.inference_mode()

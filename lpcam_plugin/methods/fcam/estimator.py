@@ -132,6 +132,10 @@ class FCAM:
         skip_channels_: their channel counts; feature_dim_: D.
         n_steps_: optimisation steps run (this process, all epochs, resumed ones included).
         loss_history_: per epoch ``{"epoch", "seg", "crf", "size", "total", "elb_t"}`` means.
+
+    Attributes:
+        metadata: JSON-able facts saved with the decoder by :meth:`save` (set by the caller,
+            e.g. what it was trained from, to decide whether a saved decoder can be reused).
     """
 
     def __init__(self, num_classes: int, preset: str = "voc", *, config: Optional[FCAMConfig] = None,
@@ -149,6 +153,8 @@ class FCAM:
         self.feature_dim_: Optional[int] = None
         self.n_steps_ = 0
         self.loss_history_: List[Dict[str, float]] = []
+        #: JSON-able facts saved with the decoder (what it was trained from, set by the caller).
+        self.metadata: Dict[str, Any] = {}
 
     # ------------------------------------------------------------------ fitting
     def fit(self, model: nn.Module, loader: Iterable[Sequence[Any]], *, source: Source, feature_layer: str = "stage4",
@@ -341,7 +347,8 @@ class FCAM:
         header = {"num_classes": self.num_classes, "config": self.config.to_dict(),
                   "feature_layer": self.feature_layer_, "skip_layers": self.skip_layers_,
                   "skip_channels": self.skip_channels_, "feature_dim": self.feature_dim_, "n_steps": self.n_steps_,
-                  "loss_history": self.loss_history_, "version": __version__}
+                  "loss_history": self.loss_history_, "metadata": self.metadata,
+                  "version": __version__}
         write_archive(path, FORMAT_NAME, FORMAT_VERSION, header, arrays)
 
     @classmethod
@@ -355,6 +362,7 @@ class FCAM:
         model.feature_dim_ = int(header["feature_dim"])
         model.n_steps_ = int(header.get("n_steps", 0))
         model.loss_history_ = list(header.get("loss_history", []))
+        model.metadata = dict(header.get("metadata", {}))
         decoder = model._new_decoder(model.feature_dim_, model.skip_channels_)
         state = {name[len("decoder."):]: torch.from_numpy(np.array(value)) for name, value in arrays.items()
                  if name.startswith("decoder.")}

@@ -22,7 +22,7 @@ import copy
 import functools
 import logging
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
@@ -38,6 +38,10 @@ from lpcam_plugin.methods.pixelsup.losses import (fuse_scales, mam_loss, masks_f
 
 logger = logging.getLogger(__name__)
 
+#: A CAM function ``cam_head(model, features) -> (B, C, h, w)`` non-negative CAMs, for heads that
+#: are not GAP-linear (EDAM: ``|L2-normalise_channels(mask_layer(bn7))|``, channels 0..C-1).
+CamHead = Callable[[nn.Module, torch.Tensor], torch.Tensor]
+
 
 class _Branch(nn.Module):
     """One network of the pair (F or G) with its projection, run over the scales of a batch.
@@ -46,12 +50,14 @@ class _Branch(nn.Module):
     wrap it whole.
     """
 
-    def __init__(self, model: nn.Module, feature_layer: str, head: str, projection: nn.Conv2d) -> None:
+    def __init__(self, model: nn.Module, feature_layer: str, head: Union[str, CamHead], projection: nn.Conv2d,
+                 forward_args: Tuple[Any, ...] = ()) -> None:
         super().__init__()
         self.model = model
         self.projection = projection
         self.feature_layer = feature_layer
         self.head = head
+        self.forward_args = forward_args
 
     def forward(self, inputs: Sequence[torch.Tensor], base: int, with_cams: bool
                 ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
@@ -65,9 +71,12 @@ class _Branch(nn.Module):
         Returns:
             ``(logits (B, C), embedding (B, E, h, w), cams)``: the GAP-linear logits and the
             projected features of the base scale, and ``relu(W f)`` ``(B, C, h_s, w_s)`` per
-            scale (empty when not ``with_cams``).
+            scale (empty when not ``with_cams``). With a callable head the CAMs are
+            ``head(model, f)`` and the logits are None.
         """
         layer = self.model.get_submodule(self.feature_layer)
+        if callable(self.head):
+            return self._forward_cam_head(layer, inputs, base, with_cams)
         weight = functools.reduce(getattr, self.head.split("."), self.model)
         bias = None
         if isinstance(weight, nn.Module):
@@ -76,7 +85,7 @@ class _Branch(nn.Module):
         cams: List[torch.Tensor] = []
         logits = embedding = None
         for index, images in enumerate(inputs):
-            features = forward_until(self.model, layer, images)
+            features = forward_until(self.model, layer, images, *self.forward_args)
             if features.dim() != 4 or features.shape[1] != weight.shape[1]:
                 raise ValueError(f"layer {self.feature_layer!r} produced {tuple(features.shape)}; expected "
                                  f"(B, D, h, w) with D={weight.shape[1]} as the head {self.head!r} takes")
@@ -90,6 +99,28 @@ class _Branch(nn.Module):
         assert logits is not None and embedding is not None
         return logits, embedding, cams
 
+    def _forward_cam_head(self, layer: nn.Module, inputs: Sequence[torch.Tensor], base: int, with_cams: bool
+                          ) -> Tuple[None, torch.Tensor, List[torch.Tensor]]:
+        """:meth:`forward` with a callable head: CAMs from ``head(model, features)``, no logits."""
+        dim = self.projection.in_channels
+        cams: List[torch.Tensor] = []
+        embedding = None
+        for index, images in enumerate(inputs):
+            features = forward_until(self.model, layer, images, *self.forward_args)
+            if features.dim() != 4 or features.shape[1] != dim:
+                raise ValueError(f"layer {self.feature_layer!r} produced {tuple(features.shape)}; expected "
+                                 f"(B, D, h, w) with D={dim} (feature_dim)")
+            if with_cams:
+                maps = self.head(self.model, features)
+                if not isinstance(maps, torch.Tensor) or maps.dim() != 4 or maps.shape[0] != features.shape[0]:
+                    shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
+                    raise ValueError(f"the CAM head returned {shape}; expected (B, C, h, w) non-negative CAMs")
+                cams.append(maps)
+            if index == base:
+                embedding = self.projection(features)
+        assert embedding is not None
+        return None, embedding, cams
+
 
 class PixelSelfSupervision(nn.Module):
     """Pixel-level self-supervision (Yoon et al.): RCM + MAM losses for the host's classifier.
@@ -99,8 +130,18 @@ class PixelSelfSupervision(nn.Module):
             DataParallel wrapper is unwrapped); ``model(images)`` must call ``feature_layer``.
             Deep-copied once into the SupportNet G.
         feature_layer: dotted name of the module whose output is the unpooled features ``(B, D, h, w)``.
-        head: dotted name of the GAP-linear head (``nn.Linear``, 1x1 ``nn.Conv2d`` or a ``(C, D)`` parameter).
+        head: dotted name of the GAP-linear head (``nn.Linear``, 1x1 ``nn.Conv2d`` or a ``(C, D)`` parameter),
+            or a callable ``cam_head(model, features) -> (B, C, h, w)`` non-negative CAMs for a
+            head that is not GAP-linear (called with F's model for F's CAMs, with G's copy for
+            G's). A callable head gives no logits: ``cls_weight`` must be 0, ``losses["cls"]``
+            is 0, and the host adds its own classification loss to ``losses["total"]``.
         num_classes: C (no background).
+        feature_dim: D, the channels of ``feature_layer``'s output (the projection's input); read
+            from the head when it is GAP-linear, else from the layer's ``num_features`` /
+            ``out_channels`` (BatchNorm, convolution); pass it for any other layer.
+        forward_args: extra positional arguments of ``model(images, *forward_args)`` for a
+            forward that needs more than the images (EDAM: its ``label_idx``); the forward stops
+            at ``feature_layer``, so they only have to carry it that far.
         preset: ``"voc"`` or ``"coco"`` defaults (:class:`PixelSupConfig`).
         config: a full :class:`PixelSupConfig` instead of a preset.
         **overrides: any :class:`PixelSupConfig` field, e.g. ``mam_start_epoch=6``.
@@ -123,9 +164,9 @@ class PixelSelfSupervision(nn.Module):
     attributes (true of standard layers; not of ``torch.nn.utils.parametrize``).
     """
 
-    def __init__(self, model: nn.Module, *, feature_layer: str = "stage4", head: str = "classifier",
+    def __init__(self, model: nn.Module, *, feature_layer: str = "stage4", head: Union[str, CamHead] = "classifier",
                  num_classes: int = 20, preset: str = "voc", config: Optional[PixelSupConfig] = None,
-                 **overrides: Any) -> None:
+                 feature_dim: Optional[int] = None, forward_args: Sequence[Any] = (), **overrides: Any) -> None:
         super().__init__()
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -138,28 +179,44 @@ class PixelSelfSupervision(nn.Module):
         self.num_classes = num_classes
         self.feature_layer = feature_layer
         self.head = head
-        get_submodule(model, feature_layer)
-        head_ref = LinearHead.resolve(model, head)
-        if head_ref.num_classes != num_classes:
-            raise ValueError(f"head {head!r} has {head_ref.num_classes} rows, expected num_classes={num_classes}")
-        self.projection = self._new_projection(head_ref.feature_dim).to(head_ref.parameter.device)
+        layer = get_submodule(model, feature_layer)
+        forward_args = tuple(forward_args)
+        if callable(head):
+            if self.config.cls_weight != 0:
+                raise ValueError(f"a callable head gives no GAP-linear logits: set cls_weight=0 (got "
+                                 f"{self.config.cls_weight}) and add the host's classification loss to losses['total']")
+            dim = feature_dim if feature_dim is not None else _layer_channels(layer)
+            if dim is None:
+                raise ValueError(f"cannot read the channels of layer {feature_layer!r} "
+                                 f"({type(layer).__name__}): pass feature_dim=")
+            parameter = next(iter(model.parameters()), None)
+            device = parameter.device if parameter is not None else torch.device("cpu")
+        else:
+            head_ref = LinearHead.resolve(model, head)
+            if head_ref.num_classes != num_classes:
+                raise ValueError(f"head {head!r} has {head_ref.num_classes} rows, expected num_classes={num_classes}")
+            dim, device = head_ref.feature_dim, head_ref.parameter.device
+            if feature_dim is not None and feature_dim != dim:
+                raise ValueError(f"feature_dim={feature_dim} but the head {head!r} takes D={dim}")
+        if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
+            raise ValueError(f"feature_dim must be a positive int, got {dim!r}")
+        self.projection = self._new_projection(dim).to(device)
         try:
             support_model = copy.deepcopy(model)
         except Exception as exc:  # a module holding something deepcopy cannot copy
             raise TypeError(f"cannot copy the model for the SupportNet ({type(exc).__name__}: {exc})") from None
-        support = _Branch(support_model, feature_layer, head, copy.deepcopy(self.projection))
+        support = _Branch(support_model, feature_layer, head, copy.deepcopy(self.projection), forward_args)
         _parameters_to_buffers(support)
         self.support = support.train(False)
         embed = self.config.embed_dim
-        device = head_ref.parameter.device
         self.register_buffer("prototypes", torch.zeros(num_classes + 1, embed, device=device))
         self.register_buffer("prototype_seen", torch.zeros(num_classes + 1, dtype=torch.bool, device=device))
         # F and its projection in one module, kept out of this module's tree (the host owns F).
-        self.__dict__["_main"] = _Branch(model, feature_layer, head, self.projection)
+        self.__dict__["_main"] = _Branch(model, feature_layer, head, self.projection, forward_args)
         self.__dict__["_ddp"] = None
         self.__dict__["_mam_on"] = False
         logger.info("pixel self-supervision: F=%s, layer %r, head %r (C=%d, D=%d), scales %s, embed %d, rcm %s",
-                    type(model).__name__, feature_layer, head, num_classes, head_ref.feature_dim,
+                    type(model).__name__, feature_layer, getattr(head, "__name__", head), num_classes, dim,
                     self.config.scales, embed, self.config.rcm_form)
 
     @property
@@ -212,6 +269,9 @@ class PixelSelfSupervision(nn.Module):
         size = (int(embedding.shape[-2]), int(embedding.shape[-1]))
         with torch.no_grad():
             g_embedding, g_raw = self.support(inputs, base, True)[1:]
+            if g_raw[0].shape[1] != self.num_classes:
+                raise ValueError(f"the CAM head returned {g_raw[0].shape[1]} channels, expected num_classes="
+                                 f"{self.num_classes}")
             g_cams = torch.stack([resize_normalize(c, size) for c in g_raw])
             targets = region_labels(fuse_scales(g_cams), labels, self.config.threshold)
             sums, counts = prototype_sums(g_embedding, masks_from_labels(targets, self.num_classes, g_embedding.dtype))
@@ -221,8 +281,11 @@ class PixelSelfSupervision(nn.Module):
             memory, seen = update_prototypes(self.prototypes, self.prototype_seen, sums, counts)
             self.prototypes.copy_(memory)
             self.prototype_seen.copy_(seen)
-        cls = F.multilabel_soft_margin_loss(logits, labels.to(logits.dtype))
         rcm = rcm_loss(embedding, targets, memory, seen, self.config.temperature, self.config.rcm_form)
+        if logits is None:  # a callable head: the host adds its own classification loss
+            cls = torch.zeros((), dtype=rcm.dtype, device=rcm.device)
+        else:
+            cls = F.multilabel_soft_margin_loss(logits, labels.to(logits.dtype))
         if mam_on:
             mam = mam_loss(torch.stack([resize_normalize(c, size) for c in f_cams]), g_cams, labels)
             total = w_cls * cls + w_rcm * rcm + w_mam * mam
@@ -287,6 +350,15 @@ class PixelSelfSupervision(nn.Module):
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def _layer_channels(layer: nn.Module) -> Optional[int]:
+    """The output channels of a BatchNorm / convolution layer, else None."""
+    for name in ("num_features", "out_channels"):
+        value = getattr(layer, name, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def _parameters_to_buffers(module: nn.Module) -> None:

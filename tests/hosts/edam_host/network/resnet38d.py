@@ -2,7 +2,8 @@
 
 Output stride 8 (three stride-2 stages), ``bn7`` without ReLU as "conv6", ``forward`` returning
 conv6, ``forward_as_dict`` and a ``normalize`` transform. Channels are tiny (D = 32). As upstream,
-``train(mode)`` freezes the first convolution and returns None, so ``model.eval()`` is None too.
+``train(mode)`` freezes the ``not_training`` layers, puts every BatchNorm in eval mode with frozen
+affine weights, and returns None, so ``model.eval()`` is None too.
 """
 import numpy as np
 import torch.nn.functional as F
@@ -33,11 +34,24 @@ class Net(nn.Module):
         self.b6 = nn.Conv2d(24, 24, 3, padding=4, dilation=4)
         self.b7 = nn.Conv2d(24, FEATURE_DIM, 3, padding=4, dilation=4)
         self.bn7 = nn.BatchNorm2d(FEATURE_DIM)
+        self.not_training = [self.conv1a]
         self.normalize = Normalize()
 
     def train(self, mode=True):
         super().train(mode)
-        self.conv1a.weight.requires_grad = False  # upstream: the not_training layers; no return
+        for layer in self.not_training:  # as upstream: freeze these layers, BatchNorm eval + frozen, no return
+            if isinstance(layer, nn.Conv2d):
+                layer.weight.requires_grad = False
+            else:
+                for c in layer.children():
+                    c.weight.requires_grad = False
+                    if c.bias is not None:
+                        c.bias.requires_grad = False
+        for layer in self.modules():
+            if isinstance(layer, nn.BatchNorm2d):
+                layer.eval()
+                layer.bias.requires_grad = False
+                layer.weight.requires_grad = False
 
     def forward(self, x):
         return self.forward_as_dict(x)["conv6"]
