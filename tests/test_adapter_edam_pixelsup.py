@@ -211,14 +211,14 @@ def test_the_unchanged_host_forward_runs_on_cpu_only_through_the_redirect(host):
     (("--lpcam_pss_epoch_steps", "-1"), "--lpcam_pss_epoch_steps must be >= 1"),
     (("--lpcam_pss_loader_workers", "-2"), "--lpcam_pss_loader_workers must be >= 0"),
 ])
-def test_bad_options_give_one_line_errors(data, extra, message):
+def test_bad_options_give_one_line_errors(host, data, extra, message):
     args = edam_pss.build_parser().parse_args(argv(data, "bad", *extra))
     with pytest.raises(ValueError) as error:
         edam_pss.TrainOptions.from_args(args)
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
-def test_refuses_several_processes_and_reports_a_missing_host(data, monkeypatch, tmp_path, capsys):
+def test_refuses_several_processes_and_reports_a_missing_host(host, data, monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="runs in one process"):
         train(data, "ddp")

@@ -85,7 +85,7 @@ from lpcam_plugin.adapters._crop_batches import SeededItems, list_sha256
 from lpcam_plugin.adapters._recam_step import _save_state_dict
 from lpcam_plugin.adapters._resnet_hosts import resolve_device
 from lpcam_plugin.adapters.pixelsup_train import (PAPER_MAM_FRACTION, add_config_options, add_run_options,
-                                                  config_from_args)
+                                                  config_from_args, loader_workers)
 from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
@@ -179,10 +179,7 @@ class TrainOptions:
         max_step = (pairs // args.batch_size) * args.max_epoches if pairs is not None else 0
         config, _, _ = config_from_args(args, math.floor(PAPER_MAM_FRACTION * max_step / epoch_steps + 0.5))
         config = config.replace(cls_weight=0.0)  # EDAM's own BCE is the classification term
-        workers = getattr(args, "lpcam_pss_loader_workers", None)
-        workers = getattr(args, "num_workers", 0) if workers is None else workers
-        if workers < 0:
-            raise ValueError(f"--lpcam_pss_loader_workers must be >= 0, got {workers}")
+        workers = loader_workers(args, getattr(args, "num_workers", 0))
         checkpoint = getattr(args, "lpcam_pss_checkpoint", None) or args.session_name + ".pss_train.pt"
         return cls(config=config, network=args.network, weights=args.weights, train_list=args.train_list,
                    voc12_root=args.voc12_root, session_name=args.session_name, batch_size=args.batch_size,

@@ -147,6 +147,15 @@ def config_from_args(args: argparse.Namespace, default_mam_start: int) -> Tuple[
     return config, preset, overrides
 
 
+def loader_workers(args: argparse.Namespace, host_default: int) -> int:
+    """``--lpcam_pss_loader_workers``, else the host's own worker count; one-line error when negative."""
+    workers = getattr(args, "lpcam_pss_loader_workers", None)
+    workers = host_default if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"--lpcam_pss_loader_workers must be >= 0, got {workers}")
+    return int(workers)
+
+
 @dataclass(frozen=True)
 class TrainOptions:
     """The host's training options and the ``--lpcam_pss_*`` options, resolved and checked."""
@@ -183,10 +192,7 @@ class TrainOptions:
         crop = getattr(args, "lpcam_pss_crop_size", None) or HOST_CROP_SIZE
         if crop < 1:
             raise ValueError(f"--lpcam_pss_crop_size must be >= 1, got {crop}")
-        workers = getattr(args, "lpcam_pss_loader_workers", None)
-        workers = host["num_workers"] if workers is None else workers
-        if workers < 0:
-            raise ValueError(f"--lpcam_pss_loader_workers must be >= 0, got {workers}")
+        workers = loader_workers(args, host["num_workers"])
         checkpoint = getattr(args, "lpcam_pss_checkpoint", None) or args.cam_weights_name + ".pss_train.pt"
         device = getattr(args, "lpcam_pss_device", None) or getattr(args, "lpcam_device", None) or "auto"
         return cls(config=config, preset=preset, network=args.cam_network, weights_name=args.cam_weights_name,
