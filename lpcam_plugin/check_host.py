@@ -439,6 +439,19 @@ def _chainer_eval(rec: _Recorder, module: str, args: argparse.Namespace) -> None
         info["detail"] = buffer.getvalue().strip().splitlines()[-1][:200] if buffer.getvalue().strip() else ""
 
 
+def _host_reads_files(rec: _Recorder, args: argparse.Namespace, ids: Sequence[str], labels: Dict[str, np.ndarray],
+                      cam_dir: str, ir_step: str, ir_dir: str, eval_step: str, *, background: bool) -> None:
+    """Check the CAM files in ``cam_dir`` against the host format, then run the host's own
+    ``step.<ir_step>`` on them (PNGs expected in ``ir_dir``) and its chainercv ``step.<eval_step>``."""
+    with rec.step("files follow the host format") as info:
+        info["detail"] = _check_resnet_files(cam_dir, ids, labels, args.voc12_root, background=background)
+    with rec.step(f"host step.{ir_step}.run(args) reads them") as info:
+        with contextlib.redirect_stdout(io.StringIO()):
+            importlib.import_module(f"step.{ir_step}").run(args)
+        info["detail"] = _pngs(ir_dir, ids)
+    _chainer_eval(rec, f"step.{eval_step}", args)
+
+
 def drive_resnet(rec: _Recorder, host: str, route: str, config: Dict[str, Any]) -> None:
     """IRN / AMN: random weights, the adapter's route, the host's ``cam_to_ir_label`` (and eval)."""
     from lpcam_plugin.adapters import amn, irn
@@ -470,26 +483,16 @@ def drive_resnet(rec: _Recorder, host: str, route: str, config: Dict[str, Any]) 
                               else f'lpcam_amn.run(args, route="a") ({args.lpcam_method})') as info:
                     written = irn.run(args) if host == "irn" else amn.run(args, route="a")
                     info["detail"] = f"{written} files written"
-        with rec.step("files follow the host format") as info:
-            info["detail"] = _check_resnet_files(args.cam_out_dir, ids, labels, args.voc12_root, background=False)
-        with rec.step("host step.cam_to_ir_label.run(args) reads them") as info:
-            with contextlib.redirect_stdout(io.StringIO()):
-                importlib.import_module("step.cam_to_ir_label").run(args)
-            info["detail"] = _pngs(args.ir_label_out_dir, ids)
-        _chainer_eval(rec, "step.eval_cam", args)
+        _host_reads_files(rec, args, ids, labels, args.cam_out_dir, "cam_to_ir_label", args.ir_label_out_dir,
+                          "eval_cam", background=False)
     if host == "amn" and route == "b":
         with rec.step("AMN network with random weights (no download)") as info:
             _save_random_weights(args.amn_network, args.amn_weights_name + ".pth", 1)
             info["detail"] = f"{args.amn_network}.CAM -> {args.amn_weights_name}.pth"
         with offline_weights(), rec.step('lpcam_amn.run(args, route="b") (LPCAM instead of make_amn_cam)') as info:
             info["detail"] = f"{amn.run(args, route='b')} files written"
-        with rec.step("files follow the host format") as info:
-            info["detail"] = _check_resnet_files(args.amn_cam_out_dir, ids, labels, args.voc12_root, background=True)
-        with rec.step("host step.amn_cam_to_ir_label.run(args) reads them") as info:
-            with contextlib.redirect_stdout(io.StringIO()):
-                importlib.import_module("step.amn_cam_to_ir_label").run(args)
-            info["detail"] = _pngs(args.amn_ir_label_out_dir, ids)
-        _chainer_eval(rec, "step.eval_amn_cam", args)
+        _host_reads_files(rec, args, ids, labels, args.amn_cam_out_dir, "amn_cam_to_ir_label",
+                          args.amn_ir_label_out_dir, "eval_amn_cam", background=True)
 
 
 #: ``--train-cam pss``: the tiny training schedule (IRN's run_sample names; 20 images, 5 steps per epoch).

@@ -92,3 +92,11 @@ def _load_voc_standin():
 voc_standin = _load_voc_standin()
 #: The mIoU in the printout of IRN's / AMN's eval steps (``{'iou': ..., 'miou': ...}``).
 MIOU = re.compile(r"'miou': (?:np\.float64\()?([-+0-9.eE]+|nan)")
+
+
+def corrupted_copy(path: Path, dest: Path) -> Path:
+    """``dest``: a copy of ``path`` with the middle byte flipped (a checksummed file must refuse it)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    dest.write_bytes(bytes(data))
+    return dest

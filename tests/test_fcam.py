@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import Interrupt, StopsInEpoch, gloo_group, spawn_gloo
+from conftest import Interrupt, StopsInEpoch, corrupted_copy, gloo_group, spawn_gloo
 from lpcam_plugin import ReCAM, cam_map
 from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.crf import bilateral_filter, crf_loss, pair_count, potts_energy
@@ -410,10 +410,7 @@ def test_save_load_round_trip_and_tampering(tmp_path):
     torch.testing.assert_close(loaded.predict(model, images, labels), fcam.predict(model, images, labels))
     assert loaded.config == fcam.config and loaded.loss_history_ == fcam.loss_history_
     assert loaded.skip_layers_ == fcam.skip_layers_ and loaded.skip_channels_ == fcam.skip_channels_
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    bad = tmp_path / "bad.npz"
-    bad.write_bytes(bytes(data))
+    bad = corrupted_copy(path, tmp_path / "bad.npz")
     with pytest.raises(ValueError):
         FCAM.load(bad)
     recam_file = tmp_path / "recam.npz"

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import lpcam_plugin
-from conftest import Interrupt, StopsInEpoch, gloo_group, spawn_gloo
+from conftest import Interrupt, StopsInEpoch, corrupted_copy, gloo_group, spawn_gloo
 from lpcam_plugin import ReCAM, ReCAMConfig, cam_map
 from lpcam_plugin.methods.recam.losses import class_features, normalized_cams, recam_losses, softmax_ce_loss
 
@@ -218,10 +218,7 @@ def test_save_load_round_trip_and_tampering(tmp_path):
     feats = model.stage4(model.stem(images)).detach()
     torch.testing.assert_close(loaded(feats, labels), recam(feats, labels))
     assert loaded.config == recam.config and loaded.loss_history_ == recam.loss_history_
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    bad = tmp_path / "bad.npz"
-    bad.write_bytes(bytes(data))
+    bad = corrupted_copy(path, tmp_path / "bad.npz")
     with pytest.raises(ValueError):
         ReCAM.load(bad)
     with pytest.raises(ValueError):

@@ -31,14 +31,14 @@ import argparse
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 import torch.distributed as dist
 from torch import nn
 
 from lpcam_plugin.adapters._crop_batches import crop_loader, list_sha256, wait_until
-from lpcam_plugin.core.fingerprints import differing_keys
+from lpcam_plugin.core.fingerprints import load_matching
 from lpcam_plugin.core.io import file_sha256
 from lpcam_plugin.methods.fcam.estimator import FCAM
 
@@ -86,19 +86,6 @@ def fit_key(args: argparse.Namespace, weights_path: str, fcam: FCAM, source: str
             "feature_layer": FEATURE_LAYER, "skip_layers": list(SKIP_LAYERS)}
 
 
-def _reusable(path: Path, key: Dict[str, Any]) -> Tuple[Optional[FCAM], str]:
-    if not path.exists():
-        return None, "not trained yet"
-    try:
-        fcam = FCAM.load(path)
-    except ValueError as error:
-        return None, f"unreadable ({error})"
-    diff = differing_keys(fcam.metadata.get("fit_key", {}), key)
-    if diff:
-        return None, "trained with a different " + ", ".join(diff)
-    return fcam, ""
-
-
 def obtain_fcam(args: argparse.Namespace, weights_path: str, fcam: FCAM, encoder: nn.Module, source: Source,
                 source_name: str, source_key: Dict[str, Any], *, batch_size: int, crop_size: int, workers: int,
                 train: bool = True) -> Tuple[FCAM, Path]:
@@ -119,12 +106,13 @@ def obtain_fcam(args: argparse.Namespace, weights_path: str, fcam: FCAM, encoder
     """
     files = fcam_files(weights_path, source_name)
     key = fit_key(args, weights_path, fcam, source_name, source_key, batch_size, crop_size)
-    fitted, reason = _reusable(files["fcam"], key)
+    fitted, reason = load_matching(files["fcam"], FCAM.load, key)
     if fitted is not None:
         logger.info("reusing the F-CAM decoder %s (same checkpoint, source, options and train list)", files["fcam"])
         return fitted, files["fcam"]
     if not train:
-        return wait_until(lambda: _reusable(files["fcam"], key), f"the F-CAM decoder {files['fcam']}"), files["fcam"]
+        waited = wait_until(lambda: load_matching(files["fcam"], FCAM.load, key), f"the F-CAM decoder {files['fcam']}")
+        return waited, files["fcam"]
     logger.info("training the F-CAM decoder on %s maps (%s): %d epochs over %s", source_name, reason,
                 fcam.config.epochs, args.train_list)
     loader = crop_loader(args, batch_size, crop_size, workers, fcam.config.seed, seeded_items=True)

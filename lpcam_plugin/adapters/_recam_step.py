@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lpcam_plugin.adapters._crop_batches import PackBatches, crop_loader, list_sha256, wait_until
-from lpcam_plugin.core.fingerprints import differing_keys
+from lpcam_plugin.core.fingerprints import load_matching
 from lpcam_plugin.core.io import atomic_write, file_sha256
 from lpcam_plugin.methods.recam.estimator import ReCAM
 
@@ -52,15 +52,11 @@ def _fit_key(args: argparse.Namespace, weights_path: str, recam: ReCAM, batch_si
 
 
 def _reusable(files: Dict[str, Path], key: Dict[str, Any]) -> Tuple[Optional[ReCAM], str]:
-    if not (files["recam"].exists() and files["weights"].exists()):
+    if not files["weights"].exists():
         return None, "not trained yet"
-    try:
-        recam = ReCAM.load(files["recam"])
-    except ValueError as error:
-        return None, f"unreadable ({error})"
-    diff = differing_keys(recam.metadata.get("fit_key", {}), key)
-    if diff:
-        return None, "trained with a different " + ", ".join(diff)
+    recam, reason = load_matching(files["recam"], ReCAM.load, key)
+    if recam is None:
+        return None, reason
     if recam.metadata.get("weights_sha256") != file_sha256(files["weights"]):
         return None, f"{files['weights']} was changed after training"
     return recam, ""

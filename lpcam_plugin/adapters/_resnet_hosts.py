@@ -54,7 +54,7 @@ from lpcam_plugin.methods.recam.config import PRESETS as RECAM_PRESETS
 from lpcam_plugin.methods.recam.config import ReCAMConfig
 from lpcam_plugin.methods.recam.estimator import ReCAM
 from lpcam_plugin.core.evaluate import read_irn_cam
-from lpcam_plugin.core.fingerprints import differing_keys
+from lpcam_plugin.core.fingerprints import load_matching
 from lpcam_plugin.core.hooks import FeatureHook
 from lpcam_plugin.core.io import file_sha256, save_npy_atomic
 from lpcam_plugin.core.maps import max_normalize
@@ -462,16 +462,8 @@ def _fit_key(spec: HostSpec, args: argparse.Namespace, opts: LPCAMOptions, sourc
 
 def _try_load_bank(path: Path, key: Dict[str, Any]) -> Tuple[Optional[PrototypeBank], str]:
     """The bank at ``path`` if it was fitted with exactly ``key``; else None and the reason."""
-    if not path.exists():
-        return None, "no bank file yet"
-    try:
-        bank = PrototypeBank.load(path)
-    except ValueError as error:
-        return None, f"unreadable bank ({error})"
-    diff = differing_keys(bank.metadata.get("fit_key", {}), key)
-    if diff:
-        return None, "fitted with a different " + ", ".join(diff)
-    return bank, ""
+    return load_matching(path, PrototypeBank.load, key, made="fitted", missing="no bank file yet",
+                         unreadable="unreadable bank")
 
 
 def _baseline_from_file(path: Path, valid_cat: torch.Tensor, opts: LPCAMOptions) -> Optional[torch.Tensor]:

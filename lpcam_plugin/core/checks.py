@@ -66,6 +66,13 @@ def check_threshold(value: object, name: str) -> float:
     return float(value)
 
 
+def check_num_classes(value: object) -> int:
+    """``value`` as the number of classes C: a positive int (a bool is refused); one-line error otherwise."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"num_classes must be a positive int, got {value!r}")
+    return value
+
+
 def check_classes(classes: Sequence[int], num_classes: int) -> List[int]:
     """Return ``classes`` (a 1-D sequence, tensor or array of distinct class indices) as a list of ints.
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, ClassVar, Dict, Mapping, TypeVar
+from typing import Any, ClassVar, Dict, Mapping, Optional, TypeVar
 
 S = TypeVar("S", bound="MethodSettings")
 
@@ -36,6 +36,12 @@ class MethodSettings:
         except (KeyError, AttributeError):
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}") from None
         return base.replace(**overrides)
+
+    @classmethod
+    def resolve(cls: type[S], preset: str = "voc", config: Optional[S] = None, **overrides: Any) -> S:
+        """What a method's constructor takes: ``config`` (or the named ``preset``) with ``overrides`` applied."""
+        base = config if config is not None else cls.preset(preset)
+        return base.replace(**overrides) if overrides else base
 
     def replace(self: S, **overrides: Any) -> S:
         """A copy with ``overrides`` applied; unknown names raise ``TypeError`` naming them."""

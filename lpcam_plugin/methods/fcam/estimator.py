@@ -22,7 +22,7 @@ from torch import nn
 
 from lpcam_plugin.core.archive import read_archive, write_archive
 from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
-from lpcam_plugin.core.checks import check_finite, check_ndim, check_tensor
+from lpcam_plugin.core.checks import check_finite, check_ndim, check_num_classes, check_tensor
 from lpcam_plugin.core.hooks import FeatureHook
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.modules import get_submodule
@@ -140,11 +140,8 @@ class FCAM:
 
     def __init__(self, num_classes: int, preset: str = "voc", *, config: Optional[FCAMConfig] = None,
                  progress: Optional[bool] = None, **overrides: Any) -> None:
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        base = config if config is not None else FCAMConfig.preset(preset)
-        self.config = base.replace(**overrides) if overrides else base
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes)
+        self.config = FCAMConfig.resolve(preset, config, **overrides)
         self.progress = progress
         self.decoder_: Optional[FCAMDecoder] = None
         self.feature_layer_: Optional[str] = None

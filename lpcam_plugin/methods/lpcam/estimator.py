@@ -9,7 +9,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from lpcam_plugin.core.checks import check_classes, check_feature_dim, check_finite, check_matrix, check_ndim, check_tensor
+from lpcam_plugin.core.checks import (check_classes, check_feature_dim, check_finite, check_matrix, check_ndim,
+                                      check_num_classes, check_tensor)
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.config import LPCAMConfig
@@ -65,11 +66,8 @@ class LPCAM:
         progress: Optional[bool] = None,
         **overrides: Any,
     ) -> None:
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        base = config if config is not None else LPCAMConfig.preset(preset)
-        self.config = base.replace(**overrides) if overrides else base
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes)
+        self.config = LPCAMConfig.resolve(preset, config, **overrides)
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"class_names has {len(class_names)} names for {num_classes} classes")
         self.class_names = None if class_names is None else list(class_names)

@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lpcam_plugin.core.checks import check_finite, check_ndim, check_tensor
+from lpcam_plugin.core.checks import check_finite, check_ndim, check_num_classes, check_tensor
 from lpcam_plugin.core.modules import LinearHead, forward_until, get_submodule
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
 from lpcam_plugin.methods.pixelsup.losses import (fuse_scales, mam_loss, masks_from_labels, prototype_sums, raw_cams,
@@ -172,11 +172,8 @@ class PixelSelfSupervision(nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
             model = model.module
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        base = config if config is not None else PixelSupConfig.preset(preset)
-        self.config = base.replace(**overrides) if overrides else base
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes)
+        self.config = PixelSupConfig.resolve(preset, config, **overrides)
         self.feature_layer = feature_layer
         self.head = head
         layer = get_submodule(model, feature_layer)

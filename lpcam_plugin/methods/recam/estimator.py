@@ -23,7 +23,7 @@ from torch import nn
 
 from lpcam_plugin.core.archive import read_archive, write_archive
 from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
-from lpcam_plugin.core.checks import check_finite, float32_features
+from lpcam_plugin.core.checks import check_finite, check_num_classes, float32_features
 from lpcam_plugin.core.targets import resolve_targets
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.maps import max_normalize
@@ -90,11 +90,8 @@ class ReCAM:
 
     def __init__(self, num_classes: int, preset: str = "voc", *, config: Optional[ReCAMConfig] = None,
                  progress: Optional[bool] = None, **overrides: Any) -> None:
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        base = config if config is not None else ReCAMConfig.preset(preset)
-        self.config = base.replace(**overrides) if overrides else base
-        self.num_classes = num_classes
+        self.num_classes = check_num_classes(num_classes)
+        self.config = ReCAMConfig.resolve(preset, config, **overrides)
         self.progress = progress
         self.head_: Optional[nn.Linear] = None
         self.bce_weight_: Optional[torch.Tensor] = None
