@@ -21,8 +21,8 @@ from lpcam_plugin.methods.recam.estimator import ReCAM
 from lpcam_plugin.methods.lpcam.config import LPCAMConfig
 from lpcam_plugin.distributed.api import fit_distributed, fit_prototypes_distributed, infer_distributed
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
-from lpcam_plugin.core.evaluate import (SweepResult, confusion_matrix, maps_to_prediction, read_class_dict, read_irn_cam,
-                       seed_metrics, sweep)
+from lpcam_plugin.core.evaluate import SweepResult, confusion_matrix, maps_to_prediction, seed_metrics, sweep
+from lpcam_plugin.core.formats import read_class_dict, read_irn_cam
 from lpcam_plugin.core.hooks import FeatureHook, TokensToMap, tokens_to_map
 from lpcam_plugin.core.io import atomic_write, save_npy_atomic
 from lpcam_plugin.methods.lpcam.kmeans import KMeansResult, kmeans

@@ -14,7 +14,8 @@ from torch import nn
 
 import lpcam_plugin.adapters.amn as amn
 from lpcam_plugin import PrototypeBank
-from lpcam_plugin.core.evaluate import read_irn_cam, read_label_png, sweep
+from lpcam_plugin.core.evaluate import sweep
+from lpcam_plugin.core.formats import read_irn_cam, read_label_png
 
 from conftest import MIOU, voc_standin
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lpcam_plugin.core.formats import write_class_dict
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -358,8 +360,8 @@ def test_evaluate_follows_eval_py_rule(host, tmp_path, voc):
         dicts[name] = {c: rng.random((h, w)).astype(np.float32) for c in LABELS[name]}
         crfs[name] = {0: rng.random((h, w)).astype(np.float32),
                       **{c + 1: rng.random((h, w)).astype(np.float32) for c in LABELS[name]}}
-        shared.save_dict(pred_dir / f"{name}.npy", dicts[name])
-        shared.save_dict(crf_dir / f"{name}.npy", crfs[name])
+        write_class_dict(pred_dir / f"{name}.npy", dicts[name])
+        write_class_dict(crf_dir / f"{name}.npy", crfs[name])
         gts[name] = np.array(Image.open(root / "gt" / f"{name}.png"))
         sals[name] = np.array(Image.open(root / "sal" / f"{name}.png"))
     thetas = (0.3, 0.5)

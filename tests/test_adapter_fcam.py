@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lpcam_plugin.core.formats import load_class_dict
 import torch
 
 import lpcam_plugin.adapters.amn as amn
@@ -393,7 +395,7 @@ def test_edam_writes_out_cam_dicts_that_eval_reads(edam_host, tmp_path):
     for name in DICT_NAMES:
         check_dict(tmp_path / "out_fcam" / f"{name}.npy", name, minmax=False)
     # EDAM's eval rebuilds the 21-channel tensor from these dicts (key + 1): our host-rule loader reads them
-    d = edam.load_dict(tmp_path / "out_fcam" / f"{DICT_NAMES[0]}.npy", allow_pickle=True)
+    d = load_class_dict(tmp_path / "out_fcam" / f"{DICT_NAMES[0]}.npy", allow_pickle=True)
     assert edam.cam_dict_tensor(d).shape == (21,) + DICT_SIZES[DICT_NAMES[0]]
     with pytest.raises(ValueError, match="source must be 'cam', a PrototypeBank or a callable"):
         edam_fcam.fit(model, train, source="lpcam", batch_size=2, crop_size=24, progress=False, **TINY)

@@ -17,7 +17,8 @@ from PIL import Image
 import lpcam_plugin.adapters.irn as irn
 from lpcam_plugin import LPCAMConfig, PrototypeBank
 from lpcam_plugin.adapters import _resnet_hosts as hosts
-from lpcam_plugin.core.evaluate import maps_to_prediction, read_irn_cam, read_label_png, sweep
+from lpcam_plugin.core.evaluate import maps_to_prediction, sweep
+from lpcam_plugin.core.formats import read_irn_cam, read_label_png
 
 from conftest import MIOU, voc_standin
 

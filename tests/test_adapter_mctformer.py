@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from lpcam_plugin.core.formats import write_class_dict
 import torch
 from PIL import Image
 
@@ -276,7 +278,7 @@ def test_evaluate_follows_evaluation_py_curve(host, tmp_path):
     for name in NAMES:
         h, w = SIZES[name]
         dicts[name] = {c: rng.random((h, w)).astype(np.float32) for c in LABELS[name]}
-        shared.save_dict(pred_dir / f"{name}.npy", dicts[name])
+        write_class_dict(pred_dir / f"{name}.npy", dicts[name])
         gts[name] = rng.choice([0] + [c + 1 for c in LABELS[name]], size=(h, w)).astype(np.uint8)
         Image.fromarray(gts[name]).save(gt_dir / f"{name}.png")
     result = mctformer.evaluate(pred_dir, gt_dir, NAMES, start=0, end=60, allow_pickle=True, progress=False)

@@ -23,7 +23,8 @@ from lpcam_plugin.benchmark.synthetic import SyntheticConfig, generate
 from lpcam_plugin.benchmark.toynet import ToyBottleneckNet, ToyResNet, TrainConfig, load_checkpoint
 from lpcam_plugin.cli import main
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
-from lpcam_plugin.core.evaluate import evaluate_folder, read_id_list
+from lpcam_plugin.core.evaluate import evaluate_folder
+from lpcam_plugin.core.formats import read_id_list
 
 TINY_NETWORKS = (
     NetworkConfig("toyresnet", "ToyResNet", {"widths": (8, 16, 16), "strides": (2, 2, 1)}),

@@ -23,7 +23,8 @@ from torch import nn
 
 import lpcam_plugin as lp
 from lpcam_plugin.distributed.data import (ArrayImageDataset, HookedFeatures, build_model, classifier_weight,
-                                     read_id_list, read_labels)
+                                           read_labels)
+from lpcam_plugin.core.formats import read_id_list
 from lpcam_plugin.distributed.api import (collect_features, fit_distributed, infer_distributed, map_path, read_map,
                                       shard_indices)
 

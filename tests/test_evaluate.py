@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 from lpcam_plugin.core import evaluate as ev
+from lpcam_plugin.core import formats
 
 
 def test_confusion_matrix_hand_computed_with_ignore() -> None:
@@ -165,19 +166,19 @@ def test_readers_irn_amn_and_dict(tmp_path) -> None:
     np.save(tmp_path / "amn.npy", amn)
     np.save(tmp_path / "dict.npy", {11: maps[1], 3: maps[0]})
     for name, fmt in [("irn", "irn"), ("amn", "irn"), ("dict", "dict"), ("irn", "auto"), ("dict", "auto")]:
-        k, m = ev.read_cam_file(tmp_path / f"{name}.npy", fmt, allow_pickle=True)
+        k, m = formats.read_cam_file(tmp_path / f"{name}.npy", fmt, allow_pickle=True)
         np.testing.assert_array_equal(k, keys)
         np.testing.assert_array_equal(m, maps)
     with pytest.raises(ValueError, match="allow_pickle"):
-        ev.read_irn_cam(tmp_path / "irn.npy")
+        formats.read_irn_cam(tmp_path / "irn.npy")
     with pytest.raises(ValueError, match="not an IRN"):
-        ev.read_irn_cam(tmp_path / "dict.npy", allow_pickle=True)
+        formats.read_irn_cam(tmp_path / "dict.npy", allow_pickle=True)
 
 
 def test_read_id_list_accepts_edam_lines(tmp_path) -> None:
     path = tmp_path / "list.txt"
     path.write_text("2007_000032\n/JPEGImages/2007_000039.jpg /SegmentationClassAug/2007_000039.png\n\n")
-    assert ev.read_id_list(path) == ["2007_000032", "2007_000039"]
+    assert formats.read_id_list(path) == ["2007_000032", "2007_000039"]
 
 
 def test_eval_cli_matches_sweep(tmp_path, capsys) -> None:

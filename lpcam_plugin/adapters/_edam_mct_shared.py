@@ -14,7 +14,6 @@ import numpy as np
 import torch
 
 from lpcam_plugin.core.evaluate import SweepResult
-from lpcam_plugin.core.io import PathLike, save_npy_atomic
 
 #: ``crf_fn(image (H, W, 3) uint8, probs (L, H, W) float32, t, labels) -> (L, H, W)`` CRF marginals.
 CrfFn = Callable[[np.ndarray, np.ndarray, int, int], np.ndarray]
@@ -137,25 +136,6 @@ def with_iou_mean(result: SweepResult, mean: str) -> SweepResult:
         metrics[name] = values.mean(axis=-1)
     return AllClassSweepResult(thresholds=result.thresholds, confusion=result.confusion, metrics=metrics,
                                num_images=result.num_images)
-
-
-def save_dict(path: PathLike, data: Mapping[int, np.ndarray]) -> None:
-    """Write a host dict with ``np.save`` (pickled, as the hosts), atomically."""
-    save_npy_atomic(path, {int(k): np.asarray(v, dtype=np.float32) for k, v in data.items()}, allow_pickle=True)
-
-
-def load_dict(path: PathLike, *, allow_pickle: bool = False) -> Dict[int, np.ndarray]:
-    """Read a host dict (CAM or CRF) written with ``np.save``; needs ``allow_pickle=True``."""
-    if not allow_pickle:
-        raise ValueError(f"{path}: host CAM/CRF dicts are pickled; pass allow_pickle=True (CLI: --allow-pickle) "
-                         "only for files you trust")
-    data = np.load(path, allow_pickle=True)
-    if not (isinstance(data, np.ndarray) and data.dtype == object and data.shape == ()):
-        raise ValueError(f"{path}: not a pickled dict")
-    data = data.item()
-    if not isinstance(data, dict) or not data or not all(isinstance(k, (int, np.integer)) for k in data):
-        raise ValueError(f"{path}: expected a non-empty dict {{int: (H, W) map}}")
-    return {int(k): np.asarray(v) for k, v in data.items()}
 
 
 def unbatch(value: Any) -> Any:

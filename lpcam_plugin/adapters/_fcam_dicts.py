@@ -22,7 +22,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lpcam_plugin.adapters._edam_mct_shared import all_class_maps, as_image_batch, present_classes, save_dict
+from lpcam_plugin.core.formats import write_class_dict
+from lpcam_plugin.adapters._edam_mct_shared import all_class_maps, as_image_batch, present_classes
 from lpcam_plugin.adapters._fcam_step import fcam_maps
 from lpcam_plugin.adapters._resnet_hosts import linear_source
 from lpcam_plugin.core.io import PathLike
@@ -157,7 +158,7 @@ def write_dicts(fcam: FCAM, encoder: nn.Module, dataset: Iterable[Any], read_ite
             logger.warning("%s: no positive class in the label; nothing written", name)
             continue
         maps = dict_maps(fcam, encoder, views, classes, normalize).numpy()
-        save_dict(out / f"{name}.npy", {c: maps[i] for i, c in enumerate(classes)})
+        write_class_dict(out / f"{name}.npy", {c: maps[i] for i, c in enumerate(classes)})
         written += 1
     return written
 

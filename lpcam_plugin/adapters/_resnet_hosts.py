@@ -53,7 +53,7 @@ from lpcam_plugin.methods.lpcam.estimator import LPCAM
 from lpcam_plugin.methods.recam.config import PRESETS as RECAM_PRESETS
 from lpcam_plugin.methods.recam.config import ReCAMConfig
 from lpcam_plugin.methods.recam.estimator import ReCAM
-from lpcam_plugin.core.evaluate import read_irn_cam
+from lpcam_plugin.core.formats import read_irn_cam, write_irn_cam
 from lpcam_plugin.core.fingerprints import load_matching
 from lpcam_plugin.core.hooks import FeatureHook
 from lpcam_plugin.core.io import file_sha256, save_npy_atomic
@@ -748,15 +748,6 @@ def write_shard(spec: HostSpec, model: nn.Module, readout: Readout, subset: Any,
     return written
 
 
-def save_host_dict(path: Path, keys: torch.Tensor, cam: torch.Tensor, high_res: torch.Tensor) -> None:
-    """Atomically ``np.save`` the hosts' dict: ``keys`` torch int64, ``cam`` torch float32 (CPU),
-    ``high_res`` numpy float32."""
-    save_npy_atomic(path, {"keys": keys.detach().cpu().to(torch.int64),
-                           "cam": cam.detach().cpu().to(torch.float32).contiguous(),
-                           "high_res": high_res.detach().cpu().to(torch.float32).numpy()},
-                    allow_pickle=True)
-
-
 # ----------------------------------------------------------------------------------------- entry points
 
 
@@ -944,5 +935,5 @@ __all__ = [
     "METHODS", "FitPlan", "FitSource", "HostSpec", "LPCAMOptions", "Readout", "add_lpcam_arguments", "fit_bank",
     "fcam_render", "host_maps", "lpcam_readout", "lpcam_source", "linear_readout", "linear_source", "prepare_readout",
     "lpcam_written_ids", "obtain_bank", "patch_attribute", "require_spawn_devices", "resolve_device", "run_in_process",
-    "save_host_dict", "unpatch_attribute", "work", "write_shard",
+    "unpatch_attribute", "work", "write_shard",
 ]

@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from lpcam_plugin.core.formats import write_irn_cam
 from lpcam_plugin.methods.lpcam.selection import reduce_conv_head
 
 from lpcam_plugin.adapters import _resnet_hosts as hosts
@@ -113,7 +114,7 @@ def write(path: Path, keys: torch.Tensor, strided: torch.Tensor, high_res: torch
         top = maps.amax(dim=0, keepdim=True) if maps.shape[0] else torch.zeros((1,) + tuple(maps.shape[1:]))
         return torch.cat([(1.0 - top).clamp_(0.0, 1.0), maps])
 
-    hosts.save_host_dict(path, keys, with_bg(strided), with_bg(high_res))
+    write_irn_cam(path, keys, with_bg(strided), with_bg(high_res))
 
 
 def _extra_fit_key(args: argparse.Namespace, opts: hosts.LPCAMOptions) -> Dict[str, Any]:

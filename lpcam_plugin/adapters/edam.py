@@ -32,8 +32,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lpcam_plugin.core.io import PathLike
+from lpcam_plugin.core.formats import load_class_dict, write_class_dict
 from lpcam_plugin.adapters._edam_mct_shared import (IOU_MEANS, CrfFn, all_class_maps, as_image_batch, crf_dict,
-                                                    load_dict, present_classes, save_dict, unbatch, with_iou_mean, require_lpcam)
+                                                    present_classes, unbatch, with_iou_mean, require_lpcam)
 
 logger = logging.getLogger(__name__)
 
@@ -291,14 +292,14 @@ def run(
                 continue
             saliency = read_saliency(sal_path, name) if sal_path is not None else None
             if out_cam is not None:
-                save_dict(Path(out_cam) / f"{name}.npy", cam)
+                write_class_dict(Path(out_cam) / f"{name}.npy", cam)
             if out_cam_pred is not None:
                 labels = prediction(cam, theta=theta, alpha=alpha, beta=beta, saliency=saliency)
                 _save_png(Path(out_cam_pred) / f"{name}.png", labels)
             if out_crf is not None or out_crf_pred is not None:
                 crf = crf_dict(cam, image_loader(name), alpha=CRF_ALPHA, t=CRF_ITERATIONS, crf_fn=crf_fn)
                 if out_crf is not None:
-                    save_dict(Path(out_crf) / f"{name}.npy", crf)
+                    write_class_dict(Path(out_crf) / f"{name}.npy", crf)
                 if out_crf_pred is not None:
                     labels = prediction(crf, theta=theta, alpha=alpha, beta=beta, saliency=saliency, crf=True)
                     _save_png(Path(out_crf_pred) / f"{name}.png", labels)
@@ -502,7 +503,7 @@ def evaluate(
     n = NUM_CLASSES + 1
     confusion = np.zeros((len(values), n, n), dtype=np.int64)
     for name in progress_bar(names, progress=progress, desc="EDAM eval", total=len(names)):
-        cam = load_dict(Path(predict_dir) / f"{name}.npy", allow_pickle=allow_pickle)
+        cam = load_class_dict(Path(predict_dir) / f"{name}.npy", allow_pickle=allow_pickle)
         gt = ev.read_label_png(Path(gt_dir) / f"{name}.png")
         saliency = read_saliency(sal_path, name) if sal_path is not None else None
         for i, theta in enumerate(values):

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lpcam_plugin.core.formats import write_irn_cam
 from lpcam_plugin.core.maps import max_normalize
 
 from lpcam_plugin.adapters import _resnet_hosts as hosts
@@ -56,7 +57,7 @@ def host_cams(model: nn.Module, stacks: Sequence[torch.Tensor], label: torch.Ten
 
 def write(path: Path, keys: torch.Tensor, strided: torch.Tensor, high_res: torch.Tensor) -> None:
     """Save IRN's dict: ``keys`` torch int64, ``cam`` torch float32 (K, h4, w4), ``high_res`` numpy (K, H, W)."""
-    hosts.save_host_dict(path, keys, strided, high_res)
+    write_irn_cam(path, keys, strided, high_res)
 
 
 SPEC = hosts.HostSpec(name="irn", network_arg="cam_network", weights_arg="cam_weights_name",

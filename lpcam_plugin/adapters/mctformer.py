@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lpcam_plugin.adapters._edam_mct_shared import (IOU_MEANS, all_class_maps, as_image_batch, load_dict, unbatch,
+from lpcam_plugin.core.formats import load_class_dict
+from lpcam_plugin.adapters._edam_mct_shared import (IOU_MEANS, all_class_maps, as_image_batch, unbatch,
                                                     with_iou_mean, require_lpcam)
 from lpcam_plugin.core.io import PathLike
 
@@ -219,7 +220,7 @@ def host_cam(
 
 def _dict_cam(cam_dir: PathLike, name: str, size: Tuple[int, int], allow_pickle: bool) -> torch.Tensor:
     """A host ``{c: (H, W)}`` dict as ``(20, H, W)`` (zeros for classes not in the dict)."""
-    data = load_dict(Path(cam_dir) / f"{name}.npy", allow_pickle=allow_pickle)
+    data = load_class_dict(Path(cam_dir) / f"{name}.npy", allow_pickle=allow_pickle)
     cam = torch.zeros(NUM_CLASSES, *size)
     for c, value in data.items():
         if tuple(np.shape(value)) != tuple(size):

@@ -50,7 +50,8 @@ from lpcam_plugin.benchmark.toynet import (
     train_classifier,
 )
 from lpcam_plugin.core.evaluate import DEFAULT_THRESHOLDS, MEAN_METRICS, SweepResult, maps_to_prediction, sweep
-from lpcam_plugin.core.io import atomic_write, save_npy_atomic
+from lpcam_plugin.core.formats import write_class_dict, write_label_png
+from lpcam_plugin.core.io import atomic_write
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.pixelsup.config import RCM_FORMS, PixelSupConfig
@@ -286,14 +287,11 @@ def _part_diagnostics(maps: torch.Tensor, data: SyntheticDataset, threshold: flo
 
 def _export_host_files(folder: Path, data: SyntheticDataset, maps: torch.Tensor, progress: Optional[bool]) -> None:
     """Write maps as EDAM/MCTformer ``{class: (H, W)}`` dicts under ``lpcam/``, GT PNGs and an id list."""
-    from PIL import Image
-
     size = data.config.image_size
     items = zip(data.ids, data.masks, _image_maps(maps, data.labels, size))
     for image_id, mask, (keys, image_maps) in progress_bar(items, progress=progress, desc="export host files", total=len(data), leave=False):
-        save_npy_atomic(folder / "lpcam" / f"{image_id}.npy", {int(k): m for k, m in zip(keys, image_maps)}, allow_pickle=True)
-        with atomic_write(folder / "gt" / f"{image_id}.png") as tmp:
-            Image.fromarray(mask).save(tmp, format="PNG")
+        write_class_dict(folder / "lpcam" / f"{image_id}.npy", dict(zip(keys, image_maps)))
+        write_label_png(folder / "gt" / f"{image_id}.png", mask)
     with atomic_write(folder / "train.txt") as tmp:
         tmp.write_text("\n".join(data.ids) + "\n")
 

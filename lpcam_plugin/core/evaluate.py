@@ -1,4 +1,6 @@
-"""Seed-mask evaluation (paper Table 1 and Figure 5d) and the ``lpcam eval`` subcommand.
+"""Seed-mask evaluation (paper Table 1 and Figure 5d): metrics and the threshold sweep.
+
+The files it reads are in :mod:`lpcam_plugin.core.formats`; ``lpcam eval`` is :mod:`lpcam_plugin.cli.evaluate`.
 
 Conventions (lpcam-spec.md, "Evaluation of seed masks"):
 
@@ -18,20 +20,16 @@ threshold.
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
-import sys
 import warnings
-import zipfile
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
 from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.core.formats import check_keyed_maps, check_unique, read_cam_file, read_label_png
 from lpcam_plugin.core.io import PathLike
 
 logger = logging.getLogger(__name__)
@@ -154,21 +152,6 @@ def seed_metrics(confusion: Any) -> Dict[str, Any]:
 # --------------------------------------------------------------------------- predictions
 
 
-def _check_maps(keys: Any, maps: Any) -> Tuple[np.ndarray, np.ndarray]:
-    keys_arr = np.asarray(keys).reshape(-1)
-    if keys_arr.size and not np.issubdtype(keys_arr.dtype, np.integer):
-        raise TypeError(f"keys must be integer class ids, got dtype {keys_arr.dtype}")
-    keys_arr = keys_arr.astype(np.int64)
-    maps_arr = np.asarray(maps)
-    if maps_arr.ndim != 3:
-        raise ValueError(f"maps must have shape (K, H, W), got {maps_arr.shape}")
-    if maps_arr.shape[0] != keys_arr.size:
-        raise ValueError(f"{maps_arr.shape[0]} maps but {keys_arr.size} keys")
-    if keys_arr.size and keys_arr.min() < 0:
-        raise ValueError(f"keys must be 0-based foreground class ids (no background), got {keys_arr.tolist()}")
-    return keys_arr, maps_arr
-
-
 def maps_to_prediction(maps: Any, keys: Any, threshold: float) -> np.ndarray:
     """Seed mask of one image.
 
@@ -180,7 +163,7 @@ def maps_to_prediction(maps: Any, keys: Any, threshold: float) -> np.ndarray:
     Returns:
         ``(H, W)`` int64: 0 where no map is strictly above ``t``, else ``keys[argmax] + 1``.
     """
-    keys_arr, maps_arr = _check_maps(keys, maps)
+    keys_arr, maps_arr = check_keyed_maps(keys, maps)
     planes = np.concatenate([np.full((1,) + maps_arr.shape[1:], float(threshold)), maps_arr.astype(np.float64)])
     lookup = np.concatenate([[0], keys_arr + 1])
     return lookup[np.argmax(planes, axis=0)]
@@ -308,7 +291,7 @@ def sweep(
         except StopIteration:
             raise ValueError("gts has fewer entries than maps") from None
         gt = _check_label_map(gt, "gt")
-        keys_arr, maps_arr = _check_maps(keys, class_maps)
+        keys_arr, maps_arr = check_keyed_maps(keys, class_maps)
         if maps_arr.shape[1:] != gt.shape:
             raise ValueError(f"image {count}: maps are {maps_arr.shape[1:]} but gt is {gt.shape}")
         if keys_arr.size and keys_arr.max() + 1 >= n:
@@ -346,122 +329,6 @@ def sweep(
     )
 
 
-# --------------------------------------------------------------------------- readers
-
-
-def _load_pickled(path: PathLike, allow_pickle: bool, what: str) -> Any:
-    if not allow_pickle:
-        raise ValueError(
-            f"{path}: {what} files are pickled dicts; reading them can run arbitrary code, so pass "
-            "allow_pickle=True (CLI: --allow-pickle) only for files you trust"
-        )
-    data = np.load(path, allow_pickle=True)
-    if isinstance(data, np.ndarray) and data.dtype == object and data.shape == ():
-        return data.item()
-    return data
-
-
-def _as_numpy(value: Any) -> np.ndarray:
-    if hasattr(value, "detach"):  # torch tensors (IRN stores keys and cam as torch tensors)
-        value = value.detach().cpu().numpy()
-    return np.asarray(value)
-
-
-def read_irn_cam(path: PathLike, *, allow_pickle: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """Read an IRN / AMN CAM file (``np.save`` of ``{"keys", "cam", "high_res"}``).
-
-    Returns ``(keys (K,) int64, high_res (K, H, W) float32)``. AMN files carry a background
-    placeholder as channel 0 (``high_res`` has ``K + 1`` channels); it is dropped, as AMN's own
-    consumers do.
-    """
-    data = _load_pickled(path, allow_pickle, "IRN/AMN CAM")
-    if not isinstance(data, dict) or "keys" not in data or "high_res" not in data:
-        raise ValueError(f"{path}: not an IRN/AMN CAM file (expected a dict with 'keys' and 'high_res')")
-    keys = _as_numpy(data["keys"]).astype(np.int64).reshape(-1)
-    high_res = _as_numpy(data["high_res"]).astype(np.float32, copy=False)
-    if high_res.ndim != 3:
-        raise ValueError(f"{path}: high_res must be (K, H, W), got {high_res.shape}")
-    if high_res.shape[0] == keys.size + 1:
-        high_res = high_res[1:]
-    elif high_res.shape[0] != keys.size:
-        raise ValueError(f"{path}: high_res has {high_res.shape[0]} channels for {keys.size} keys")
-    return keys, high_res
-
-
-def read_class_dict(path: PathLike, *, allow_pickle: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """Read an EDAM / MCTformer CAM file (``np.save`` of ``{class (0-based int): (H, W) map}``).
-
-    Returns ``(keys (K,) int64 ascending, maps (K, H, W) float32)``. CRF dicts (``{0: bg, c+1: ...}``)
-    are a different format and are not accepted.
-    """
-    data = _load_pickled(path, allow_pickle, "class-dict CAM")
-    if not isinstance(data, dict) or not all(isinstance(k, (int, np.integer)) for k in data):
-        raise ValueError(f"{path}: not a class-dict CAM file (expected a dict {{int class: (H, W) map}})")
-    keys = np.array(sorted(int(k) for k in data), dtype=np.int64)
-    if keys.size == 0:
-        raise ValueError(f"{path}: empty class dict; the map size is unknown")
-    maps = np.stack([_as_numpy(data[int(k)]).astype(np.float32, copy=False) for k in keys])
-    if maps.ndim != 3:
-        raise ValueError(f"{path}: class maps must be (H, W), got {maps.shape[1:]}")
-    return keys, maps
-
-
-def read_map(path: PathLike) -> Tuple[np.ndarray, np.ndarray]:
-    """Read a native map file written by ``lpcam infer``: ``(keys (K,) int64, high_res (K, H, W) float32)``.
-
-    The ``.npz`` holds plain arrays and is read without pickle.
-    """
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            keys, maps = data["keys"], data["high_res"]
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: not an LPCAM map file (.npz with 'keys' and 'high_res'): {error}") from error
-    return _check_maps(keys, maps)
-
-
-def read_cam_file(path: PathLike, fmt: str = "auto", *, allow_pickle: bool = False) -> Tuple[np.ndarray, np.ndarray]:
-    """Read one CAM file in format ``"irn"`` (IRN/AMN), ``"dict"`` (EDAM/MCTformer), ``"npz"``
-    (``lpcam infer``) or ``"auto"`` (one of the two host ``.npy`` formats)."""
-    if fmt == "irn":
-        return read_irn_cam(path, allow_pickle=allow_pickle)
-    if fmt == "dict":
-        return read_class_dict(path, allow_pickle=allow_pickle)
-    if fmt == "npz":
-        return read_map(path)
-    if fmt != "auto":
-        raise ValueError(f"unknown CAM format {fmt!r}; expected 'irn', 'dict', 'npz' or 'auto'")
-    data = _load_pickled(path, allow_pickle, "host CAM")
-    if isinstance(data, dict) and "keys" in data:
-        return read_irn_cam(path, allow_pickle=allow_pickle)
-    return read_class_dict(path, allow_pickle=allow_pickle)
-
-
-def read_label_png(path: PathLike) -> np.ndarray:
-    """Read a VOC-style label PNG (palette or grey-scale) as ``(H, W)`` int64 class indices."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        if image.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"{path}: label PNGs must be palette or grey-scale, got mode {image.mode}")
-        return np.asarray(image).astype(np.int64)
-
-
-def read_id_list(path: PathLike) -> List[str]:
-    """Image ids of a list file: the stem of each line's first field.
-
-    Accepts plain id lists (IRN, MCTformer: ``2007_000032``) and EDAM/PSA lines
-    (``/JPEGImages/2007_000032.jpg /SegmentationClassAug/...``).
-    """
-    ids = []
-    for line in Path(path).read_text().splitlines():
-        fields = line.split()
-        if fields:
-            ids.append(Path(fields[0]).stem)
-    if not ids:
-        raise ValueError(f"{path}: the list holds no image ids")
-    return ids
-
-
 def evaluate_folder(
     cams_dir: PathLike,
     gt_dir: PathLike,
@@ -479,11 +346,7 @@ def evaluate_folder(
     Raises ``ValueError`` naming an id listed more than once (it would be scored twice) and
     ``FileNotFoundError`` naming a missing file.
     """
-    counts = Counter(ids)
-    repeated = [i for i, n in counts.items() if n > 1]
-    if repeated:
-        raise ValueError(f"image id {repeated[0]!r} is listed {counts[repeated[0]]} times "
-                         f"({len(repeated)} repeated id(s)); each image must be scored once")
+    check_unique(ids)
     cams_dir, gt_dir = Path(cams_dir), Path(gt_dir)
     suffix = ".npz" if fmt == "npz" else ".npy"
     missing = [i for i in ids if not (cams_dir / f"{i}{suffix}").is_file()]
@@ -501,119 +364,12 @@ def evaluate_folder(
     return sweep(cams(), gts, thresholds, num_classes, ignore_index=ignore_index, progress=progress, total=len(ids))
 
 
-# --------------------------------------------------------------------------- reporting + CLI
-
-
-def format_result(result: SweepResult, class_names: Optional[Sequence[str]] = None) -> str:
-    """Plain-text summary: the best threshold, the Table-1 means and per-class IoU."""
-    best = result.best
-    lines = [
-        f"images: {result.num_images}   best threshold: {best['threshold']:.2f}",
-        "mIoU {:.2f}  FP {:.2f}  FN {:.2f}  precision {:.2f}  recall {:.2f}".format(
-            *(100 * best[m] for m in MEAN_METRICS)
-        ),
-        "per-class IoU:",
-    ]
-    for index, iou in enumerate(best["iou"]):
-        name = "background" if index == 0 else (class_names[index - 1] if class_names else f"class {index - 1}")
-        lines.append(f"  {name:>16s} {100 * iou:6.2f}")
-    return "\n".join(lines)
-
-
-def _parse_thresholds(values: Optional[Sequence[str]]) -> Tuple[float, ...]:
-    """``--thresholds`` accepts floats and ``start:stop:step`` ranges (stop exclusive); ``ValueError`` otherwise."""
-    if not values:
-        return DEFAULT_THRESHOLDS
-    out: List[float] = []
-    for value in values:
-        if ":" in value:
-            parts = value.split(":")
-            if len(parts) != 3:
-                raise ValueError(f"bad --thresholds: range {value!r} must be start:stop:step")
-            start, stop, step = (_threshold_number(p) for p in parts)
-            if not step > 0:
-                raise ValueError(f"bad --thresholds: range {value!r} needs a positive step")
-            count = int(np.floor((stop - start) / step - 1e-9)) + 1
-            out.extend(round(start + i * step, 10) for i in range(max(count, 0)))
-        else:
-            out.append(_threshold_number(value))
-    return tuple(out)
-
-
-def _threshold_number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"bad --thresholds: {text!r} is not a number") from None
-
-
-def _run_eval(args: argparse.Namespace) -> int:
-    thresholds = _parse_thresholds(args.thresholds)
-    ids = read_id_list(args.list)
-    result = evaluate_folder(
-        args.cams,
-        args.gt,
-        ids,
-        fmt=args.format,
-        allow_pickle=args.allow_pickle,
-        thresholds=thresholds,
-        num_classes=args.num_classes,
-        ignore_index=args.ignore_index,
-        progress=False if args.no_progress else None,
-    )
-    sys.stdout.write(format_result(result) + "\n")
-    if args.json:
-        from lpcam_plugin.core.io import atomic_write
-
-        with atomic_write(args.json) as tmp:
-            Path(tmp).write_text(json.dumps(result.to_dict(), indent=2))
-    return 0
-
-
-def register_cli(subparsers: Any) -> None:
-    """Add ``lpcam eval`` to the ``lpcam`` command line."""
-    parser = subparsers.add_parser(
-        "eval",
-        help="seed-mask mIoU/FP/FN/precision/recall of host CAM files over a threshold sweep",
-        description=(
-            "Evaluate CAM files written by IRN/AMN (dict with keys/cam/high_res) or EDAM/MCTformer "
-            "({class: map} dicts) against VOC-style PNG ground truth, sweeping the background threshold."
-        ),
-    )
-    parser.add_argument("--cams", required=True, type=Path, help="folder with <id>.npy CAM files (<id>.npz with --format npz)")
-    parser.add_argument("--gt", required=True, type=Path, help="folder with <id>.png ground-truth label maps")
-    parser.add_argument("--list", required=True, type=Path, help="image-id list (plain ids or EDAM/PSA lines)")
-    parser.add_argument("--format", choices=("irn", "dict", "npz", "auto"), default="auto",
-                        help="CAM files: irn (IRN/AMN dicts), dict (EDAM/MCTformer), npz (lpcam infer), "
-                             "auto (one of the two host .npy formats)")
-    parser.add_argument(
-        "--allow-pickle", action="store_true", help="read pickled host .npy dicts (only for files you trust)"
-    )
-    parser.add_argument(
-        "--thresholds", nargs="+", default=None,
-        help="background thresholds: floats and/or start:stop:step ranges (default 0:1:0.01)",
-    )
-    parser.add_argument("--num-classes", type=int, default=21, help="labels including background (default 21)")
-    parser.add_argument("--ignore-index", type=int, default=255, help="ground-truth value not scored")
-    parser.add_argument("--json", type=Path, default=None, help="also write the curves and best metrics here")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=_run_eval)
-
-
 __all__ = [
     "DEFAULT_THRESHOLDS",
     "SweepResult",
     "confusion_matrix",
     "evaluate_folder",
-    "format_result",
     "maps_to_prediction",
-    "read_cam_file",
-    "read_class_dict",
-    "read_id_list",
-    "read_irn_cam",
-    "read_map",
-    "read_label_png",
-    "register_cli",
     "seed_metrics",
     "sweep",
 ]

@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from lpcam_plugin.distributed.data import FeatureFn, check_unique, collate_items, stack_by_size
+from lpcam_plugin.distributed.data import FeatureFn, collate_items, stack_by_size
 from lpcam_plugin.distributed.env import Comm, make_comm
 from lpcam_plugin.distributed.pools import build_bank
 from lpcam_plugin.core.progress import progress_bar
@@ -42,7 +42,7 @@ from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
 from lpcam_plugin.core.io import atomic_write
 from lpcam_plugin.core.maps import max_normalize
-from lpcam_plugin.core.evaluate import read_map
+from lpcam_plugin.core.formats import check_unique, read_map, write_map
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.version import __version__
 
@@ -446,7 +446,7 @@ def infer_distributed(
             classes = torch.nonzero(labels > 0).flatten().tolist()
             maps = image_maps(model, feature_fn, image.to(device), classes, scales=scales, flip=flip,
                               fallback=fallback, weight=weight_dev)
-            _write_map(map_path(out_dir, image_id), classes, maps)
+            write_map(map_path(out_dir, image_id), classes, maps)
             result.written.append(image_id)
     comm.barrier()
     if comm.is_main:
@@ -454,13 +454,6 @@ def infer_distributed(
         if result.missing:
             raise RuntimeError(f"{len(result.missing)} image(s) have no map in {out_dir}, e.g. {result.missing[:5]}")
     return result
-
-
-def _write_map(path: Path, classes: Sequence[int], maps: torch.Tensor) -> None:
-    with atomic_write(path) as tmp:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, keys=np.asarray(classes, dtype=np.int64),
-                     high_res=maps.detach().float().cpu().numpy())
 
 
 def _write_manifest(out_dir: Path, producer: Dict[str, Any], count: int, world_size: int,

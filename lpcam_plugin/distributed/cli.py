@@ -17,7 +17,8 @@ import torch.distributed as dist
 
 from lpcam_plugin.distributed.api import fit_distributed, infer_distributed
 from lpcam_plugin.distributed.data import (ArrayImageDataset, HookedFeatures, ImageListDataset, build_model, classifier_weight,
-                         read_id_list, read_labels)
+                                           read_labels)
+from lpcam_plugin.core.formats import read_id_list
 from lpcam_plugin.distributed.env import init_from_env, local_device
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.estimator import LPCAM

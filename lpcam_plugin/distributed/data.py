@@ -142,29 +142,6 @@ class HookedFeatures:
         return features
 
 
-def read_id_list(path: PathLike) -> List[str]:
-    """Image ids, one per line (the first whitespace-separated field); blank lines skipped.
-
-    Raises ``ValueError`` on an empty list or duplicated ids (a duplicate would be written twice).
-    """
-    ids = [line.split()[0] for line in Path(path).read_text().splitlines() if line.strip()]
-    if not ids:
-        raise ValueError(f"id list {path} is empty")
-    check_unique(ids)
-    return ids
-
-
-def check_unique(ids: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the first duplicated ids."""
-    seen, dup = set(), []
-    for i in ids:
-        if i in seen:
-            dup.append(i)
-        seen.add(i)
-    if dup:
-        raise ValueError(f"the image list has duplicated ids, e.g. {dup[:5]}")
-
-
 def read_labels(path: PathLike, ids: Sequence[str], num_classes: Optional[int] = None, *,
                 allow_pickle: bool = False) -> np.ndarray:
     """Multi-hot labels ``(N, C)`` float32 aligned with ``ids``.
