@@ -13,7 +13,6 @@ import argparse
 import hashlib
 import importlib
 import logging
-import os
 import random
 import time
 from typing import Any, Callable, Iterator, Optional, Tuple, TypeVar
@@ -126,17 +125,6 @@ def crop_loader(args: argparse.Namespace, batch_size: int, crop_size: int, worke
     generator = torch.Generator().manual_seed(seed)
     return PackBatches(DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True,
                                   generator=generator), seed, generator)
-
-
-def init_from_torchrun(device: torch.device) -> bool:
-    """Initialise the default process group (``env://``; NCCL on CUDA, else gloo) when this process
-    was launched by ``torchrun`` with two or more processes and no group exists; True if it did."""
-    if (dist.is_available() and dist.is_initialized()) or int(os.environ.get("WORLD_SIZE", "1")) < 2 \
-            or "RANK" not in os.environ:
-        return False
-    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo", init_method="env://")
-    logger.info("process group of %d ranks (this is rank %d)", dist.get_world_size(), dist.get_rank())
-    return True
 
 
 def list_sha256(path: str) -> str:

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from lpcam_plugin.adapters._crop_batches import init_from_torchrun
+from lpcam_plugin.core.torchrun import init_from_env
 from lpcam_plugin.adapters._fcam_step import SOURCES as FCAM_SOURCES
 from lpcam_plugin.adapters._fcam_step import HostStages, fcam_maps, obtain_fcam
 from lpcam_plugin.adapters._recam_step import obtain_recam, recam_files
@@ -53,10 +53,10 @@ from lpcam_plugin.methods.lpcam.estimator import LPCAM
 from lpcam_plugin.methods.recam.config import PRESETS as RECAM_PRESETS
 from lpcam_plugin.methods.recam.config import ReCAMConfig
 from lpcam_plugin.methods.recam.estimator import ReCAM
-from lpcam_plugin.core.formats import read_irn_cam, write_irn_cam
+from lpcam_plugin.core.formats import read_irn_cam
 from lpcam_plugin.core.fingerprints import load_matching
 from lpcam_plugin.core.hooks import FeatureHook
-from lpcam_plugin.core.io import file_sha256, save_npy_atomic
+from lpcam_plugin.core.io import file_sha256
 from lpcam_plugin.core.maps import max_normalize
 
 logger = logging.getLogger(__name__)
@@ -863,7 +863,7 @@ def run_in_process(spec: HostSpec, args: argparse.Namespace, method: Optional[st
         opts = dataclasses.replace(opts, method=method)
     # under torchrun each rank takes its own GPU (LOCAL_RANK); a single process takes the first
     device = resolve_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")))
-    init_from_torchrun(device)
+    init_from_env(device=device, min_world_size=2)
     model, readout = prepare_readout(spec, None, args, opts, device)
     dataset = msf_dataset(args.train_list, args, args.cam_scales)
     if dist.is_available() and dist.is_initialized():

@@ -55,7 +55,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from lpcam_plugin.adapters._crop_batches import PackBatches, crop_loader, init_from_torchrun, list_sha256
+from lpcam_plugin.adapters._crop_batches import PackBatches, crop_loader, list_sha256
+from lpcam_plugin.core.torchrun import init_from_env
 from lpcam_plugin.adapters._recam_step import _save_state_dict
 from lpcam_plugin.adapters._resnet_hosts import patch_attribute, resolve_device, str2bool, unpatch_attribute
 from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
@@ -292,7 +293,7 @@ def train(args: argparse.Namespace) -> Tuple[nn.Module, PixelSelfSupervision]:
     """
     opts = TrainOptions.from_args(args)
     device = _device(opts.device)
-    init_from_torchrun(device)
+    init_from_env(device=device, min_world_size=2)
     world = dist.get_world_size() if _distributed() else 1
     if opts.batch_size % world:
         raise ValueError(f"cam_batch_size {opts.batch_size} is not a multiple of the {world} processes")

@@ -19,7 +19,8 @@ from lpcam_plugin.distributed.api import fit_distributed, infer_distributed
 from lpcam_plugin.distributed.data import (ArrayImageDataset, HookedFeatures, ImageListDataset, build_model, classifier_weight,
                                            read_labels)
 from lpcam_plugin.core.formats import read_id_list
-from lpcam_plugin.distributed.env import init_from_env, local_device
+from lpcam_plugin.core.torchrun import init_from_env
+from lpcam_plugin.distributed.env import local_device
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
 

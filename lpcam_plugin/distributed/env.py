@@ -17,10 +17,6 @@ import torch.distributed as dist
 
 logger = logging.getLogger(__name__)
 
-#: torchrun / SLURM launch variables read by :func:`init_from_env`.
-ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
 @dataclass(frozen=True)
 class Comm:
     """The process group used for CPU collectives, with this process's place in it.
@@ -77,38 +73,6 @@ def make_comm(group: Optional[Any] = None) -> Comm:
         logger.info("backend %r cannot move CPU tensors; creating a gloo group over ranks %s", backend, ranks)
         group = dist.new_group(ranks=ranks, backend="gloo")
     return Comm(group, dist.get_rank(group), world_size)
-
-
-def launched_by_torchrun() -> bool:
-    """True when the launch variables of torchrun (or an equivalent SLURM wrapper) are set."""
-    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
-
-
-def init_from_env(backend: Optional[str] = None, *, timeout_s: Optional[float] = None) -> bool:
-    """Initialise the default process group from the torchrun environment (``env://``).
-
-    Args:
-        backend: ``"gloo"``, ``"nccl"`` or a device map such as ``"cpu:gloo,cuda:nccl"``;
-            default: ``"cpu:gloo,cuda:nccl"`` when CUDA is available, else ``"gloo"``.
-        timeout_s: collective timeout in seconds (torch's default when None).
-
-    Returns:
-        True if this call initialised the group (the caller should destroy it), False when
-        it was already initialised or the process was not launched by torchrun.
-    """
-    if dist.is_initialized() or not launched_by_torchrun():
-        return False
-    if backend is None:
-        backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo"
-    kwargs = {}
-    if timeout_s is not None:
-        from datetime import timedelta
-
-        kwargs["timeout"] = timedelta(seconds=float(timeout_s))
-    dist.init_process_group(backend=backend, init_method="env://", **kwargs)
-    logger.info("initialised process group: backend=%s rank=%d world_size=%d",
-                backend, dist.get_rank(), dist.get_world_size())
-    return True
 
 
 def local_device(device: Optional[str] = None) -> torch.device:
