@@ -15,7 +15,7 @@ from PIL import Image
 from conftest import standin_host
 from lpcam_plugin import PrototypeBank, lpcam_map, select_prototypes
 from lpcam_plugin.core import evaluate as ev
-from lpcam_plugin.adapters import _edam_mct_shared as shared
+from lpcam_plugin.adapters.common import crf as shared
 from lpcam_plugin.adapters import edam
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+. empty foreground pool:RuntimeWarning")

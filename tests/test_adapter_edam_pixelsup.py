@@ -17,6 +17,7 @@ from conftest import Interrupt, standin_host
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.adapters import edam
 from lpcam_plugin.adapters import edam_pixelsup_train as edam_pss
+from lpcam_plugin.adapters.edam import train as edam_train
 
 pytestmark = [pytest.mark.filterwarnings("ignore:no foreground centre passed:RuntimeWarning"),
               pytest.mark.filterwarnings("ignore:class\\(es\\) .* have no prototypes:RuntimeWarning")]
@@ -161,12 +162,12 @@ def test_resume_mid_epoch_equals_the_uninterrupted_run(host, data, monkeypatch):
             raise Interrupt
         return original(*a, **k)
 
-    monkeypatch.setattr(edam_pss, "host_logits", dies_at_step_three)
+    monkeypatch.setattr(edam_train, "host_logits", dies_at_step_three)
     with pytest.raises(Interrupt):
         train(data, "resumed")
     state = torch.load(data["tmp"] / "resumed.pss_train.pt", weights_only=True)
     assert state["global_step"] == 2 and len(state["history"]) == 1
-    monkeypatch.setattr(edam_pss, "host_logits", original)
+    monkeypatch.setattr(edam_train, "host_logits", original)
     train(data, "resumed")
     full, resumed = _weights(data, "full"), _weights(data, "resumed")
     for key in full:

@@ -22,8 +22,12 @@ import lpcam_plugin.adapters.amn as amn
 import lpcam_plugin.adapters.irn as irn
 from conftest import spawn_gloo, standin_host
 from lpcam_plugin import FCAM
-from lpcam_plugin.adapters import _resnet_hosts as hosts
-from lpcam_plugin.adapters._fcam_step import HostStages, fcam_files, fcam_maps, obtain_fcam
+from lpcam_plugin.adapters.common.fcam import fcam_maps
+from lpcam_plugin.adapters.resnet import host as hosts
+from lpcam_plugin.adapters.resnet.fcam_step import HostStages, fcam_files, obtain_fcam
+from lpcam_plugin.adapters.resnet.options import LPCAMOptions
+from lpcam_plugin.adapters.resnet.prepare import prepare_readout
+from lpcam_plugin.methods.readouts import linear_batch_maps
 from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.estimator import _Trainer
 
@@ -74,7 +78,7 @@ def host_args(fork, **extra) -> argparse.Namespace:
 
 def train_or_reuse(args: argparse.Namespace) -> None:
     """The adapter's F-CAM preparation (decoder trained or reused) without writing any map."""
-    hosts.prepare_readout(irn.SPEC, None, args, hosts.LPCAMOptions.from_args(args), torch.device("cpu"))
+    prepare_readout(irn.SPEC, None, LPCAMOptions.from_args(args), torch.device("cpu"))
 
 
 def check_irn_format(path: Path, label: np.ndarray) -> dict:
@@ -203,7 +207,7 @@ def _decoder(host_dir: str, voc: str, world: int) -> FCAM:
                               cam_network="net.resnet50_cam", cam_scales=(1.0,), cam_out_dir="unused",
                               cam_weights_name=f"sess/ddp{world}")
     model = hosts.load_host_model(irn.SPEC, args, torch.device("cpu"))
-    source = hosts.linear_source(irn.selection_weight(model)[0])
+    source = linear_batch_maps(irn.selection_weight(model)[0])
     fcam = FCAM(20, config=DETERMINISTIC, progress=False)
     return obtain_fcam(args, irn.SPEC.weights_path(args), fcam, HostStages(model), source, "cam", {},
                        batch_size=4, crop_size=32, workers=0)[0]
@@ -287,7 +291,7 @@ def test_options_reach_the_parser():
     parser = argparse.ArgumentParser()
     irn.add_arguments(parser)
     args = parser.parse_args(["--lpcam_method", "fcam", "--lpcam_fcam_source", "recam+lpcam", *FCAM_OPTIONS])
-    opts = hosts.LPCAMOptions.from_args(args)
+    opts = LPCAMOptions.from_args(args)
     assert opts.method == "fcam" and opts.fcam_source == "recam+lpcam"
     assert opts.fcam.epochs == 1 and opts.fcam.decoder_channels == (8, 4)
     assert (opts.fcam_batch_size, opts.fcam_crop_size) == (4, 32)

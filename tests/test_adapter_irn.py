@@ -16,7 +16,10 @@ from PIL import Image
 
 import lpcam_plugin.adapters.irn as irn
 from lpcam_plugin import LPCAMConfig, PrototypeBank
-from lpcam_plugin.adapters import _resnet_hosts as hosts
+from lpcam_plugin.adapters.resnet import host as hosts
+from lpcam_plugin.adapters.resnet.bank import select_fit_indices
+from lpcam_plugin.adapters.resnet.files import DONE_LOG_PREFIX, lpcam_written_ids
+from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.core.evaluate import maps_to_prediction, sweep
 from lpcam_plugin.core.formats import read_irn_cam, read_label_png
 
@@ -173,7 +176,7 @@ def test_bank_refit_reasons_and_host_file_baseline(pipeline, caplog, tmp_path):
         irn.run(host_args(host, pipeline["voc"], cam_out_dir=str(tmp_path / "other"), lpcam_bank=str(tmp_path / "l.npz"),
                           lpcam_baseline_dir=str(host / "result" / "cam"), lpcam_allow_pickle=True))
         assert "read from the host's files" not in caplog.text
-        assert hosts.lpcam_written_ids(host / "result" / "cam") == set(pipeline["ids"])
+        assert lpcam_written_ids(host / "result" / "cam") == set(pipeline["ids"])
 
 
 def test_failed_write_leaves_no_partial_file(pipeline, monkeypatch, tmp_path):
@@ -191,7 +194,7 @@ def test_failed_write_leaves_no_partial_file(pipeline, monkeypatch, tmp_path):
         with pytest.raises(OSError, match="disk full"):
             irn.run(args)
     assert calls and not any(p.suffix in (".npy", ".tmp") for p in (tmp_path / "out").iterdir())
-    assert all(not log.read_text() for log in (tmp_path / "out").glob(hosts.DONE_LOG_PREFIX + "*"))
+    assert all(not log.read_text() for log in (tmp_path / "out").glob(DONE_LOG_PREFIX + "*"))
 
 
 def test_patch_refuses_without_cuda(pipeline, monkeypatch):
@@ -224,17 +227,17 @@ def test_patch_installs_an_importable_module_level_worker(pipeline, monkeypatch)
 
 def test_options_follow_the_preset_and_tolerate_missing_attributes():
     parser = irn.add_arguments(argparse.ArgumentParser())
-    voc = hosts.LPCAMOptions.from_args(parser.parse_args([]))
+    voc = LPCAMOptions.from_args(parser.parse_args([]))
     assert voc.config == LPCAMConfig.preset("voc") and voc.images_per_class is None
-    coco = hosts.LPCAMOptions.from_args(parser.parse_args(["--lpcam_preset", "coco", "--lpcam_num_clusters", "7"]))
+    coco = LPCAMOptions.from_args(parser.parse_args(["--lpcam_preset", "coco", "--lpcam_num_clusters", "7"]))
     assert coco.config == LPCAMConfig.preset("coco", num_clusters=7) and coco.images_per_class == 100
-    window = hosts.LPCAMOptions.from_args(parser.parse_args(["--lpcam_context_window", "0.1", "0.8",
+    window = LPCAMOptions.from_args(parser.parse_args(["--lpcam_context_window", "0.1", "0.8",
                                                              "--lpcam_use_bias", "true"]))
     assert window.config.context_window == (0.1, 0.8) and window.config.use_bias is True
-    bare = hosts.LPCAMOptions.from_args(argparse.Namespace(cam_out_dir="x"))  # patch() without add_arguments
+    bare = LPCAMOptions.from_args(argparse.Namespace(cam_out_dir="x"))  # patch() without add_arguments
     assert bare.config == LPCAMConfig() and bare.device == "auto" and not bare.allow_pickle
     with pytest.raises(ValueError, match="split_threshold"):
-        hosts.LPCAMOptions.from_args(parser.parse_args(["--lpcam_split_threshold", "2"]))
+        LPCAMOptions.from_args(parser.parse_args(["--lpcam_split_threshold", "2"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--lpcam_preset", "ade"])
 
@@ -242,11 +245,11 @@ def test_options_follow_the_preset_and_tolerate_missing_attributes():
 def test_coco_images_per_class_selection_caps_every_class():
     rng = np.random.default_rng(0)
     labels = (rng.random((200, 20)) < 0.15).astype(np.float32)
-    keep = hosts._select_fit_indices(labels, [str(i) for i in range(200)], 5, seed=0)
+    keep = select_fit_indices(labels, [str(i) for i in range(200)], 5, seed=0)
     counts = labels[keep].sum(axis=0)
     present = labels.sum(axis=0)
     assert keep == sorted(keep)
     assert (counts >= np.minimum(present, 5)).all()  # every class reaches the cap when it can
     for i in keep:  # each kept image was needed by one of its classes when it was taken
         assert labels[i].any()
-    assert hosts._select_fit_indices(labels, [str(i) for i in range(200)], None, seed=0) == list(range(200))
+    assert select_fit_indices(labels, [str(i) for i in range(200)], None, seed=0) == list(range(200))

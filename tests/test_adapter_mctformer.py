@@ -15,7 +15,7 @@ from PIL import Image
 import lpcam_plugin.methods.lpcam.maps
 from conftest import standin_host
 from lpcam_plugin import PrototypeBank
-from lpcam_plugin.adapters import _edam_mct_shared as shared
+from lpcam_plugin.adapters.common import crf as shared
 from lpcam_plugin.adapters import mctformer
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+. empty foreground pool:RuntimeWarning")

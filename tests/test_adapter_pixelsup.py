@@ -15,7 +15,8 @@ import torch.nn.functional as F
 import lpcam_plugin.adapters.irn as irn
 import lpcam_plugin.adapters.pixelsup_train as pss_train
 from conftest import Interrupt, gloo_group, spawn_gloo
-from lpcam_plugin.adapters._crop_batches import crop_loader
+from lpcam_plugin.adapters.resnet import train_cam
+from lpcam_plugin.adapters.resnet.crop_batches import crop_loader
 
 from conftest import voc_standin
 
@@ -116,7 +117,7 @@ def test_pss_losses_drive_training_and_without_them_it_is_the_host_training(host
 
 
 def test_resume_after_an_interruption_equals_the_uninterrupted_run(host, reference, monkeypatch):
-    original = pss_train._train_epoch
+    original = train_cam._train_epoch
 
     def dies_in_second_epoch(pss, optimizer, loader, epoch, opts, device):
         if epoch == 1:
@@ -125,13 +126,13 @@ def test_resume_after_an_interruption_equals_the_uninterrupted_run(host, referen
             raise Interrupt
         return original(pss, optimizer, loader, epoch, opts, device)
 
-    monkeypatch.setattr(pss_train, "_train_epoch", dies_in_second_epoch)
+    monkeypatch.setattr(train_cam, "_train_epoch", dies_in_second_epoch)
     with pytest.raises(Interrupt):
         trained(host, "resumed")
     assert not (host["host"] / "sess" / "resumed.pth.pth").exists()
     state = torch.load(host["host"] / "sess" / "resumed.pth.pss_train.pt", weights_only=True)
     assert state["epoch"] == 1
-    monkeypatch.setattr(pss_train, "_train_epoch", original)
+    monkeypatch.setattr(train_cam, "_train_epoch", original)
     resumed = trained(host, "resumed")
     for key in reference:
         torch.testing.assert_close(resumed[key], reference[key], rtol=0, atol=0)

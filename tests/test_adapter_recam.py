@@ -16,8 +16,9 @@ import torch
 import lpcam_plugin.adapters.amn as amn
 import lpcam_plugin.adapters.irn as irn
 from lpcam_plugin import PrototypeBank, ReCAM, cam_map
-from lpcam_plugin.adapters import _resnet_hosts as hosts
-from lpcam_plugin.adapters._recam_step import PackBatches, recam_files
+from lpcam_plugin.adapters.resnet import host as hosts
+from lpcam_plugin.adapters.resnet.crop_batches import PackBatches
+from lpcam_plugin.adapters.resnet.recam_step import recam_files
 
 from conftest import MIOU, voc_standin
 

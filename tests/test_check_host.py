@@ -115,4 +115,4 @@ def test_fcam_method_passes_on_the_fixed_irn_fork(tmp_path):
 
 
 def test_the_host_interpreter_is_given_this_package():
-    assert (check_host.package_root() / "lpcam_plugin" / "check_host.py").resolve() == Path(check_host.__file__).resolve()
+    assert (check_host.package_root() / "lpcam_plugin" / "check_host" / "__init__.py").resolve() == Path(check_host.__file__).resolve()

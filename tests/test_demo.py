@@ -16,11 +16,14 @@ import torch
 
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.benchmark import readouts
-from lpcam_plugin.benchmark.demo import (DemoConfig, NetworkConfig, _overlay_indices, pixelsup_overrides, pixelsup_pairs,
-                                         run_demo)
-from lpcam_plugin.benchmark.readouts import Readout, SeedContext, cam_readout, map_key, select_readouts
+from lpcam_plugin.benchmark.config import DemoConfig, NetworkConfig, pixelsup_overrides, pixelsup_pairs
+from lpcam_plugin.benchmark.demo import run_demo
+from lpcam_plugin.benchmark.figures import overlay_indices as _overlay_indices
+from lpcam_plugin.benchmark.readouts import BenchmarkRow as Readout
+from lpcam_plugin.benchmark.readouts import SeedContext, cam_readout, map_key, select_readouts
 from lpcam_plugin.benchmark.synthetic import SyntheticConfig, generate
-from lpcam_plugin.benchmark.toynet import ToyBottleneckNet, ToyResNet, TrainConfig, load_checkpoint
+from lpcam_plugin.benchmark.toynet import ToyBottleneckNet, ToyResNet
+from lpcam_plugin.benchmark.training import TrainConfig, load_checkpoint
 from lpcam_plugin.cli import main
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
 from lpcam_plugin.core.evaluate import evaluate_folder

@@ -40,17 +40,20 @@ def test_public_api_is_exported():
         assert hasattr(lpcam_plugin, name), name
 
 
-#: Which rooms each room may import (the package's layering; README "How the package is organised").
+#: Which rooms each room may import (the package's layering; docs/design/architecture.md). The
+#: command line and check-host sit on top and may import any room.
 ALLOWED_IMPORTS = {
     "core": {"core"},
     "methods": {"core", "methods"},
-    "distributed": {"core", "methods", "distributed", "benchmark"},
+    "distributed": {"core", "methods", "distributed"},
     "benchmark": {"core", "methods", "benchmark"},
     "adapters": {"core", "methods", "adapters"},
 }
+#: A module longer than this states why in its docstring (a sentence naming "450 lines").
+MAX_MODULE_LINES = 450
 
 
-def _imported_rooms(path: Path) -> set:
+def _imported_modules(path: Path) -> set:
     import ast
 
     tree = ast.parse(path.read_text(encoding="utf-8"))
@@ -60,7 +63,11 @@ def _imported_rooms(path: Path) -> set:
             names.add(node.module)
         elif isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-    return {n.split(".")[1] for n in names if n.startswith("lpcam_plugin.") and len(n.split(".")) > 1}
+    return names
+
+
+def _imported_rooms(path: Path) -> set:
+    return {n.split(".")[1] for n in _imported_modules(path) if n.startswith("lpcam_plugin.") and len(n.split(".")) > 1}
 
 
 def test_imports_point_down_the_layers_and_nothing_is_relative():
@@ -75,3 +82,29 @@ def test_imports_point_down_the_layers_and_nothing_is_relative():
             if bad:
                 violations.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
     assert violations == []
+
+
+def test_scale_out_does_not_import_the_benchmark():
+    offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "lpcam_plugin" / "distributed").rglob("*.py")
+                 if "benchmark" in _imported_rooms(p)]
+    assert offenders == []
+
+
+def test_nothing_inside_the_package_imports_the_package_face():
+    """Adapters, methods, plumbing, benchmark and scale-out import the module that defines a name,
+    never ``lpcam_plugin`` itself (whose ``__init__`` imports them: a cycle in waiting)."""
+    package = ROOT / "lpcam_plugin"
+    offenders = [str(p.relative_to(ROOT)) for p in package.rglob("*.py")
+                 if p.parent != package and "lpcam_plugin" in _imported_modules(p)]
+    assert offenders == []
+
+
+def test_long_modules_say_why():
+    import ast
+
+    offenders = []
+    for path in (ROOT / "lpcam_plugin").rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > MAX_MODULE_LINES and "450 lines" not in (ast.get_docstring(ast.parse(text)) or ""):
+            offenders.append(f"{path.relative_to(ROOT)}: {text.count(chr(10))} lines")
+    assert offenders == []

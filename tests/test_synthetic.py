@@ -6,10 +6,9 @@ import pytest
 import torch
 
 from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticConfig, generate, images_to_tensor
-from lpcam_plugin.benchmark.toynet import (
+from lpcam_plugin.benchmark.toynet import ToyBottleneckNet, ToyResNet
+from lpcam_plugin.benchmark.training import (
     CHECKPOINT_FORMAT,
-    ToyBottleneckNet,
-    ToyResNet,
     TrainConfig,
     extract_features,
     load_checkpoint,

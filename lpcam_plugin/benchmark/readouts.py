@@ -1,317 +1,183 @@
-"""The read-outs the benchmark compares: a registry of ``name -> maps for the training images``.
+"""The benchmark's rows: how ``lpcam demo`` computes each read-out of the registry on one (network, seed).
 
-A read-out turns what one (network, seed) run has — the trained classifier, its features, the
-labels, the data, a folder for caches — into maps ``(N, C, h, w)`` at feature resolution (F-CAM:
-at the image's), non-negative, zero for each image's absent classes (the demo max-normalises and
-upsamples them bilinearly per image before the threshold sweep, so the scale of a map does not matter). :data:`READOUTS`
-lists them in table order; ``lpcam demo`` runs every one for every (network, seed).
+The read-outs themselves (names, display labels, descriptions, which ones F-CAM decodes) are
+the registry's, :mod:`lpcam_plugin.methods.readouts`; this module says how the benchmark makes
+their maps from what one (network, seed) run has — the trained classifier, its features, the
+labels, the data, a folder for caches (:class:`SeedContext`) — and lists them as rows of the
+table in registry order (:data:`READOUTS`, one :class:`BenchmarkRow` per read-out and per F-CAM
+source). A row's maps are ``(N, C, h, w)`` at feature resolution (F-CAM: at the image's),
+non-negative, zero for each image's absent classes (the demo max-normalises and upsamples them
+bilinearly per image before the threshold sweep, so the scale of a map does not matter).
 
-Adding a method is one function and one line::
+The maps of the read-outs that read a classifier are the registry's batch maps
+(:func:`~lpcam_plugin.methods.readouts.linear_batch_maps` for CAM and ReCAM,
+:func:`~lpcam_plugin.methods.readouts.prototype_batch_maps` for the LPCAM variants) over
+:func:`readout_inputs`, which are also what F-CAM decodes. A row for a method outside the
+registry (e.g. one being tried) is one function and one line::
 
-    def recam_readout(ctx: SeedContext) -> torch.Tensor:
-        tuned = fit_recam(ctx)                                  # once per (network, seed), memoised
-        return tuned.recam(tuned.features, ctx.labels)          # (N, C, h, w)
+    def half_cam(ctx: SeedContext) -> torch.Tensor:
+        return 0.5 * cam_readout(ctx)                                # (N, C, h, w)
 
-    READOUTS.append(Readout("ReCAM", recam_readout, "softmax re-activation of the fine-tuned backbone"))
+    READOUTS.append(BenchmarkRow("Half-CAM", half_cam, "half the CAM"))
 
-Read-outs share work through :meth:`SeedContext.memo` (in memory, for this (network, seed)) and
+Rows share work through :meth:`SeedContext.memo` (in memory, for this (network, seed)) and
 through files in :attr:`SeedContext.folder` (across runs; e.g. a fine-tuned network through
-:func:`~lpcam_plugin.benchmark.toynet.load_or_train` keyed by ``ctx.classifier_key``; ``lpcam demo
---retrain`` deletes the ``*.pt`` files of the seed folders). They must
+:func:`~lpcam_plugin.benchmark.training.load_or_train` keyed by ``ctx.classifier_key``; ``lpcam demo
+--retrain`` deletes the ``*.pt`` and ``fcam_*.npz`` files of the seed folders). They must
 not modify ``ctx.model``, ``ctx.features`` or ``ctx.labels`` in place (fine-tune a ``copy.deepcopy``).
 """
 from __future__ import annotations
 
-import copy
 import functools
 import json
 import logging
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple, TypeVar
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 
-from lpcam_plugin.benchmark.synthetic import SyntheticDataset
-from lpcam_plugin.benchmark.toynet import ToyClassifier, extract_features, load_or_train
+from lpcam_plugin.benchmark.fits import (SeedContext, ShuffledBatches, fit_lpcam, fit_recam, fit_recam_lpcam,
+                                         prototype_note)
+from lpcam_plugin.benchmark.synthetic import PIXEL_MEAN, PIXEL_STD
+from lpcam_plugin.benchmark.toynet import ToyClassifier
 from lpcam_plugin.core.progress import progress_bar
-from lpcam_plugin.methods.cam import cam_map
-from lpcam_plugin.methods.fcam.estimator import FCAM, Source
-from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods import readouts as registry
+from lpcam_plugin.methods.fcam.estimator import FCAM
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
-from lpcam_plugin.methods.recam.estimator import ReCAM
+from lpcam_plugin.methods.readouts import BatchMaps, linear_batch_maps, prototype_batch_maps
 
-T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
-#: Images per :meth:`LPCAM.partial_fit` call in :func:`fit_lpcam`.
-FIT_BATCH = 128
 
-
-@dataclass
-class SeedContext:
-    """Everything one (network, seed) run offers its read-outs.
-
-    Attributes:
-        seed: the seed of the data, the classifier and every fit.
-        network: the network's name in the report (:attr:`NetworkConfig.name`).
-        model: the trained classifier, eval mode (:class:`~lpcam_plugin.benchmark.toynet.ToyClassifier`;
-            hook ``model.FEATURE_LAYER`` / ``model.HEAD`` by dotted name).
-        images: ``(N, 3, S, S)`` float32 network inputs (standardised).
-        features: ``(N, D, h, w)`` features of ``model.FEATURE_LAYER`` (non-negative; inference
-            tensors: a read-out that trains recomputes features from ``images``).
-        labels: ``(N, C)`` float32 multi-hot image labels.
-        data: the generated data set (images, masks, class names, ids, config).
-        folder: ``<out>/<network>/seed<N>/``, for files a read-out caches across runs.
-        classifier_key: JSON-able key of the classifier checkpoint (data, schedule, architecture);
-            include it in the key of anything cached from the classifier.
-        lpcam_overrides: LPCAM config overrides of this run (:class:`DemoConfig`).
-        recam_selection: ReCAM+LPCAM's selection weight (``"sce"``, ``"bce"``, ``"sce*bce"``;
-            None: the ReCAM preset's).
-        progress: progress-bar switch to pass on (``None``: automatic, ``False``: hidden).
-        notes: JSON-able facts per read-out name, shown in the report's per-seed rows.
-    """
-
-    seed: int
-    network: str
-    model: ToyClassifier
-    images: torch.Tensor
-    features: torch.Tensor
-    labels: torch.Tensor
-    data: SyntheticDataset
-    folder: Path
-    classifier_key: Dict[str, Any]
-    lpcam_overrides: Dict[str, Any] = field(default_factory=dict)
-    recam_selection: Optional[str] = None
-    progress: Optional[bool] = None
-    notes: Dict[str, str] = field(default_factory=dict)
-    _memo: Dict[str, Any] = field(default_factory=dict, repr=False)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The classifier head as a ``(C, D)`` matrix."""
-        return self.model.class_weight()
-
-    def memo(self, key: str, factory: Callable[[], T]) -> T:
-        """``factory()`` the first time ``key`` is asked for in this (network, seed), the stored value after."""
-        if key not in self._memo:
-            self._memo[key] = factory()
-        return self._memo[key]
-
-
-#: A read-out: the context in, maps ``(N, C, h, w)`` out.
+#: A row's computation: the context in, maps ``(N, C, h, w)`` out.
 ReadoutFn = Callable[[SeedContext], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class Readout:
-    """One row of the benchmark table: ``name`` and the function computing its maps."""
+class BenchmarkRow:
+    """One row of the benchmark table: its display name, the function computing its maps, and the
+    registry read-out it is (``kind``, canonical, and ``source`` for F-CAM; None for a row of a
+    method outside the registry)."""
 
     name: str
     compute: ReadoutFn
     description: str = ""
+    kind: Optional[str] = None
+    source: Optional[str] = None
 
 
-def prototype_note(bank: PrototypeBank) -> str:
-    """Prototype counts of ``bank`` as ``"class [..] / context [..]"`` (one number per class)."""
-    counts = [int(bank.class_prototypes[c].shape[0]) for c in range(bank.num_classes)]
-    context = [int(bank.context_prototypes[c].shape[0]) if c in bank.context_prototypes else 0
-               for c in range(bank.num_classes)]
-    return f"prototypes class {counts} / context {context}"
+class ReadoutInputs(NamedTuple):
+    """What a registry read-out's maps are made of on one (network, seed).
 
-
-def fit_lpcam(ctx: SeedContext, *, features: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
-              cams: Optional[torch.Tensor] = None, name: str = "prototypes") -> LPCAM:
-    """An LPCAM estimator fitted on the training images, once per (network, seed) and ``name``.
-
-    Args:
-        features: ``(N, D, h, w)`` features to cluster (default ``ctx.features``).
-        weight: ``(C, D)`` selection classifier (default the classifier head).
-        cams: ``(N, C, h', w')`` max-normalised maps for the Stage-1 split (default the
-            single-scale CAM of ``weight``).
-        name: memo key and file stem: the bank is written to ``ctx.folder / f"{name}.npz"``.
-
-    Returns:
-        The fitted estimator (``bank_`` set, ``weight_`` = ``weight``).
+    Attributes:
+        encoder: the network whose features the maps read (the classifier, or its ReCAM-fine-tuned copy);
+            F-CAM decodes on it.
+        features: its ``(N, D, h, w)`` features of the training images.
+        maps: the read-out as batch maps (``(features, labels) -> (B, C, h, w)`` in [0, 1], absent classes 0).
+        key: what the maps depend on beyond the classifier (part of F-CAM's cache key).
     """
 
-    def fit() -> LPCAM:
-        feats = ctx.features if features is None else features
-        select = ctx.weight if weight is None else weight
-        estimator = LPCAM(ctx.data.config.num_classes, "voc", class_names=ctx.data.class_names,
-                          progress=ctx.progress, seed=ctx.seed, **ctx.lpcam_overrides)
-        starts = range(0, feats.shape[0], FIT_BATCH)
-        for i in progress_bar(starts, progress=ctx.progress, desc=f"LPCAM pools ({name})", total=len(starts), leave=False):
-            part = slice(i, i + FIT_BATCH)
-            estimator.partial_fit(feats[part], ctx.labels[part], weight=select, ids=ctx.data.ids[part],
-                                  cams=None if cams is None else cams[part])
-        estimator.fit_prototypes(select, metadata={"demo_seed": ctx.seed, "network": ctx.network})
-        estimator.bank_.save(ctx.folder / f"{name}.npz")
-        return estimator
+    encoder: ToyClassifier
+    features: torch.Tensor
+    maps: BatchMaps
+    key: Dict[str, Any]
 
-    return ctx.memo(f"lpcam:{name}", fit)
+
+def readout_inputs(ctx: SeedContext, name: str) -> ReadoutInputs:
+    """The encoder, features, batch maps and cache key of registry read-out ``name`` (any spelling).
+
+    CAM and the LPCAM variants read the classifier; ReCAM and ReCAM+LPCAM the ReCAM-fine-tuned
+    network. The batch maps are the registry's, fitted here: CAM of the head / ReCAM of its map
+    weight (:func:`~lpcam_plugin.methods.readouts.linear_batch_maps`); LPCAM (class prototypes
+    only for LPCAM-F) with the CAM of that weight for classes without prototypes
+    (:func:`~lpcam_plugin.methods.readouts.prototype_batch_maps`). They give bit for bit the maps
+    of the estimators' own calls (``LPCAM(...)(f, y, fallback="cam")``, ``ReCAM(...)(f, y)``).
+    """
+    kind = registry.get(name)
+    if kind.decodes:
+        raise ValueError(f"{kind.label} decodes another read-out; its maps come from fcam_readout")
+    encoder, features, weight, key = ctx.model, ctx.features, ctx.weight, {}
+    if kind.fine_tunes:
+        tuned = fit_recam(ctx)
+        encoder, features, weight = tuned.model, tuned.features, tuned.recam.map_weight_
+        key = {"recam": tuned.recam.config.training_settings()}
+    if not kind.fits_prototypes:
+        return ReadoutInputs(encoder, features, linear_batch_maps(weight), key)
+    if kind.fine_tunes:
+        estimator = fit_recam_lpcam(ctx)
+        key = {**key, "lpcam": ctx.lpcam_overrides, "selection": ctx.recam_selection}
+    elif kind.name == "lpcam-f":
+        estimator = LPCAM.from_bank(fit_lpcam(ctx).bank_.without_context(), progress=ctx.progress)
+        key = {"lpcam": ctx.lpcam_overrides, "context_prototypes": False}
+    else:
+        estimator = fit_lpcam(ctx)
+        key = {"lpcam": ctx.lpcam_overrides}
+    return ReadoutInputs(encoder, features, prototype_batch_maps(estimator, weight), key)
+
+
+def _maps(ctx: SeedContext, name: str) -> torch.Tensor:
+    """Registry read-out ``name``'s maps ``(N, C, h, w)`` of the training images."""
+    inputs = readout_inputs(ctx, name)
+    return inputs.maps(inputs.features, ctx.labels)
 
 
 def cam_readout(ctx: SeedContext) -> torch.Tensor:
     """CAM: ``relu(W_c . f)`` of the classifier head, zero for absent classes."""
-    return cam_map(ctx.features, ctx.weight) * ctx.labels[:, :, None, None]
+    return _maps(ctx, "cam")
 
 
 def lpcam_f_readout(ctx: SeedContext) -> torch.Tensor:
     """LPCAM-F: class prototypes only (``bank.without_context()``); CAM for classes without prototypes."""
-    bank = fit_lpcam(ctx).bank_
-    return LPCAM.from_bank(bank.without_context(), progress=ctx.progress)(ctx.features, ctx.labels, fallback="cam",
-                                                                           weight=ctx.weight)
+    return _maps(ctx, "lpcam-f")
 
 
 def lpcam_readout(ctx: SeedContext) -> torch.Tensor:
     """LPCAM: class minus context prototypes; CAM for classes without prototypes."""
-    estimator = fit_lpcam(ctx)
-    ctx.notes["LPCAM"] = prototype_note(estimator.bank_)
-    return estimator(ctx.features, ctx.labels, fallback="cam")
-
-
-#: ReCAM on the benchmark: the VOC preset with one change, decided before any ReCAM result was seen.
-#: The demo trains on 500 images, 21x fewer than VOC train_aug (10,582): 4 epochs of batches of 16 are
-#: 128 steps instead of the reference's 2,645, so the learning rate is scaled by the same factor
-#: (5e-4 -> 0.01) to give W_sce the reference's lr x steps budget.
-RECAM_DEMO_OVERRIDES: Dict[str, Any] = {"learning_rate": 0.01}
-RECAM_BATCH = 16
-
-
-class ShuffledBatches:
-    """``(images, labels)`` batches of a reshuffled, randomly flipped training set (as the toy
-    classifier trains); :meth:`set_epoch` reseeds both with ``seed + epoch`` (resumable)."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
-        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator.manual_seed(self.seed + epoch)
-
-    def __len__(self) -> int:
-        return -(-self.images.shape[0] // self.batch_size)
-
-    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
-        order = torch.randperm(self.images.shape[0], generator=self.generator)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start:start + self.batch_size]
-            x = self.images[batch]
-            flip = torch.rand(x.shape[0], generator=self.generator) < 0.5
-            yield torch.where(flip[:, None, None, None], x.flip(-1), x), self.labels[batch]
-
-
-class FineTuned(NamedTuple):
-    """The ReCAM step of one (network, seed): the fitted read-out, the fine-tuned network and its features."""
-
-    recam: ReCAM
-    model: ToyClassifier
-    features: torch.Tensor
-
-
-def fit_recam(ctx: SeedContext) -> FineTuned:
-    """ReCAM fine-tuned from a copy of the classifier, the fine-tuned network and its features
-    ``(N, D, h, w)``; once per (network, seed), cached in ``ctx.folder`` (``recam.npz`` and
-    ``recam_classifier.pt``) under the classifier's key and the ReCAM settings."""
-
-    def fit() -> FineTuned:
-        recam = ReCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **RECAM_DEMO_OVERRIDES)
-        path = ctx.folder / "recam.npz"
-        key = {**ctx.classifier_key, "recam": recam.config.training_settings(), "recam_batch": RECAM_BATCH}
-
-        def train() -> Tuple[ToyClassifier, Dict[str, float]]:
-            model = copy.deepcopy(ctx.model)
-            recam.fit(model, ShuffledBatches(ctx.images, ctx.labels, RECAM_BATCH, ctx.seed),
-                      feature_layer=model.FEATURE_LAYER, head=model.HEAD)
-            recam.save(path)
-            return model, dict(recam.loss_history_[-1])
-
-        model, stats, cached = load_or_train(ctx.folder / "recam_classifier.pt", key, train)
-        fitted = ReCAM.load(path) if cached else recam
-        ctx.notes["ReCAM"] = (f"last epoch: cls {stats['cls']:.3f}, sce {stats['sce']:.3f}"
-                              if "cls" in stats else "")
-        return FineTuned(fitted, model, extract_features(model, ctx.images, progress=ctx.progress))
-
-    return ctx.memo("recam", fit)
+    maps = _maps(ctx, "lpcam")
+    ctx.notes["LPCAM"] = prototype_note(fit_lpcam(ctx).bank_)
+    return maps
 
 
 def recam_readout(ctx: SeedContext) -> torch.Tensor:
     """ReCAM: ``relu((W_sce ⊙ W_bce)_c . f)`` of the fine-tuned network's features."""
-    tuned = fit_recam(ctx)
-    return tuned.recam(tuned.features, ctx.labels)
-
-
-def fit_recam_lpcam(ctx: SeedContext) -> LPCAM:
-    """LPCAM on the fine-tuned features, split by ReCAM maps, selected by ``recam.selection_weight_``
-    (or ``ctx.recam_selection``); once per (network, seed)."""
-    tuned = fit_recam(ctx)
-    selection = tuned.recam.weight(ctx.recam_selection) if ctx.recam_selection else tuned.recam.selection_weight_
-    return fit_lpcam(ctx, features=tuned.features, weight=selection, cams=tuned.recam(tuned.features, ctx.labels),
-                     name="recam_prototypes")
+    return _maps(ctx, "recam")
 
 
 def recam_lpcam_readout(ctx: SeedContext) -> torch.Tensor:
     """ReCAM+LPCAM: :func:`fit_recam_lpcam`'s maps; ReCAM maps for classes without prototypes."""
-    tuned = fit_recam(ctx)
-    estimator = fit_recam_lpcam(ctx)
-    ctx.notes["ReCAM+LPCAM"] = prototype_note(estimator.bank_)
-    return estimator(tuned.features, ctx.labels, fallback="cam", weight=tuned.recam.map_weight_)
+    maps = _maps(ctx, "recam+lpcam")
+    ctx.notes["ReCAM+LPCAM"] = prototype_note(fit_recam_lpcam(ctx).bank_)
+    return maps
 
 
 #: F-CAM on the benchmark: the VOC preset with these changes, decided before any F-CAM result was seen
 #: (except the epoch count, cut from 5 to 2, with 300 instead of 120 seeds per step, for the CPU budget
-#: after one seed had run; README "F-CAM on the benchmark").
-#: Spatial settings are scaled from the paper's 224-pixel images to the demo's 80 (sigma_xy 100 -> 36,
-#: the 11-pixel erosion -> 3, the nearest odd size); the images' normalisation is the demo's
-#: (``(x - 0.5) / 0.25`` on [0, 1]); the decoder is a quarter of the default's width (64 ... 8 instead of
-#: 256 ... 32: the toy encoders are 2-16x narrower than ResNet-50, D = 128 or 1024 instead of 2048); and the
-#: CPU budget allows 2 epochs over 500 images (1,000 image-steps instead of the paper's ~300,000), so each
-#: step samples 300 seed pixels per region instead of 1: training sees as many seeds as the paper's.
+#: after one seed had run; docs/benchmark.md). Spatial settings are scaled from the paper's 224-pixel
+#: images to the demo's 80 (sigma_xy 100 -> 36, the 11-pixel erosion -> 3, the nearest odd size); the
+#: images' normalisation is the demo's (:data:`~lpcam_plugin.benchmark.synthetic.PIXEL_MEAN` and
+#: ``PIXEL_STD`` on [0, 1], here in 0-255 units); the decoder is a quarter of the default's width (64 ... 8
+#: instead of 256 ... 32: the toy encoders are 2-16x narrower than ResNet-50, D = 128 or 1024 instead of
+#: 2048); and the CPU budget allows 2 epochs over 500 images (1,000 image-steps instead of the paper's
+#: ~300,000), so each step samples 300 seed pixels per region instead of 1: training sees as many seeds as
+#: the paper's.
 FCAM_DEMO_OVERRIDES: Dict[str, Any] = {"crf_sigma_xy": 36.0, "erosion_size": 3, "decoder_channels": (64, 32, 16, 8),
                                        "epochs": 2, "fg_samples": 300, "bg_samples": 300,
-                                       "pixel_mean": (127.5, 127.5, 127.5), "pixel_std": (63.75, 63.75, 63.75)}
+                                       "pixel_mean": (255 * PIXEL_MEAN,) * 3, "pixel_std": (255 * PIXEL_STD,) * 3}
 FCAM_BATCH = 16
 #: Images per :meth:`FCAM.predict` call.
 PREDICT_BATCH = 64
 
 
-def fcam_source(ctx: SeedContext, name: str) -> Tuple[ToyClassifier, Source, Dict[str, Any]]:
-    """The encoder, the source maps and the source's cache key for F-CAM over read-out ``name``.
-
-    CAM and LPCAM decode the classifier; ReCAM and ReCAM+LPCAM decode the ReCAM-fine-tuned
-    network (their maps come from its features). Source maps are max-normalised, 0 for absent classes.
-    """
-    if name == "CAM":
-        weight = ctx.weight
-        return ctx.model, lambda f, y: cam_map(f, weight.to(f.device)) * (y > 0)[:, :, None, None], {}
-    if name == "LPCAM":
-        estimator = fit_lpcam(ctx)
-        return ctx.model, lambda f, y: estimator(f, y, fallback="cam"), {"lpcam": ctx.lpcam_overrides}
-    tuned = fit_recam(ctx)
-    key = {"recam": tuned.recam.config.training_settings()}
-    if name == "ReCAM":
-        return tuned.model, lambda f, y: tuned.recam(f, y), key
-    if name == "ReCAM+LPCAM":
-        estimator = fit_recam_lpcam(ctx)
-        return (tuned.model, lambda f, y: estimator(f, y, fallback="cam", weight=tuned.recam.map_weight_),
-                {**key, "lpcam": ctx.lpcam_overrides, "selection": ctx.recam_selection})
-    raise ValueError(f"F-CAM has no source {name!r}; choose one of {FCAM_SOURCES}")
-
-
-#: The read-outs F-CAM decodes in the benchmark.
-FCAM_SOURCES = ("CAM", "LPCAM", "ReCAM", "ReCAM+LPCAM")
-
-
-def fit_fcam(ctx: SeedContext, source_name: str) -> Tuple[FCAM, ToyClassifier]:
-    """F-CAM's decoder trained over ``source_name``'s maps on the frozen encoder, and that encoder;
+def fit_fcam(ctx: SeedContext, source: str) -> Tuple[FCAM, ToyClassifier]:
+    """F-CAM's decoder trained over read-out ``source``'s maps on the frozen encoder, and that encoder;
     cached in ``ctx.folder / "fcam_<source>.npz"`` under the classifier's key, the source and the settings."""
-    model, source, source_key = fcam_source(ctx, source_name)
+    label = registry.label(registry.parse("fcam", source)[1])  # the cache key names the source by its label
+    model, _, maps, source_key = readout_inputs(ctx, source)
     fcam = FCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **FCAM_DEMO_OVERRIDES)
-    key = json.loads(json.dumps({**ctx.classifier_key, "source": source_name, "source_key": source_key,
+    key = json.loads(json.dumps({**ctx.classifier_key, "source": label, "source_key": source_key,
                                  "fcam": fcam.config.to_dict(), "batch": FCAM_BATCH, "skip_layers": model.SKIP_LAYERS}))
-    path = ctx.folder / f"fcam_{map_key(source_name)}.npz"
+    path = ctx.folder / f"fcam_{map_key(label)}.npz"
     if path.is_file():
         try:
             cached = FCAM.load(path, progress=ctx.progress)
@@ -320,52 +186,78 @@ def fit_fcam(ctx: SeedContext, source_name: str) -> Tuple[FCAM, ToyClassifier]:
         else:
             if cached.metadata.get("key") == key:
                 return cached, model
-    fcam.fit(model, ShuffledBatches(ctx.images, ctx.labels, FCAM_BATCH, ctx.seed), source=source,
+    fcam.fit(model, ShuffledBatches(ctx.images, ctx.labels, FCAM_BATCH, ctx.seed), source=maps,
              feature_layer=model.FEATURE_LAYER, skip_layers=list(model.SKIP_LAYERS))
     fcam.metadata = {"key": key}
     fcam.save(path)
     return fcam, model
 
 
-def fcam_readout(ctx: SeedContext, source_name: str) -> torch.Tensor:
-    """F-CAM over ``source_name``: the decoder's full-resolution class probabilities ``(N, C, S, S)``."""
-    fcam, model = fit_fcam(ctx, source_name)
+def fcam_readout(ctx: SeedContext, source: str) -> torch.Tensor:
+    """F-CAM over read-out ``source``: the decoder's full-resolution class probabilities ``(N, C, S, S)``."""
+    fcam, model = fit_fcam(ctx, source)
     last = fcam.loss_history_[-1] if fcam.loss_history_ else {}
-    ctx.notes[f"F-CAM({source_name})"] = (f"last epoch: seg {last['seg']:.3f}, crf {last['crf']:.3f}, "
-                                          f"size {last['size']:.3f}" if last else "")
+    name = registry.label("fcam", source)
+    ctx.notes[name] = (f"last epoch: seg {last['seg']:.3f}, crf {last['crf']:.3f}, "
+                       f"size {last['size']:.3f}" if last else "")
     starts = range(0, ctx.images.shape[0], PREDICT_BATCH)
     return torch.cat([fcam.predict(model, ctx.images[i:i + PREDICT_BATCH], ctx.labels[i:i + PREDICT_BATCH])
-                      for i in progress_bar(starts, progress=ctx.progress, desc=f"F-CAM({source_name}) maps",
+                      for i in progress_bar(starts, progress=ctx.progress, desc=f"{name} maps",
                                             total=len(starts), leave=False)])
 
 
-#: The benchmark's rows, in table order (append to add a method).
-READOUTS: List[Readout] = [
-    Readout("CAM", cam_readout, "classifier head on the features"),
-    Readout("LPCAM-F", lpcam_f_readout, "LPCAM with class prototypes only"),
-    Readout("LPCAM", lpcam_readout, "class prototypes minus context prototypes"),
-    Readout("ReCAM", recam_readout, "softmax re-activation: fine-tuned backbone, W_sce ⊙ W_bce"),
-    Readout("ReCAM+LPCAM", recam_lpcam_readout, "LPCAM on the ReCAM backbone, split by ReCAM maps, selected by the ReCAM selection weight"),
-] + [Readout(f"F-CAM({name})", functools.partial(fcam_readout, source_name=name),
-             f"F-CAM decoder over {name}'s maps, full resolution") for name in FCAM_SOURCES]
+#: How the benchmark computes each registry read-out that reads a classifier (F-CAM: :func:`fcam_readout`).
+_COMPUTE: Dict[str, ReadoutFn] = {"cam": cam_readout, "lpcam-f": lpcam_f_readout, "lpcam": lpcam_readout,
+                                  "recam": recam_readout, "recam+lpcam": recam_lpcam_readout}
+
+
+def _registry_rows() -> List[BenchmarkRow]:
+    """A row per registry read-out, in registry order; a decoder gets a row per source it may decode."""
+    rows: List[BenchmarkRow] = []
+    for name in registry.names():
+        kind = registry.get(name)
+        if kind.decodes:
+            rows += [BenchmarkRow(registry.label(name, source), functools.partial(fcam_readout, source=source),
+                                  kind.description, name, source) for source in registry.fcam_sources()]
+        elif name in _COMPUTE:
+            rows.append(BenchmarkRow(kind.label, _COMPUTE[name], kind.description, name))
+        else:
+            raise LookupError(f"the benchmark has no computation for read-out {name!r}; add one to _COMPUTE")
+    return rows
+
+
+#: The benchmark's rows, in table order: every read-out of the registry (append a row to try a method).
+READOUTS: List[BenchmarkRow] = _registry_rows()
 
 
 def map_key(name: str) -> str:
-    """File-safe key of a read-out name (``maps.npz``): ``"ReCAM+LPCAM"`` -> ``"recam_lpcam"``."""
+    """File-safe key of a row name (``maps.npz``): ``"ReCAM+LPCAM"`` -> ``"recam_lpcam"``."""
     return re.sub(r"[^0-9a-z]+", "_", name.lower()).strip("_")
 
 
-def select_readouts(names: Optional[Sequence[str]] = None) -> List[Readout]:
-    """The read-outs named in ``names`` in :data:`READOUTS` order (all of them for ``None``).
+def row_name(text: str) -> str:
+    """The row name ``text`` means: a row's name as is, or a registry spelling (``"lpcam"``,
+    ``"f-cam(recam)"``) as its display label; anything else unchanged."""
+    if text in {r.name for r in READOUTS}:
+        return text
+    try:
+        return registry.label(*registry.parse(text))
+    except (TypeError, ValueError):
+        return text
 
-    Raises ``ValueError`` for unknown names, and when two registered names share a :func:`map_key`.
+
+def select_readouts(names: Optional[Sequence[str]] = None) -> List[BenchmarkRow]:
+    """The rows named in ``names`` (row names or registry spellings) in :data:`READOUTS` order (all for ``None``).
+
+    Raises ``ValueError`` for unknown names, and when two rows share a :func:`map_key`.
     """
     known = [r.name for r in READOUTS]
     if len({map_key(name) for name in known}) != len(known):
         raise ValueError(f"READOUTS names must have distinct file keys (map_key): {known}")
     if names is None:
         return list(READOUTS)
-    unknown = sorted(set(names) - set(known))
+    wanted = {row_name(name) for name in names}
+    unknown = sorted(name for name in set(names) if row_name(name) not in known)
     if unknown:
         raise ValueError(f"unknown read-out(s) {unknown}; known: {known}")
-    return [r for r in READOUTS if r.name in set(names)]
+    return [r for r in READOUTS if r.name in wanted]

@@ -1,6 +1,6 @@
 """A seeded synthetic weakly-supervised segmentation benchmark (images, pixel masks, image labels).
 
-Design (what the generator models and why; see also notes in the README):
+Design (what the generator models and why; measured results in docs/benchmark.md):
 
 - **Classes come in groups** of ``group_size`` (default 3 groups of 2, like cat/dog, cow/sheep,
   bus/train). Every object has three parts, drawn as simple shapes with procedural textures:
@@ -47,6 +47,10 @@ from lpcam_plugin.core.progress import progress_bar
 #: Part ids used in :attr:`SyntheticDataset.parts`.
 PART_NAMES = ("background", "head", "body", "legs")
 _PALETTE_KEY = {"head": "heads", "body": "bodies", "legs": "legs"}
+#: The networks' input standardisation of [0, 1] pixels, every channel (:func:`images_to_tensor`;
+#: ``lpcam fit --synthetic`` feeds the same).
+PIXEL_MEAN = 0.5
+PIXEL_STD = 0.25
 
 
 @dataclass(frozen=True)
@@ -249,4 +253,4 @@ def images_to_tensor(images: np.ndarray) -> "Any":
     import torch
 
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
-    return (x - 0.5) / 0.25
+    return (x - PIXEL_MEAN) / PIXEL_STD

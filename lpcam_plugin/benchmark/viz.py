@@ -39,7 +39,7 @@ def _as_float_image(image: np.ndarray) -> np.ndarray:
 
 
 def _save(fig: Any, path: PathLike) -> None:
-    """Write ``fig`` as PNG through :func:`lpcam_plugin.io.atomic_write`."""
+    """Write ``fig`` as PNG through :func:`lpcam_plugin.core.io.atomic_write`."""
     from lpcam_plugin.core.io import atomic_write
 
     with atomic_write(path) as tmp:

@@ -16,10 +16,10 @@ from lpcam_plugin.core.version import __version__
 
 #: Modules that contribute subcommands, in the order they appear in ``lpcam --help``.
 SUBCOMMAND_MODULES = (
-    "lpcam_plugin.benchmark.demo",
+    "lpcam_plugin.cli.demo",
     "lpcam_plugin.cli.evaluate",
-    "lpcam_plugin.distributed.cli",
-    "lpcam_plugin.check_host",
+    "lpcam_plugin.cli.scaleout",
+    "lpcam_plugin.cli.check_host",
 )
 
 

@@ -2,7 +2,7 @@
 
 * ``--model pkg.module:factory`` names a callable returning an ``nn.Module``; ``--checkpoint``
   is loaded into it with ``torch.load(weights_only=True)``.
-* The feature map is captured with a :class:`~lpcam_plugin.hooks.FeatureHook` on a dotted module
+* The feature map is captured with a :class:`~lpcam_plugin.core.hooks.FeatureHook` on a dotted module
   name; the classifier weight is a dotted parameter name (4-D conv heads are reduced to (C, D)).
 * Images come from a VOC-style folder: an id list, ``<images>/<id><suffix>`` files, and labels
   as a ``(N, C)`` ``.npy`` array aligned with the list, a JSON ``{id: [class, ...]}`` dict, or
@@ -80,7 +80,7 @@ def classifier_weight(model: nn.Module, weight_name: str, bias_name: Optional[st
     """The ``(C, D)`` classifier weight (and ``(C,)`` bias) read from dotted parameter names.
 
     ``(C, D, 1, 1)`` weights are squeezed, larger kernels reduced with
-    :func:`~lpcam_plugin.selection.reduce_conv_head` (``conv_mode`` "sum" or "center");
+    :func:`~lpcam_plugin.methods.lpcam.selection.reduce_conv_head` (``conv_mode`` "sum" or "center");
     ``rows=(start, stop)`` keeps those class rows (AMN: ``(1, 21)`` drops the background row).
     """
     try:
@@ -241,7 +241,7 @@ class ArrayImageDataset(torch.utils.data.Dataset):
         images: ``(N, H, W, 3)`` uint8 RGB.
         labels: ``(N, C)`` multi-hot.
         mean, std: per-channel normalisation of the [0, 1] image (the synthetic benchmark
-            uses 0.5 / 0.25, see :func:`lpcam_plugin.synthetic.images_to_tensor`).
+            uses 0.5 / 0.25, see :func:`lpcam_plugin.benchmark.synthetic.images_to_tensor`).
     """
 
     def __init__(self, ids: Sequence[str], images: np.ndarray, labels: np.ndarray, *,

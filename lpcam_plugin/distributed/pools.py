@@ -5,7 +5,7 @@ context) the ranks all-gather their kept keys (``cap`` float64 at most per rank)
 computes the same global bottom-``cap`` selection; because each rank's keys are sorted, its share
 of that selection is a prefix of its sorted rows. Only those rows travel, point to point, to the
 owner, which therefore receives at most ``cap`` rows per pool: the merged pool is exactly the
-pool one process would have collected from all images (:mod:`lpcam_plugin.pools`).
+pool one process would have collected from all images (:mod:`lpcam_plugin.methods.lpcam.pools`).
 """
 from __future__ import annotations
 

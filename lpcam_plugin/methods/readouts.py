@@ -30,7 +30,7 @@ from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.methods.cam import cam_map
 
 #: Batch maps: ``(features (B, D, h, w), labels (B, C)) -> (B, C, h, w)`` in [0, 1], absent classes 0.
-#: What F-CAM decodes; the same signature as :data:`lpcam_plugin.methods.fcam.estimator.Source`.
+#: What F-CAM decodes (:class:`lpcam_plugin.methods.fcam.estimator.FCAM` takes it as ``source``).
 BatchMaps = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 

@@ -1,7 +1,7 @@
-"""F-CAM hyper-parameters and the VOC / COCO presets (fcam-spec.md; Belharbi et al., WACV 2022).
+"""F-CAM hyper-parameters and the VOC / COCO presets (docs/design/fcam-spec.md; Belharbi et al., WACV 2022).
 
 Each default names its source: *paper* (the WACV text), *reference* (the authors' code, as
-fcam-spec.md reads it), *spec* (fcam-spec.md's choice for this package) or *ours*.
+the spec reads it), *spec* (the spec's choice for this package) or *ours*.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Pseudo-label seeds for the decoder, drawn from the source CAMs (fcam-spec.md, multi-label).
+"""Pseudo-label seeds for the decoder, drawn from the source CAMs (docs/design/fcam-spec.md, multi-label).
 
 Per image, from the source maps resized to the image (values in [0, 1]):
 

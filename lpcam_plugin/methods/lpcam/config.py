@@ -1,4 +1,4 @@
-"""LPCAM hyper-parameters and the VOC / COCO presets of the spec (lpcam-spec.md, Defaults)."""
+"""LPCAM hyper-parameters and the VOC / COCO presets of the spec (docs/design/lpcam-spec.md, Defaults)."""
 from __future__ import annotations
 
 import math

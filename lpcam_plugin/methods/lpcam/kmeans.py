@@ -1,4 +1,4 @@
-"""Spherical K-means with raw-mean centres (lpcam-spec.md, Stage 2).
+"""Spherical K-means with raw-mean centres (docs/design/lpcam-spec.md, Stage 2).
 
 Points are assigned to the centre of highest **cosine** similarity; each centre is the
 **arithmetic mean of its members' raw features** (not re-normalised), because the raw centre

@@ -1,5 +1,5 @@
 """Pixel-level self-supervision (RCM + MAM) hyper-parameters and the VOC / COCO presets
-(pixelsup-spec.md; Yoon et al., Sections 3-4.2)."""
+(docs/design/pixelsup-spec.md; Yoon et al., Sections 3-4.2)."""
 from __future__ import annotations
 
 import math
@@ -25,9 +25,9 @@ class PixelSupConfig(MethodSettings):
         threshold: a pixel joins a present class's region mask when that class wins the argmax
             of G's fused multi-scale CAMs and its score exceeds this (paper: 0.20).
         temperature: T of the RCM softmax over the prototypes (paper: 0.5).
-        rcm_form: ``"paper"`` (Eq. 5 as printed, ``-p``) or ``"infonce"`` (``-log p``). Measured on the
-            benchmark (``toyresnet+pss``, CAM seed mIoU over seeds 0-2): paper 59.0 ± 4.0, infonce
-            57.2 ± 2.4, paper ahead on every seed (+3.4, +1.6, +0.2), so the printed form is the default.
+        rcm_form: ``"paper"`` (Eq. 5 as printed, ``-p``) or ``"infonce"`` (``-log p``). The printed
+            form is the default: it was ahead on every seed of the benchmark's comparison of the
+            two (``toyresnet+pss``; the numbers are in docs/benchmark.md).
         cls_weight: lambda_1 (paper: 1).
         rcm_weight: lambda_2 (paper: 1).
         mam_weight: lambda_3 once MAM is on (paper: 1).

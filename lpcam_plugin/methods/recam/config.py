@@ -1,4 +1,4 @@
-"""ReCAM hyper-parameters and the VOC / COCO presets (recam-spec.md, Training and Maps)."""
+"""ReCAM hyper-parameters and the VOC / COCO presets (docs/design/recam-spec.md, Training and Maps)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Dict, Mapping, Tuple
 
 from lpcam_plugin.core.settings import MethodSettings, is_int
 
-#: Weights a ReCAM read-out or a prototype selection can use (recam-spec.md).
+#: Weights a ReCAM read-out or a prototype selection can use (docs/design/recam-spec.md).
 WEIGHT_KINDS = ("bce", "sce", "sce*bce")
 
 
@@ -28,8 +28,8 @@ class ReCAMConfig(MethodSettings):
         map_weight: the weight of the maps: ``"sce*bce"`` (VOC, the reference's ``forward2``)
             or ``"bce"`` (COCO, ``forward``).
         selection_weight: the weight ReCAM+LPCAM selects prototypes with (``selection_weight_``):
-            ``"bce"``, the best of the three on the package's benchmark (README, "ReCAM+LPCAM
-            selection weight"); the spec's candidate ``"sce"`` was 1.1 mIoU lower on average.
+            ``"bce"``, the best of the three on the package's benchmark, ahead of the spec's
+            candidate ``"sce"`` (the numbers are in docs/benchmark.md).
         freeze_batchnorm: keep BatchNorm layers in eval mode while fine-tuning (IRN's backbone
             uses fixed BatchNorm; a short fine-tuning step should not re-estimate statistics).
         seed: seed of the ``W_sce`` initialisation.

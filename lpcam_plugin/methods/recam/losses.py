@@ -1,4 +1,4 @@
-"""The pieces of the ReCAM training loss (recam-spec.md, Training), each a pure function.
+"""The pieces of the ReCAM training loss (docs/design/recam-spec.md, Training), each a pure function.
 
 ``L = multilabel_soft_margin(GAP(f) W_bce^T, y) + lambda * L_sce`` where ``L_sce`` is the softmax
 cross-entropy of the class-specific pooled features ``x_bk = mean_p cam_bk(p) f_b(p)`` of every

@@ -1,0 +1,218 @@
+"""The IRN-family CAM step's prototype bank: fitted once, saved with a fingerprint of what it was
+fitted from, and reused only on an exact match.
+
+Fitting: baseline CAMs computed the host way (or read from the host's own CAM files), the
+single-scale unflipped ``stage4`` features of the fit list, then K-means and selection
+(:class:`~lpcam_plugin.methods.lpcam.estimator.LPCAM`).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from lpcam_plugin.adapters.common.workers import wait_until
+from lpcam_plugin.adapters.resnet.files import lpcam_written_ids
+from lpcam_plugin.adapters.resnet.host import (NUM_CLASSES, VOC_CLASS_NAMES, HostSpec, image_stacks, msf_dataset,
+                                               pack_size, scale_one_index, stage4_features)
+from lpcam_plugin.adapters.resnet.options import LPCAMOptions
+from lpcam_plugin.core.fingerprints import load_matching
+from lpcam_plugin.core.formats import read_irn_cam
+from lpcam_plugin.core.hooks import FeatureHook
+from lpcam_plugin.core.io import file_sha256
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.lpcam.estimator import LPCAM
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FitSource:
+    """What a bank is fitted from besides the images: the network, selection weight and baseline.
+
+    Attributes:
+        weights: the network's weights file (the host's, or the ReCAM-fine-tuned one).
+        weight, bias: ``(20, D)`` selection weight and optional ``(20,)`` bias; ``description`` names it.
+        baseline: ``(model, stacks, label, size, name, options) -> (K, H, W)`` max-normalised maps
+            of the present classes that split the local features (the host's CAM, or ReCAM's maps).
+        host_files: whether the host's own CAM files may stand in for ``baseline``.
+        bank_path: where the bank is saved.
+        extra_key: further facts that must match for the bank to be reused.
+    """
+
+    weights: Path
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+    description: str
+    baseline: Callable[..., torch.Tensor]
+    host_files: bool
+    bank_path: Path
+    extra_key: Dict[str, Any]
+
+
+@dataclass
+class FitPlan:
+    """What a fit uses: the host dataset over the fit list (scales = ``cam_scales``, plus 1.0 at the
+    end when missing), the selected indices and ids, the selection weight and the fingerprint."""
+
+    dataset: Any
+    scales: Tuple[float, ...]
+    indices: List[int]
+    fit_ids: List[str]
+    weight: torch.Tensor
+    bias: Optional[torch.Tensor]
+    baseline_dir: Optional[Path]
+    key: Dict[str, Any]
+
+
+def select_fit_indices(label_list: np.ndarray, names: Sequence[str], per_class: Optional[int],
+                       seed: int) -> List[int]:
+    """All images, or (COCO preset) a seeded random order keeping an image while one of its
+    classes has fewer than ``per_class`` images. ``label_list``: ``(N, 20)`` multi-hot."""
+    if per_class is None:
+        return list(range(len(names)))
+    order = np.random.default_rng(seed).permutation(len(names))
+    counts = np.zeros(label_list.shape[1], np.int64)
+    keep = []
+    for i in order:
+        present = np.nonzero(label_list[i])[0]
+        if present.size and (counts[present] < per_class).any():
+            keep.append(int(i))
+            counts[present] += 1
+    return sorted(keep)
+
+
+def _fit_key(spec: HostSpec, opts: LPCAMOptions, source: FitSource, fit_ids: Sequence[str],
+             baseline_dir: Optional[Path]) -> Dict[str, Any]:
+    """Everything the bank depends on; the bank is reused only when this matches exactly."""
+    return {
+        "host": spec.name,
+        "features": "stage4 output, scale 1.0, unflipped",
+        "selection_weight": source.description,
+        "checkpoint_sha256": file_sha256(source.weights),
+        "config": {k: v for k, v in opts.config.to_dict().items() if k != "spill_dir"},
+        "fit_list_sha256": hashlib.sha256("\n".join(fit_ids).encode()).hexdigest(),
+        "fit_images": len(fit_ids),
+        "cam_scales": [float(s) for s in opts.scales()],
+        "baseline_files": None if baseline_dir is None else str(baseline_dir.resolve()),
+        **(spec.extra_fit_key(opts) if spec.extra_fit_key is not None else {}),
+        **source.extra_key,
+    }
+
+
+def _try_load_bank(path: Path, key: Dict[str, Any]) -> Tuple[Optional[PrototypeBank], str]:
+    """The bank at ``path`` if it was fitted with exactly ``key``; else None and the reason."""
+    return load_matching(path, PrototypeBank.load, key, made="fitted", missing="no bank file yet",
+                         unreadable="unreadable bank")
+
+
+def _baseline_from_file(path: Path, valid_cat: torch.Tensor, opts: LPCAMOptions) -> Optional[torch.Tensor]:
+    """The host's ``(K, H, W)`` CAM of one image read from its file, or None when its keys differ."""
+    keys, high_res = read_irn_cam(path, allow_pickle=opts.allow_pickle)
+    if keys.tolist() != valid_cat.tolist():
+        logger.warning("%s: keys %s do not match the image label %s; computing the baseline CAM instead",
+                       path, keys.tolist(), valid_cat.tolist())
+        return None
+    return torch.from_numpy(np.ascontiguousarray(high_res))
+
+
+def _baseline_dir(spec: HostSpec, opts: LPCAMOptions) -> Optional[Path]:
+    folder = opts.baseline_dir if opts.baseline_dir is not None else getattr(opts, spec.out_dir_arg)
+    return None if folder is None else Path(folder)
+
+
+def plan_fit(spec: HostSpec, opts: LPCAMOptions, source: FitSource) -> FitPlan:
+    """Build the fit dataset, pick the fit images and compute the bank fingerprint (no forward pass)."""
+    scales = tuple(float(s) for s in opts.scales())
+    if 1.0 not in scales:
+        scales = scales + (1.0,)
+    dataset = msf_dataset(opts.fit_list, opts, scales)
+    dataloader = importlib.import_module("voc12.dataloader")
+    names = [dataloader.decode_int_filename(n) for n in dataset.img_name_list]
+    indices = select_fit_indices(np.asarray(dataset.label_list), names, opts.images_per_class, opts.config.seed)
+    fit_ids = [names[i] for i in indices]
+    baseline_dir = _baseline_dir(spec, opts) if source.host_files else None
+    key = _fit_key(spec, opts, source, fit_ids, baseline_dir if opts.allow_pickle else None)
+    return FitPlan(dataset, scales, indices, fit_ids, source.weight, source.bias, baseline_dir, key)
+
+
+def fit_bank(spec: HostSpec, model: nn.Module, opts: LPCAMOptions, device: torch.device, source: FitSource, *,
+             n_procs: int = 1) -> PrototypeBank:
+    """Reuse the saved bank if its fingerprint matches; else collect, fit, save and return it.
+
+    Per fit image: the baseline is ``source.baseline`` (the host's own CAM, also read from its
+    file in the baseline folder when allowed and present; or ReCAM's maps), computed the host
+    way (multi-scale + flip), and the features are the scale-1.0, unflipped ``stage4`` output
+    ``(D, h, w)`` (captured by a hook during the host's forward), as in the LPCAM reference.
+    """
+    plan = plan_fit(spec, opts, source)
+    path = source.bank_path
+    bank, reason = _try_load_bank(path, plan.key)
+    if bank is not None:
+        logger.info("reusing the LPCAM bank %s (same checkpoint, config and fit list)", path)
+        return bank
+    logger.info("fitting the LPCAM bank %s: %s; %d images of %s", path, reason, len(plan.fit_ids), opts.fit_list)
+    baseline_dir = plan.baseline_dir
+    written = lpcam_written_ids(baseline_dir) if baseline_dir is not None else set()
+    estimator = LPCAM(NUM_CLASSES, config=opts.config, class_names=VOC_CLASS_NAMES, progress=opts.progress)
+    loader = DataLoader(Subset(plan.dataset, plan.indices), shuffle=False, num_workers=opts.workers(n_procs),
+                        pin_memory=False)
+    one = scale_one_index(plan.scales)
+    n_host_scales = len(opts.scales())
+    n_files = 0
+    with torch.no_grad(), FeatureHook(model.stage4, keep_all=True) as hook:
+        for pack in progress_bar(loader, progress=opts.progress, desc="LPCAM features", total=len(loader),
+                                 position=0 if n_procs > 1 else None):
+            name, label = pack["name"][0], pack["label"][0]
+            valid_cat = torch.nonzero(label)[:, 0]
+            stacks = [s.to(device) for s in image_stacks(pack)]
+            hook.clear()
+            cams = None
+            file = None if baseline_dir is None else baseline_dir / f"{name}.npy"
+            if file is not None and opts.allow_pickle and file.exists() and name not in written:
+                cams = _baseline_from_file(file, valid_cat, opts)
+                n_files += cams is not None
+            if cams is None:
+                cams = source.baseline(model, stacks[:n_host_scales], label, pack_size(pack), name, opts)
+            if len(hook.history) <= one:
+                stage4_features(model, stacks[one])
+                features = hook.features[0]
+            else:
+                features = hook.history[one][0]
+            full = torch.zeros((NUM_CLASSES,) + tuple(cams.shape[1:]))
+            full[valid_cat] = cams.float().cpu()
+            estimator.partial_fit([features], label[None].float(), cams=[full], ids=[name])
+    if n_files:
+        logger.info("baseline CAMs: %d of %d read from the host's files in %s", n_files, len(plan.fit_ids),
+                    baseline_dir)
+    elif baseline_dir is not None and not opts.allow_pickle and any(baseline_dir.glob("*.npy")):
+        logger.info("host CAM files in %s are not read (pass --lpcam_allow_pickle True to use them); "
+                    "the baseline CAMs were computed the host way", baseline_dir)
+    weight, bias = plan.weight.to(device), None if plan.bias is None else plan.bias.to(device)
+    estimator.fit_prototypes(weight, bias, metadata={"fit_key": plan.key, "fit_list": opts.fit_list,
+                                                     "baseline_from_files": n_files})
+    estimator.bank_.save(path)
+    logger.info("saved the LPCAM bank %s: %r", path, estimator.bank_)
+    return estimator.bank_
+
+
+def obtain_bank(spec: HostSpec, model: nn.Module, opts: LPCAMOptions, device: torch.device, source: FitSource,
+                process_id: int, n_procs: int) -> PrototypeBank:
+    """The bank for this run. Worker 0 fits (or reuses) it; other workers wait until a bank whose
+    fingerprint matches theirs is saved (torch's ``spawn`` stops them if worker 0 fails)."""
+    if process_id == 0:
+        return fit_bank(spec, model, opts, device, source, n_procs=n_procs)
+    key = plan_fit(spec, opts, source).key
+    return wait_until(lambda: _try_load_bank(source.bank_path, key), f"the LPCAM bank {source.bank_path}")
+
+
+__all__ = ["FitPlan", "FitSource", "fit_bank", "obtain_bank", "plan_fit", "select_fit_indices"]

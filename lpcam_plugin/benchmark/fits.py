@@ -1,0 +1,197 @@
+"""What the benchmark's rows share on one (network, seed): the run's context and the fitted estimators.
+
+:class:`SeedContext` is everything one (network, seed) run offers the rows of
+:mod:`lpcam_plugin.benchmark.readouts`; :func:`fit_lpcam`, :func:`fit_recam` and
+:func:`fit_recam_lpcam` fit the estimators several rows read, once per (network, seed) through
+:meth:`SeedContext.memo`, and cache them in :attr:`SeedContext.folder` across runs (the prototype
+banks as ``*.npz``; the ReCAM step as ``recam.npz`` and ``recam_classifier.pt``, reused when the
+classifier's key and the settings match).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple, TypeVar
+
+import torch
+
+from lpcam_plugin.benchmark.synthetic import SyntheticDataset
+from lpcam_plugin.benchmark.toynet import ToyClassifier
+from lpcam_plugin.benchmark.training import extract_features, load_or_train
+from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.lpcam.estimator import LPCAM
+from lpcam_plugin.methods.recam.estimator import ReCAM
+
+T = TypeVar("T")
+
+#: Images per :meth:`LPCAM.partial_fit` call in :func:`fit_lpcam`.
+FIT_BATCH = 128
+
+
+@dataclass
+class SeedContext:
+    """Everything one (network, seed) run offers its read-outs.
+
+    Attributes:
+        seed: the seed of the data, the classifier and every fit.
+        network: the network's name in the report
+            (:attr:`~lpcam_plugin.benchmark.config.NetworkConfig.name`).
+        model: the trained classifier, eval mode (:class:`~lpcam_plugin.benchmark.toynet.ToyClassifier`;
+            hook ``model.FEATURE_LAYER`` / ``model.HEAD`` by dotted name).
+        images: ``(N, 3, S, S)`` float32 network inputs (standardised).
+        features: ``(N, D, h, w)`` features of ``model.FEATURE_LAYER`` (non-negative; inference
+            tensors: a read-out that trains recomputes features from ``images``).
+        labels: ``(N, C)`` float32 multi-hot image labels.
+        data: the generated data set (images, masks, class names, ids, config).
+        folder: ``<out>/<network>/seed<N>/``, for files a read-out caches across runs.
+        classifier_key: JSON-able key of the classifier checkpoint (data, schedule, architecture);
+            include it in the key of anything cached from the classifier.
+        lpcam_overrides: LPCAM config overrides of this run
+            (:class:`~lpcam_plugin.benchmark.config.DemoConfig`).
+        recam_selection: ReCAM+LPCAM's selection weight (``"sce"``, ``"bce"``, ``"sce*bce"``;
+            None: the ReCAM preset's).
+        progress: progress-bar switch to pass on (``None``: automatic, ``False``: hidden).
+        notes: JSON-able facts per read-out name, shown in the report's per-seed rows.
+    """
+
+    seed: int
+    network: str
+    model: ToyClassifier
+    images: torch.Tensor
+    features: torch.Tensor
+    labels: torch.Tensor
+    data: SyntheticDataset
+    folder: Path
+    classifier_key: Dict[str, Any]
+    lpcam_overrides: Dict[str, Any] = field(default_factory=dict)
+    recam_selection: Optional[str] = None
+    progress: Optional[bool] = None
+    notes: Dict[str, str] = field(default_factory=dict)
+    _memo: Dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The classifier head as a ``(C, D)`` matrix."""
+        return self.model.class_weight()
+
+    def memo(self, key: str, factory: Callable[[], T]) -> T:
+        """``factory()`` the first time ``key`` is asked for in this (network, seed), the stored value after."""
+        if key not in self._memo:
+            self._memo[key] = factory()
+        return self._memo[key]
+
+
+def prototype_note(bank: PrototypeBank) -> str:
+    """Prototype counts of ``bank`` as ``"class [..] / context [..]"`` (one number per class)."""
+    counts = [int(bank.class_prototypes[c].shape[0]) for c in range(bank.num_classes)]
+    context = [int(bank.context_prototypes[c].shape[0]) if c in bank.context_prototypes else 0
+               for c in range(bank.num_classes)]
+    return f"prototypes class {counts} / context {context}"
+
+
+def fit_lpcam(ctx: SeedContext, *, features: Optional[torch.Tensor] = None, weight: Optional[torch.Tensor] = None,
+              cams: Optional[torch.Tensor] = None, name: str = "prototypes") -> LPCAM:
+    """An LPCAM estimator fitted on the training images, once per (network, seed) and ``name``.
+
+    Args:
+        features: ``(N, D, h, w)`` features to cluster (default ``ctx.features``).
+        weight: ``(C, D)`` selection classifier (default the classifier head).
+        cams: ``(N, C, h', w')`` max-normalised maps for the Stage-1 split (default the
+            single-scale CAM of ``weight``).
+        name: memo key and file stem: the bank is written to ``ctx.folder / f"{name}.npz"``.
+
+    Returns:
+        The fitted estimator (``bank_`` set, ``weight_`` = ``weight``).
+    """
+
+    def fit() -> LPCAM:
+        feats = ctx.features if features is None else features
+        select = ctx.weight if weight is None else weight
+        estimator = LPCAM(ctx.data.config.num_classes, "voc", class_names=ctx.data.class_names,
+                          progress=ctx.progress, seed=ctx.seed, **ctx.lpcam_overrides)
+        starts = range(0, feats.shape[0], FIT_BATCH)
+        for i in progress_bar(starts, progress=ctx.progress, desc=f"LPCAM pools ({name})", total=len(starts), leave=False):
+            part = slice(i, i + FIT_BATCH)
+            estimator.partial_fit(feats[part], ctx.labels[part], weight=select, ids=ctx.data.ids[part],
+                                  cams=None if cams is None else cams[part])
+        estimator.fit_prototypes(select, metadata={"demo_seed": ctx.seed, "network": ctx.network})
+        estimator.bank_.save(ctx.folder / f"{name}.npz")
+        return estimator
+
+    return ctx.memo(f"lpcam:{name}", fit)
+
+
+#: ReCAM on the benchmark: the VOC preset with one change, decided before any ReCAM result was seen.
+#: The demo trains on 500 images, 21x fewer than VOC train_aug (10,582): 4 epochs of batches of 16 are
+#: 128 steps instead of the reference's 2,645, so the learning rate is scaled by the same factor
+#: (5e-4 -> 0.01) to give W_sce the reference's lr x steps budget.
+RECAM_DEMO_OVERRIDES: Dict[str, Any] = {"learning_rate": 0.01}
+RECAM_BATCH = 16
+
+
+class ShuffledBatches:
+    """``(images, labels)`` batches of a reshuffled, randomly flipped training set (as the toy
+    classifier trains); :meth:`set_epoch` reseeds both with ``seed + epoch`` (resumable)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
+        self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator.manual_seed(self.seed + epoch)
+
+    def __len__(self) -> int:
+        return -(-self.images.shape[0] // self.batch_size)
+
+    def __iter__(self) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+        order = torch.randperm(self.images.shape[0], generator=self.generator)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            x = self.images[batch]
+            flip = torch.rand(x.shape[0], generator=self.generator) < 0.5
+            yield torch.where(flip[:, None, None, None], x.flip(-1), x), self.labels[batch]
+
+
+class FineTuned(NamedTuple):
+    """The ReCAM step of one (network, seed): the fitted read-out, the fine-tuned network and its features."""
+
+    recam: ReCAM
+    model: ToyClassifier
+    features: torch.Tensor
+
+
+def fit_recam(ctx: SeedContext) -> FineTuned:
+    """ReCAM fine-tuned from a copy of the classifier, the fine-tuned network and its features
+    ``(N, D, h, w)``; once per (network, seed), cached in ``ctx.folder`` (``recam.npz`` and
+    ``recam_classifier.pt``) under the classifier's key and the ReCAM settings."""
+
+    def fit() -> FineTuned:
+        recam = ReCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **RECAM_DEMO_OVERRIDES)
+        path = ctx.folder / "recam.npz"
+        key = {**ctx.classifier_key, "recam": recam.config.training_settings(), "recam_batch": RECAM_BATCH}
+
+        def train() -> Tuple[ToyClassifier, Dict[str, float]]:
+            model = copy.deepcopy(ctx.model)
+            recam.fit(model, ShuffledBatches(ctx.images, ctx.labels, RECAM_BATCH, ctx.seed),
+                      feature_layer=model.FEATURE_LAYER, head=model.HEAD)
+            recam.save(path)
+            return model, dict(recam.loss_history_[-1])
+
+        model, stats, cached = load_or_train(ctx.folder / "recam_classifier.pt", key, train)
+        fitted = ReCAM.load(path) if cached else recam
+        ctx.notes["ReCAM"] = (f"last epoch: cls {stats['cls']:.3f}, sce {stats['sce']:.3f}"
+                              if "cls" in stats else "")
+        return FineTuned(fitted, model, extract_features(model, ctx.images, progress=ctx.progress))
+
+    return ctx.memo("recam", fit)
+
+
+def fit_recam_lpcam(ctx: SeedContext) -> LPCAM:
+    """LPCAM on the fine-tuned features, split by ReCAM maps, selected by ``recam.selection_weight_``
+    (or ``ctx.recam_selection``); once per (network, seed)."""
+    tuned = fit_recam(ctx)
+    selection = tuned.recam.weight(ctx.recam_selection) if ctx.recam_selection else tuned.recam.selection_weight_
+    return fit_lpcam(ctx, features=tuned.features, weight=selection, cams=tuned.recam(tuned.features, ctx.labels),
+                     name="recam_prototypes")

@@ -1,0 +1,197 @@
+"""One (network, seed) of ``lpcam demo``: the classifier (trained or reused), its features, every
+selected read-out's maps, and the background-threshold sweep with diagnostics.
+
+:func:`run_seed` does it all and returns a :class:`~lpcam_plugin.benchmark.config.SeedResult`
+and the maps; the read-outs come from :func:`lpcam_plugin.benchmark.readouts.select_readouts`.
+Files written into ``<out>/<network>/seed<N>/``: ``classifier.pt``, ``maps.npz`` (every read-out,
+float16) and, when asked, ``export/`` (LPCAM as EDAM/MCTformer ``{class: map}`` dicts, GT PNGs
+and ``train.txt``). The read-outs write their own caches beside them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lpcam_plugin.benchmark.config import DemoConfig, NetworkConfig, SeedResult, pixelsup_overrides
+from lpcam_plugin.benchmark.readouts import SeedContext, map_key, select_readouts
+from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticDataset, images_to_tensor
+from lpcam_plugin.benchmark.toynet import ToyClassifier
+from lpcam_plugin.benchmark.training import extract_features, load_or_train, set_torch_seed, train_classifier
+from lpcam_plugin.core.evaluate import maps_to_prediction, sweep
+from lpcam_plugin.core.formats import write_class_dict, write_label_png
+from lpcam_plugin.core.io import atomic_write
+from lpcam_plugin.core.maps import max_normalize
+from lpcam_plugin.core.progress import progress_bar
+
+
+def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor, config: DemoConfig, seed: int,
+                path: Path, progress: Optional[bool]) -> Tuple[ToyClassifier, Dict[str, float], Dict[str, Any]]:
+    """Train ``network`` for ``seed`` or reuse a matching checkpoint at ``path``: ``(model, stats, key)``."""
+    train = dataclasses.replace(config.train, seed=seed)
+    if network.pixelsup:
+        train = dataclasses.replace(train, pixelsup=pixelsup_overrides(train, len(data), config.rcm_form))
+    key = {"data": data.config.fingerprint(), "train": train.to_dict(), "network": network.kind,
+           "architecture": network.build(data.config.num_classes).architecture()}
+
+    def fit() -> Tuple[ToyClassifier, Dict[str, float]]:
+        set_torch_seed(seed)
+        model = network.build(data.config.num_classes)
+        return model, train_classifier(model, x, torch.from_numpy(data.labels), train, progress=progress)
+
+    model, stats, cached = load_or_train(path, key, fit, {"class_names": data.class_names})
+    return model, {**stats, "cached": float(cached)}, key
+
+
+def _feature_stats(features: torch.Tensor, masks: np.ndarray) -> Dict[str, float]:
+    """Sparsity and magnitude of ``(N, D, h, w)`` features: zero fraction, mean L2 norm on object / background cells.
+
+    A cell counts as object when more than half of its pixels (``masks`` ``(N, S, S)``) are foreground.
+    """
+    n, d, h, w = features.shape
+    fg = torch.from_numpy((masks > 0).astype(np.float32))[:, None]
+    cover = F.adaptive_avg_pool2d(fg, (h, w))[:, 0] > 0.5
+    norms = features.float().norm(dim=1)
+    return {"dim": float(d), "grid": float(h), "zero_fraction": float((features == 0).float().mean()),
+            "norm_object": float(norms[cover].mean()) if cover.any() else float("nan"),
+            "norm_background": float(norms[~cover].mean()) if (~cover).any() else float("nan")}
+
+
+def upsampled(maps: torch.Tensor, size: int) -> torch.Tensor:
+    """``(K, h, w)`` -> ``(K, size, size)`` bilinear (align_corners=False), then max-normalised (IRN)."""
+    if maps.shape[0] == 0:
+        return maps.new_zeros(0, size, size)
+    up = F.interpolate(maps[None].float(), size=(size, size), mode="bilinear", align_corners=False)[0]
+    return max_normalize(up.clamp_min(0))
+
+
+def per_image_maps(maps: torch.Tensor, labels: np.ndarray, size: int) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """Per image: ``(keys, (K, size, size) maps)`` of its positive classes, from ``(N, C, h, w)`` maps."""
+    for index in range(maps.shape[0]):
+        keys = np.flatnonzero(labels[index] > 0)
+        yield keys, upsampled(maps[index, keys], size).numpy()
+
+
+def part_diagnostics(maps: torch.Tensor, data: SyntheticDataset, threshold: float) -> Dict[str, float]:
+    """Where a method's maps put their mass, per (image, positive class) map.
+
+    Returns (all fractions):
+    ``recall_<part>``: pixels of the part labelled with the right class at ``threshold``;
+    ``context_fp``: background pixels labelled as a present class that has a context background
+    (computed over images containing such a class);
+    ``act_<part>`` / ``act_background`` / ``act_other_objects``: mean map value (max-normalised,
+    full resolution) of the class's map on its own parts, on background pixels and on other objects;
+    ``auc``: threshold-free separability, ROC AUC of the map value for own-object vs background pixels.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    hits = np.zeros(len(PART_NAMES))
+    totals = np.zeros(len(PART_NAMES))
+    act: Dict[str, List[float]] = {name: [] for name in PART_NAMES[1:] + ("background", "other_objects")}
+    own_values, bg_values = [], []
+    ctx_hits = ctx_total = 0
+    size = data.config.image_size
+    for index, (keys, image_maps) in enumerate(per_image_maps(maps, data.labels, size)):
+        pred = maps_to_prediction(image_maps, keys, threshold)
+        mask, parts = data.masks[index], data.parts[index]
+        correct = pred == mask
+        background = mask == 0
+        for part in range(1, len(PART_NAMES)):
+            sel = parts == part
+            hits[part] += correct[sel].sum()
+            totals[part] += sel.sum()
+        for c, class_map in zip(keys, image_maps):
+            own = mask == int(c) + 1
+            for part in range(1, len(PART_NAMES)):
+                sel = own & (parts == part)
+                if sel.any():
+                    act[PART_NAMES[part]].append(float(class_map[sel].mean()))
+            other = ~own & ~background
+            if other.any():
+                act["other_objects"].append(float(class_map[other].mean()))
+            if background.any():
+                act["background"].append(float(class_map[background].mean()))
+            own_values.append(class_map[own])
+            bg_values.append(class_map[background])
+            if int(c) in data.context:
+                ctx_hits += int((pred[background] == int(c) + 1).sum())
+                ctx_total += int(background.sum())
+    out = {f"recall_{PART_NAMES[p]}": float(hits[p] / max(totals[p], 1)) for p in range(1, len(PART_NAMES))}
+    out["context_fp"] = float(ctx_hits / max(ctx_total, 1))
+    out.update({f"act_{name}": float(np.mean(values)) if values else float("nan") for name, values in act.items()})
+    own_all, bg_all = np.concatenate(own_values), np.concatenate(bg_values)
+    both = own_all.size > 0 and bg_all.size > 0
+    out["auc"] = float(roc_auc_score(np.r_[np.ones(own_all.size), np.zeros(bg_all.size)], np.r_[own_all, bg_all])) if both else float("nan")
+    return out
+
+
+def _export_host_files(folder: Path, data: SyntheticDataset, maps: torch.Tensor, progress: Optional[bool]) -> None:
+    """Write maps as EDAM/MCTformer ``{class: (H, W)}`` dicts under ``lpcam/``, GT PNGs and an id list."""
+    size = data.config.image_size
+    items = zip(data.ids, data.masks, per_image_maps(maps, data.labels, size))
+    for image_id, mask, (keys, image_maps) in progress_bar(items, progress=progress, desc="export host files", total=len(data), leave=False):
+        write_class_dict(folder / "lpcam" / f"{image_id}.npy", dict(zip(keys, image_maps)))
+        write_label_png(folder / "gt" / f"{image_id}.png", mask)
+    with atomic_write(folder / "train.txt") as tmp:
+        tmp.write_text("\n".join(data.ids) + "\n")
+
+
+def run_seed(network: NetworkConfig, data: SyntheticDataset, config: DemoConfig, out: Path, *,
+             progress: Optional[bool] = None, export: bool = False) -> Tuple[SeedResult, Dict[str, torch.Tensor]]:
+    """Classifier, features, every selected read-out and the sweep for one (network, seed) on ``data``.
+
+    Returns the result and the maps ``{method: (N, C, h, w)}`` (float32, CPU).
+    """
+    seed = data.config.seed
+    seconds: Dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = now - clock
+        clock = now
+
+    folder = out / network.name / f"seed{seed}"
+    x = images_to_tensor(data.images)
+    model, train_stats, key = _classifier(network, data, x, config, seed, folder / "classifier.pt", progress)
+    lap("classifier")
+    features = extract_features(model, x, progress=progress)
+    network_stats = {**train_stats, "stride": float(model.stride), **_feature_stats(features, data.masks)}
+    lap("features")
+    ctx = SeedContext(seed=seed, network=network.name, model=model, images=x, features=features,
+                      labels=torch.from_numpy(data.labels), data=data, folder=folder, classifier_key=key,
+                      lpcam_overrides=dict(config.lpcam_overrides), recam_selection=config.recam_selection,
+                      progress=progress)
+    n, c = len(data), data.config.num_classes
+    maps: Dict[str, torch.Tensor] = {}
+    readouts = select_readouts(config.methods)
+    for readout in progress_bar(readouts, progress=progress, desc=f"read-outs ({network.name}, seed {seed})",
+                                total=len(readouts), leave=False):
+        set_torch_seed(seed)  # a read-out's numbers do not depend on which read-outs ran before it
+        result = readout.compute(ctx)
+        if tuple(result.shape[:2]) != (n, c) or result.dim() != 4:
+            raise ValueError(f"read-out {readout.name} returned shape {tuple(result.shape)}, expected ({n}, {c}, h, w)")
+        maps[readout.name] = result.detach().float().cpu()
+        lap(readout.name)
+    with atomic_write(folder / "maps.npz") as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez_compressed(handle, labels=data.labels,
+                                **{map_key(k): v.numpy().astype(np.float16) for k, v in maps.items()})
+    if export and "LPCAM" in maps:
+        _export_host_files(folder / "export", data, maps["LPCAM"], progress)
+
+    size = data.config.image_size
+    sweeps, diagnostics = {}, {}
+    for name, method_maps in maps.items():
+        sweeps[name] = sweep(per_image_maps(method_maps, data.labels, size), (m.astype(np.int64) for m in data.masks),
+                             config.thresholds, c + 1, progress=progress, total=n)
+        diagnostics[name] = part_diagnostics(method_maps, data, sweeps[name].best_threshold)
+    lap("evaluation")
+    seconds["total"] = sum(seconds.values())
+    return SeedResult(seed, network.name, sweeps, diagnostics, network_stats, dict(ctx.notes), seconds), maps

@@ -1,0 +1,113 @@
+"""``lpcam demo``: the synthetic WSSS benchmark of the CAM family (:func:`lpcam_plugin.benchmark.demo.run_demo`).
+
+The options become a :class:`~lpcam_plugin.benchmark.config.DemoConfig`; the report is printed
+and written to ``--out`` with ``results.json``, the figures and the cached checkpoints.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from lpcam_plugin.benchmark.config import NETWORK_PRESETS, DemoConfig
+from lpcam_plugin.benchmark.demo import run_demo
+from lpcam_plugin.benchmark.readouts import READOUTS, select_readouts
+from lpcam_plugin.methods.pixelsup.config import RCM_FORMS
+from lpcam_plugin.methods.recam.config import WEIGHT_KINDS
+
+logger = logging.getLogger(__name__)
+
+
+def _command(args: argparse.Namespace) -> str:
+    """The ``lpcam demo`` command line equivalent to ``args`` (for the report)."""
+    parts = ["lpcam demo", f"--out {args.out}", f"--seed {args.seed}"]
+    parts += [f"--seeds {args.seeds}"] if args.seeds is not None else []
+    parts += [flag for flag, on in (("--full", args.full), ("--quick", args.quick), ("--retrain", args.retrain)) if on]
+    parts += [f"--{name} {' '.join(values)}" for name, values in (("networks", args.networks), ("methods", args.methods)) if values]
+    parts += [f"--{name.replace('_', '-')} {value}" for name, value in
+              (("num_images", args.num_images), ("epochs", args.epochs), ("recam_selection", args.recam_selection),
+               ("rcm_form", args.rcm_form))
+              if value is not None]
+    return " ".join(parts)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    seeds_count = args.seeds if args.seeds is not None else (3 if args.full else 1)
+    if seeds_count < 1:
+        logger.error("--seeds must be >= 1, got %d", seeds_count)
+        return 2
+    seeds = tuple(args.seed + k for k in range(seeds_count))
+    config = DemoConfig.full(seeds) if args.full else DemoConfig(seeds=seeds)
+    if args.networks:
+        config = dataclasses.replace(config, networks=tuple(NETWORK_PRESETS[name] for name in args.networks))
+    if args.methods:
+        try:
+            select_readouts(args.methods)
+        except ValueError as error:
+            logger.error("%s", error)
+            return 2
+        config = dataclasses.replace(config, methods=tuple(args.methods))
+    if args.quick:
+        config = config.quick()
+    if args.num_images is not None:
+        config = dataclasses.replace(config, data=dataclasses.replace(config.data, num_images=args.num_images))
+    if args.epochs is not None:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=args.epochs))
+    if args.recam_selection is not None:
+        config = dataclasses.replace(config, recam_selection=args.recam_selection)
+    if args.rcm_form is not None:
+        config = dataclasses.replace(config, rcm_form=args.rcm_form)
+    if args.retrain:
+        for network in config.networks:
+            for seed in seeds:
+                folder = args.out / network.name / f"seed{seed}"
+                for checkpoint in [*folder.glob("*.pt"), *folder.glob("fcam_*.npz")]:
+                    checkpoint.unlink()
+    figures = not args.no_figures
+    if figures:
+        try:
+            from lpcam_plugin.benchmark.viz import _matplotlib
+
+            _matplotlib()  # figures are drawn on bare Figure objects: no backend is selected or needed
+        except ImportError as error:
+            logger.error("%s (or pass --no-figures)", error)
+            return 2
+    run_demo(config, args.out, progress=False if args.no_progress else None, figures=figures, command=_command(args))
+    sys.stdout.write((args.out / "report.md").read_text())
+    return 0
+
+
+def register_cli(subparsers: Any) -> None:
+    """Add ``lpcam demo`` to the ``lpcam`` command line."""
+    readouts = ", ".join(r.name for r in READOUTS)
+    parser = subparsers.add_parser(
+        "demo",
+        help=f"synthetic WSSS benchmark: train toy classifiers, compare {readouts}",
+        description="Generate the synthetic benchmark, train (or reuse) each network's classifier per seed, run every "
+        f"read-out ({readouts}), evaluate seed masks over a threshold sweep and write a report folder. "
+        "Default: the toyresnet network, one seed; --full: every network, three seeds.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("lpcam-demo"), help="report folder (default: lpcam-demo)")
+    parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds: seed, seed+1, ... (default 1; 3 with --full)")
+    parser.add_argument("--full", action="store_true", help=f"every network ({', '.join(NETWORK_PRESETS)}) and 3 seeds")
+    parser.add_argument("--networks", nargs="+", choices=list(NETWORK_PRESETS), default=None,
+                        help="networks to run (default: toyresnet; every one with --full)")
+    parser.add_argument("--methods", nargs="+", default=None, metavar="NAME",
+                        help=f"read-outs to run, in table order (default: all of {readouts}); the registry's "
+                             "spellings (lpcam, f-cam(recam), ...) work too")
+    parser.add_argument("--quick", action="store_true", help="small sizes (240 images, 8 epochs) for a fast smoke run")
+    parser.add_argument("--num-images", type=int, default=None, help="override the number of images per seed")
+    parser.add_argument("--epochs", type=int, default=None, help="override the classifier's training epochs")
+    parser.add_argument("--retrain", action="store_true", help="delete the cached checkpoints (*.pt: classifiers and "
+                        "ReCAM; fcam_*.npz: F-CAM decoders) of the selected networks and seeds first")
+    parser.add_argument("--recam-selection", choices=WEIGHT_KINDS, default=None,
+                        help="ReCAM+LPCAM selection weight (default: the ReCAM preset's, bce)")
+    parser.add_argument("--rcm-form", choices=RCM_FORMS, default=None,
+                        help="RCM loss of the +pss networks' training (default: the preset's)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the PNGs (no matplotlib needed)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    parser.set_defaults(func=_run_cli)
