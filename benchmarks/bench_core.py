@@ -134,7 +134,8 @@ def run_collect(multiple: int) -> Dict[str, float]:
 
 
 def in_subprocess(kind: str, arg: str) -> Dict[str, float]:
-    code = f"import json, sys; sys.path.insert(0, {sys.path[0]!r}); import bench_core as b; print(json.dumps(b.{kind}({arg!r})))"
+    code = (f"import json, sys; sys.path.insert(0, {sys.path[0]!r}); "
+            f"import bench_core as b; print(json.dumps(b.{kind}({arg!r})))")
     if kind == "run_collect":
         code = code.replace(f"({arg!r})", f"({int(arg)})")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
@@ -156,7 +157,8 @@ def bench_kmeans() -> None:
         print(f"| {name} | {r['seconds']:.2f}{note} | {r['iters']} | {r['objective']:.4f} | {r['extra_mb']:.0f} |")
     print(f"\nspeed-up vs scikit-learn: {sk['seconds'] / ours['seconds']:.1f}x (target >= 3x); "
           f"objective gap {ours['objective'] - sk['objective']:+.4f} (target within 0.005); "
-          f"peak extra memory {100 * ours['extra_mb'] / ref['extra_mb']:.1f}% of the broadcast reference (target < 10%)")
+          f"peak extra memory {100 * ours['extra_mb'] / ref['extra_mb']:.1f}% of the broadcast reference "
+          "(target < 10%)")
 
 
 def timed(fn: Callable[[], torch.Tensor], repeats: int, warmup: bool = True) -> Tuple[float, torch.Tensor]:
@@ -224,7 +226,8 @@ def bench_collect() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("which", nargs="*", choices=["kmeans", "maps", "collect"], default=["kmeans", "maps", "collect"])
+    parser.add_argument("which", nargs="*", choices=["kmeans", "maps", "collect"],
+                        default=["kmeans", "maps", "collect"])
     args = parser.parse_args()
     for name in args.which:
         {"kmeans": bench_kmeans, "maps": bench_maps, "collect": bench_collect}[name]()

@@ -31,10 +31,8 @@ import torch.multiprocessing as mp
 from torch import nn
 
 import lpcam_plugin as lp
+from lpcam_plugin.distributed.api import collect_features, fit_prototypes_distributed, infer_distributed, shard_indices
 from lpcam_plugin.distributed.data import ArrayImageDataset, HookedFeatures
-from lpcam_plugin.distributed.api import (collect_features, fit_prototypes_distributed, infer_distributed,
-                                      shard_indices)
-
 
 
 def _model(dim: int) -> nn.Sequential:

@@ -31,9 +31,8 @@ from typing import Any, Dict, List
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from bench_core import measure_steps
+from torch import nn
 
 CLASSES = 20
 #: (name, channels, stride) of IRN's ResNet-50 levels.

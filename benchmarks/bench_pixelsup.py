@@ -37,7 +37,6 @@ from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
-
 from bench_core import peak_mb, reset_peak, rss_mb
 
 CLASSES = 20

@@ -26,16 +26,16 @@ from typing import Dict
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from bench_core import measure_steps
+from torch import nn
 
 BATCH, IN_DIM, DIM, SIZE, CLASSES = 16, 1024, 2048, 32, 20
 VARIANTS = ("plain", "recam", "recam_broadcast")
 
 
 class Bottleneck(nn.Module):
-    """ResNet-50 bottleneck (1x1 reduce, 3x3, 1x1 expand, BatchNorm, residual): ``(B, c_in, h, w) -> (B, c_out, h, w)``."""
+    """ResNet-50 bottleneck (1x1 reduce, 3x3, 1x1 expand, BatchNorm, residual):
+    ``(B, c_in, h, w) -> (B, c_out, h, w)``."""
 
     def __init__(self, c_in: int, mid: int, c_out: int) -> None:
         super().__init__()

@@ -9,29 +9,28 @@ The package is organised in rooms whose imports point one way, from the top down
   ``fcam``, ``pixelsup``);
 - :mod:`lpcam_plugin.core`: plumbing (checks, hooks, atomic I/O, progress, evaluation).
 """
-from lpcam_plugin.core.version import __version__
-
-from lpcam_plugin.methods.fcam.config import FCAMConfig
-from lpcam_plugin.methods.fcam.estimator import FCAM
-from lpcam_plugin.methods.lpcam.bank import PrototypeBank
-from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
-from lpcam_plugin.methods.pixelsup.module import PixelSelfSupervision
-from lpcam_plugin.methods.recam.config import ReCAMConfig
-from lpcam_plugin.methods.recam.estimator import ReCAM
-from lpcam_plugin.methods.lpcam.config import LPCAMConfig
-from lpcam_plugin.distributed.api import fit_distributed, fit_prototypes_distributed, infer_distributed
-from lpcam_plugin.methods.lpcam.estimator import LPCAM
 from lpcam_plugin.core.evaluate import SweepResult, confusion_matrix, maps_to_prediction, seed_metrics, sweep
 from lpcam_plugin.core.formats import read_class_dict, read_irn_cam
 from lpcam_plugin.core.hooks import FeatureHook, TokensToMap, tokens_to_map
 from lpcam_plugin.core.io import atomic_write, save_npy_atomic
-from lpcam_plugin.methods.lpcam.kmeans import KMeansResult, kmeans
-from lpcam_plugin.methods.cam import cam_map
 from lpcam_plugin.core.maps import max_normalize
+from lpcam_plugin.core.version import __version__
+from lpcam_plugin.distributed.api import fit_distributed, fit_prototypes_distributed, infer_distributed
+from lpcam_plugin.methods.cam import cam_map
+from lpcam_plugin.methods.fcam.config import FCAMConfig
+from lpcam_plugin.methods.fcam.estimator import FCAM
+from lpcam_plugin.methods.lpcam.bank import PrototypeBank
+from lpcam_plugin.methods.lpcam.config import LPCAMConfig
+from lpcam_plugin.methods.lpcam.estimator import LPCAM
+from lpcam_plugin.methods.lpcam.kmeans import KMeansResult, kmeans
 from lpcam_plugin.methods.lpcam.maps import lpcam_map
 from lpcam_plugin.methods.lpcam.pools import FeaturePool, position_keys
 from lpcam_plugin.methods.lpcam.selection import reduce_conv_head, select_prototypes
 from lpcam_plugin.methods.lpcam.split import split_local_features, split_masks
+from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
+from lpcam_plugin.methods.pixelsup.module import PixelSelfSupervision
+from lpcam_plugin.methods.recam.config import ReCAMConfig
+from lpcam_plugin.methods.recam.estimator import ReCAM
 
 __all__ = [
     "__version__",

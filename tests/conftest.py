@@ -12,6 +12,9 @@ from typing import Callable, Iterable, Iterator
 
 import pytest
 
+#: The stand-in host checkouts (``tests/hosts``), whatever folder a test file sits in.
+HOSTS = Path(__file__).resolve().parent / "hosts"
+
 
 def standin_host(monkeypatch: pytest.MonkeyPatch, host_dir: Path, top_level: Iterable[str]) -> Iterator[Path]:
     """Put a stand-in host checkout first on ``sys.path`` for one test (a fixture body: ``yield from``).
@@ -83,7 +86,7 @@ def spawn_gloo(worker: Callable[..., None], *args: object, nprocs: int = 2) -> N
 
 def _load_voc_standin():
     """``tests/hosts/voc_standin.py`` (the synthetic VOC set and the IRN-family fork builders) as a module."""
-    spec = importlib.util.spec_from_file_location("voc_standin", Path(__file__).parent / "hosts" / "voc_standin.py")
+    spec = importlib.util.spec_from_file_location("voc_standin", HOSTS / "voc_standin.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

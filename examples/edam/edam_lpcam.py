@@ -11,7 +11,6 @@ import logging
 
 import numpy as np
 import torch
-
 import voc12.data
 from tool import imutils
 
@@ -38,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
 
-    model = getattr(importlib.import_module(args.network), "Net")()
+    model = importlib.import_module(args.network).Net()
     model.load_state_dict(torch.load(args.weights, map_location="cpu"))
     edam.prepare_model(model, "cuda" if torch.cuda.is_available() else "cpu")  # EDAM's eval() returns None
 

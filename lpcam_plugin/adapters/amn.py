@@ -35,8 +35,15 @@ from torch import nn
 
 from lpcam_plugin.adapters import irn
 from lpcam_plugin.adapters.common.patching import patch_attribute, unpatch_attribute
-from lpcam_plugin.adapters.resnet.amn_host import (HEAD_REDUCTIONS, ROUTE_B_METHODS, aspp_selection_weight,
-                                                   host_cams, selection_weight, spec, write)
+from lpcam_plugin.adapters.resnet.amn_host import (
+    HEAD_REDUCTIONS,
+    ROUTE_B_METHODS,
+    aspp_selection_weight,
+    host_cams,
+    selection_weight,
+    spec,
+    write,
+)
 from lpcam_plugin.adapters.resnet.host import HostSpec
 from lpcam_plugin.adapters.resnet.options import add_lpcam_arguments
 from lpcam_plugin.adapters.resnet.runner import require_spawn_devices, run_in_process, work

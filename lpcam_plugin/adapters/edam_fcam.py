@@ -12,7 +12,6 @@ Example (in the EDAM checkout)::
 """
 from __future__ import annotations
 
-from lpcam_plugin.adapters.edam.fcam import (FEATURE_LAYER, SKIP_BLOCKS, SKIP_LAYERS, EDAMBackbone, fit, read_item,
-                                             run)
+from lpcam_plugin.adapters.edam.fcam import FEATURE_LAYER, SKIP_BLOCKS, SKIP_LAYERS, EDAMBackbone, fit, read_item, run
 
 __all__ = ["EDAMBackbone", "FEATURE_LAYER", "SKIP_BLOCKS", "SKIP_LAYERS", "fit", "read_item", "run"]

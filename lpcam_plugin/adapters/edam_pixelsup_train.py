@@ -62,12 +62,27 @@ The pieces live in :mod:`lpcam_plugin.adapters.edam` (``train_options``, ``train
 """
 from __future__ import annotations
 
-from lpcam_plugin.adapters.common.options import (PAPER_MAM_FRACTION, add_config_options, add_run_options,
-                                                  config_from_args, loader_workers)
+from lpcam_plugin.adapters.common.options import (
+    PAPER_MAM_FRACTION,
+    add_config_options,
+    add_run_options,
+    config_from_args,
+    loader_workers,
+)
 from lpcam_plugin.adapters.edam.train import METHOD_NAME, SAVES_PER_RUN, STATE_FORMAT, main, train
-from lpcam_plugin.adapters.edam.train_host import (NUM_CLASSES, SAMPLE_NUM, WARM_UP_STEP, ColorJitter,
-                                                   PairTransform, build_optimizer, cuda_calls_to, edam_cam_head,
-                                                   host_logits, image_labels, load_initial_weights)
+from lpcam_plugin.adapters.edam.train_host import (
+    NUM_CLASSES,
+    SAMPLE_NUM,
+    WARM_UP_STEP,
+    ColorJitter,
+    PairTransform,
+    build_optimizer,
+    cuda_calls_to,
+    edam_cam_head,
+    host_logits,
+    image_labels,
+    load_initial_weights,
+)
 from lpcam_plugin.adapters.edam.train_options import HOST_EPOCH_STEPS, TrainOptions, add_arguments, build_parser
 
 __all__ = ["HOST_EPOCH_STEPS", "METHOD_NAME", "NUM_CLASSES", "PAPER_MAM_FRACTION", "SAMPLE_NUM", "SAVES_PER_RUN",

@@ -13,11 +13,24 @@ from __future__ import annotations
 
 import argparse
 
-from lpcam_plugin.adapters.common.options import (PAPER_MAM_FRACTION, add_config_options, add_run_options,
-                                                  config_from_args, loader_workers)
+from lpcam_plugin.adapters.common.options import (
+    PAPER_MAM_FRACTION,
+    add_config_options,
+    add_run_options,
+    config_from_args,
+    loader_workers,
+)
 from lpcam_plugin.adapters.common.patching import patch_attribute, unpatch_attribute
-from lpcam_plugin.adapters.resnet.train_cam import (HOST_CROP_SIZE, HOST_DEFAULTS, METHOD_NAME, STATE_FORMAT,
-                                                    TrainOptions, add_arguments, build_optimizer, train)
+from lpcam_plugin.adapters.resnet.train_cam import (
+    HOST_CROP_SIZE,
+    HOST_DEFAULTS,
+    METHOD_NAME,
+    STATE_FORMAT,
+    TrainOptions,
+    add_arguments,
+    build_optimizer,
+    train,
+)
 
 TRAIN_CAM_MODULE = "step.train_cam"
 

@@ -131,7 +131,8 @@ class SeedResult:
 
 
 def pixelsup_pairs(config: DemoConfig) -> List[Tuple[NetworkConfig, NetworkConfig]]:
-    """``(plain, +pss)`` pairs of networks of this run: same kind and options, classifier trained without / with RCM + MAM."""
+    """``(plain, +pss)`` pairs of networks of this run: same kind and options, classifier trained
+    without / with RCM + MAM."""
     plain = [n for n in config.networks if not n.pixelsup]
     return [(p, n) for n in config.networks if n.pixelsup for p in plain
             if (p.kind, p.options) == (n.kind, n.options)]

@@ -34,8 +34,18 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from lpcam_plugin.benchmark.config import (BOTTLENECK, BOTTLENECK_PSS, NETWORK_PRESETS, TOYRESNET, TOYRESNET_PSS,
-                                           DemoConfig, NetworkConfig, SeedResult, pixelsup_overrides, pixelsup_pairs)
+from lpcam_plugin.benchmark.config import (
+    BOTTLENECK,
+    BOTTLENECK_PSS,
+    NETWORK_PRESETS,
+    TOYRESNET,
+    TOYRESNET_PSS,
+    DemoConfig,
+    NetworkConfig,
+    SeedResult,
+    pixelsup_overrides,
+    pixelsup_pairs,
+)
 from lpcam_plugin.benchmark.figures import write_figures
 from lpcam_plugin.benchmark.readouts import select_readouts
 from lpcam_plugin.benchmark.report import render_report, reproduce_note, summarize, write_results
@@ -73,12 +83,14 @@ def run_demo(config: DemoConfig, out: Path, *, progress: Optional[bool] = None, 
     if figures:
         write_figures(out, config, results, shown)
     seconds = time.perf_counter() - start
-    report = render_report(summaries, results, config, command, seconds, figures) + reproduce_note(config, summaries, out)
+    report = (render_report(summaries, results, config, command, seconds, figures)
+              + reproduce_note(config, summaries, out))
     with atomic_write(out / "report.md") as tmp:
         tmp.write_text(report)
     write_results(out / "results.json", config, seconds, summaries, results)
     return summaries
 
 
-__all__ = ["BOTTLENECK", "BOTTLENECK_PSS", "NETWORK_PRESETS", "TOYRESNET", "TOYRESNET_PSS", "DemoConfig", "NetworkConfig",
-           "SeedResult", "pixelsup_overrides", "pixelsup_pairs", "render_report", "run_demo", "run_seed", "summarize"]
+__all__ = ["BOTTLENECK", "BOTTLENECK_PSS", "NETWORK_PRESETS", "TOYRESNET", "TOYRESNET_PSS", "DemoConfig",
+           "NetworkConfig", "SeedResult", "pixelsup_overrides", "pixelsup_pairs", "render_report", "run_demo",
+           "run_seed", "summarize"]

@@ -17,7 +17,14 @@ from lpcam_plugin.benchmark.config import DemoConfig, NetworkConfig, SeedResult
 from lpcam_plugin.benchmark.report import mean_std
 from lpcam_plugin.benchmark.run import upsampled
 from lpcam_plugin.benchmark.synthetic import SyntheticDataset
-from lpcam_plugin.benchmark.viz import ThresholdCurve, label_to_rgb, overlay, plot_grid, plot_threshold_curves, voc_palette
+from lpcam_plugin.benchmark.viz import (
+    ThresholdCurve,
+    label_to_rgb,
+    overlay,
+    plot_grid,
+    plot_threshold_curves,
+    voc_palette,
+)
 from lpcam_plugin.core.evaluate import maps_to_prediction
 
 
@@ -73,7 +80,8 @@ def write_threshold_curve(path: Path, network: NetworkConfig, results: Sequence[
         several = len(results) > 1
         curves[name] = ThresholdCurve(results[0].sweeps[name].thresholds, stack.mean(axis=0),
                                       stack.std(axis=0, ddof=1) if several else None,
-                                      (t_best["mean"], t_best["std"], v_best["mean"], v_best["std"]) if several else None)
+                                      ((t_best["mean"], t_best["std"], v_best["mean"], v_best["std"])
+                                       if several else None))
     seeds = ", ".join(str(r.seed) for r in results)
     which = f"seeds {seeds}; mean ± std band" if len(results) > 1 else f"seed {seeds}"
     plot_threshold_curves(curves, path, title=f"{network.name}: seed-mask mIoU vs background threshold ({which})")

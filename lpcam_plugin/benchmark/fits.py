@@ -112,7 +112,8 @@ def fit_lpcam(ctx: SeedContext, *, features: Optional[torch.Tensor] = None, weig
         estimator = LPCAM(ctx.data.config.num_classes, "voc", class_names=ctx.data.class_names,
                           progress=ctx.progress, seed=ctx.seed, **ctx.lpcam_overrides)
         starts = range(0, feats.shape[0], FIT_BATCH)
-        for i in progress_bar(starts, progress=ctx.progress, desc=f"LPCAM pools ({name})", total=len(starts), leave=False):
+        for i in progress_bar(starts, progress=ctx.progress, desc=f"LPCAM pools ({name})", total=len(starts),
+                              leave=False):
             part = slice(i, i + FIT_BATCH)
             estimator.partial_fit(feats[part], ctx.labels[part], weight=select, ids=ctx.data.ids[part],
                                   cams=None if cams is None else cams[part])

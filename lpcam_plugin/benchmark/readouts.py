@@ -37,8 +37,14 @@ from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tu
 
 import torch
 
-from lpcam_plugin.benchmark.fits import (SeedContext, ShuffledBatches, fit_lpcam, fit_recam, fit_recam_lpcam,
-                                         prototype_note)
+from lpcam_plugin.benchmark.fits import (
+    SeedContext,
+    ShuffledBatches,
+    fit_lpcam,
+    fit_recam,
+    fit_recam_lpcam,
+    prototype_note,
+)
 from lpcam_plugin.benchmark.synthetic import PIXEL_MEAN, PIXEL_STD
 from lpcam_plugin.benchmark.toynet import ToyClassifier
 from lpcam_plugin.core.progress import progress_bar

@@ -58,15 +58,19 @@ def summarize(results: Sequence[SeedResult], window: float = 0.1) -> Dict[str, A
         row: Dict[str, Any] = {key: mean_std([b[key] for b in bests]) for key in MEAN_METRICS}
         row["threshold"] = mean_std([b["threshold"] for b in bests], 1.0)
         row["curve_drop"] = mean_std([r.sweeps[name].curve_drop(window) for r in results])
-        row["diagnostics"] = {key: mean_std([r.diagnostics[name][key] for r in results]) for key in results[0].diagnostics[name]}
+        row["diagnostics"] = {key: mean_std([r.diagnostics[name][key] for r in results])
+                              for key in results[0].diagnostics[name]}
         table[name] = row
     targets = {}
     for text, a, b, key, need in TARGETS:
         if a in table and b in table:
             margin = table[a][key]["mean"] - table[b][key]["mean"]
-            targets[text] = {"margin": margin, "required": need, "met": bool(margin >= need if need > 0 else margin > 0)}
-    network = {key: mean_std([r.network_stats[key] for r in results], 100.0 if key in ("train_accuracy", "zero_fraction") else 1.0)
-               for key in ("train_accuracy", "zero_fraction", "norm_object", "norm_background", "dim", "grid", "stride")}
+            targets[text] = {"margin": margin, "required": need,
+                             "met": bool(margin >= need if need > 0 else margin > 0)}
+    network_keys = ("train_accuracy", "zero_fraction", "norm_object", "norm_background", "dim", "grid", "stride")
+    percent_keys = ("train_accuracy", "zero_fraction")
+    network = {key: mean_std([r.network_stats[key] for r in results], 100.0 if key in percent_keys else 1.0)
+               for key in network_keys}
     return {"table": table, "targets": targets, "seeds": [r.seed for r in results], "network": network}
 
 
@@ -92,14 +96,15 @@ def _render_network(network: NetworkConfig, summary: Dict[str, Any], results: Se
         f"## {_network_title(network, summary)}",
         "",
         f"Constructor options `{json.dumps(network.options)}`; classifier exact-match train accuracy "
-        f"{_fmt(stats['train_accuracy'], spread=spread)} %; features {stats['zero_fraction']['mean']:.0f} % zeros, mean L2 "
-        f"norm {stats['norm_object']['mean']:.1f} on object cells vs {stats['norm_background']['mean']:.1f} on "
+        f"{_fmt(stats['train_accuracy'], spread=spread)} %; features {stats['zero_fraction']['mean']:.0f} % zeros, "
+        f"mean L2 norm {stats['norm_object']['mean']:.1f} on object cells vs {stats['norm_background']['mean']:.1f} on "
         "background cells.",
         "",
         "### Seed masks at each method's best background threshold ("
         + (f"{len(results)} seeds, mean ± sample std, %)" if spread else f"seed {results[0].seed}, %)"),
         "",
-        f"| method | FP | FN | mIoU | precision | recall | best t | mIoU drop within ±{config.curve_window:.2f} of best t |",
+        f"| method | FP | FN | mIoU | precision | recall | best t "
+        f"| mIoU drop within ±{config.curve_window:.2f} of best t |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in methods:
@@ -115,7 +120,8 @@ def _render_network(network: NetworkConfig, summary: Dict[str, Any], results: Se
         "",
         "### Where the pixels are won or lost (mean over seeds, %)",
         "",
-        "| method | recall head | recall body | recall legs | context FP | act. head | act. body | act. legs | act. background | act. other objects | AUC |",
+        "| method | recall head | recall body | recall legs | context FP | act. head | act. body | act. legs "
+        "| act. background | act. other objects | AUC |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in methods:
@@ -143,7 +149,8 @@ def _render_pixelsup(summaries: Dict[str, Dict[str, Any]], config: DemoConfig) -
     if not pairs:
         return []
     lines = ["## RCM + MAM: every read-out on the classifier trained without / with it (mIoU, recall, %)", "",
-             "| network | method | mIoU plain | mIoU +pss | Δ mIoU | recall plain | recall +pss | precision plain | precision +pss |",
+             "| network | method | mIoU plain | mIoU +pss | Δ mIoU | recall plain | recall +pss "
+             "| precision plain | precision +pss |",
              "|---|---|---|---|---|---|---|---|---|"]
     for plain, pss in pairs:
         a, b = summaries[plain.name]["table"], summaries[pss.name]["table"]
@@ -189,7 +196,8 @@ def render_report(summaries: Dict[str, Dict[str, Any]], results: Dict[str, List[
         for r in results[network.name]:
             cached = " (cached)" if r.network_stats.get("cached") else ""
             cells = [f"{r.seconds['classifier']:.1f}{cached}", f"{r.seconds['features']:.1f}"]
-            cells += [f"{r.seconds[m]:.1f}" for m in methods] + [f"{r.seconds['evaluation']:.1f}", f"{r.seconds['total']:.1f}"]
+            cells += ([f"{r.seconds[m]:.1f}" for m in methods]
+                      + [f"{r.seconds['evaluation']:.1f}", f"{r.seconds['total']:.1f}"])
             lines.append(f"| {network.name} | {r.seed} | " + " | ".join(cells) + " |")
     lines.append("")
     lines += _render_pixelsup(summaries, config)
@@ -226,7 +234,8 @@ def reproduce_note(config: DemoConfig, summaries: Dict[str, Dict[str, Any]], out
 
 def write_results(path: Path, config: DemoConfig, seconds: float, summaries: Dict[str, Dict[str, Any]],
                   results: Dict[str, List[SeedResult]]) -> None:
-    """``results.json``: the config, the wall time, and per network its summary and per-seed results (curves included)."""
+    """``results.json``: the config, the wall time, and per network its summary and per-seed results
+    (curves included)."""
     payload = {
         "config": config.to_dict(),
         "seconds": seconds,

@@ -126,7 +126,8 @@ def part_diagnostics(maps: torch.Tensor, data: SyntheticDataset, threshold: floa
     out.update({f"act_{name}": float(np.mean(values)) if values else float("nan") for name, values in act.items()})
     own_all, bg_all = np.concatenate(own_values), np.concatenate(bg_values)
     both = own_all.size > 0 and bg_all.size > 0
-    out["auc"] = float(roc_auc_score(np.r_[np.ones(own_all.size), np.zeros(bg_all.size)], np.r_[own_all, bg_all])) if both else float("nan")
+    out["auc"] = (float(roc_auc_score(np.r_[np.ones(own_all.size), np.zeros(bg_all.size)], np.r_[own_all, bg_all]))
+                  if both else float("nan"))
     return out
 
 
@@ -134,7 +135,8 @@ def _export_host_files(folder: Path, data: SyntheticDataset, maps: torch.Tensor,
     """Write maps as EDAM/MCTformer ``{class: (H, W)}`` dicts under ``lpcam/``, GT PNGs and an id list."""
     size = data.config.image_size
     items = zip(data.ids, data.masks, per_image_maps(maps, data.labels, size))
-    for image_id, mask, (keys, image_maps) in progress_bar(items, progress=progress, desc="export host files", total=len(data), leave=False):
+    for image_id, mask, (keys, image_maps) in progress_bar(items, progress=progress, desc="export host files",
+                                                           total=len(data), leave=False):
         write_class_dict(folder / "lpcam" / f"{image_id}.npy", dict(zip(keys, image_maps)))
         write_label_png(folder / "gt" / f"{image_id}.png", mask)
     with atomic_write(folder / "train.txt") as tmp:

@@ -165,7 +165,8 @@ def _palette(config: SyntheticConfig, rng: np.random.Generator) -> Dict[str, Any
     bg_hues = (rng.random() + np.arange(num_bg) / num_bg) % 1.0
     kinds = ("waves", "stripes", "noise")
     backgrounds = [
-        _Texture(_hsv(h, 0.3, 0.55), kinds[i % len(kinds)], float(rng.uniform(0.05, 0.1)), float(rng.uniform(0, np.pi)), 0.3)
+        _Texture(_hsv(h, 0.3, 0.55), kinds[i % len(kinds)], float(rng.uniform(0.05, 0.1)),
+                 float(rng.uniform(0, np.pi)), 0.3)
         for i, h in enumerate(bg_hues[rng.permutation(num_bg)])
     ]
     # background i < groups is the context of the first class of group i
@@ -193,7 +194,8 @@ def _render(texture: _Texture, yy: np.ndarray, xx: np.ndarray, rng: np.random.Ge
     return rgb * (1.0 + texture.contrast * pattern[..., None])
 
 
-def _object_masks(cx: float, cy: float, scale: float, facing: int, yy: np.ndarray, xx: np.ndarray) -> Dict[str, np.ndarray]:
+def _object_masks(cx: float, cy: float, scale: float, facing: int, yy: np.ndarray,
+                  xx: np.ndarray) -> Dict[str, np.ndarray]:
     """Boolean ``(S, S)`` masks of the three parts of one object (``scale`` = width in pixels)."""
     a, b = 0.5 * scale, 0.3 * scale
     body = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1.0

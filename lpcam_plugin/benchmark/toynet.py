@@ -178,7 +178,8 @@ class ToyResNet(ToyClassifier):
 
     def architecture(self) -> Dict[str, Any]:
         return {"num_classes": self.num_classes, "widths": list(self.widths), "strides": list(self.strides),
-                "stem_width": self.stem_width, "stem_stride": self.stem_stride, "blocks_per_stage": self.blocks_per_stage}
+                "stem_width": self.stem_width, "stem_stride": self.stem_stride,
+                "blocks_per_stage": self.blocks_per_stage}
 
     @property
     def stride(self) -> int:

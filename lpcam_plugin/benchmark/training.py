@@ -79,7 +79,8 @@ def train_classifier(
         with ``pixelsup``. The model is left in eval mode.
     """
     if images.dim() != 4 or labels.dim() != 2 or images.shape[0] != labels.shape[0]:
-        raise ValueError(f"images (N, 3, H, W) and labels (N, C) disagree: {tuple(images.shape)} vs {tuple(labels.shape)}")
+        raise ValueError(f"images (N, 3, H, W) and labels (N, C) disagree: "
+                         f"{tuple(images.shape)} vs {tuple(labels.shape)}")
     if labels.shape[1] != model.num_classes:
         raise ValueError(f"labels have {labels.shape[1]} classes, the model {model.num_classes}")
     generator = torch.Generator().manual_seed(config.seed)
@@ -154,7 +155,8 @@ def extract_features(
     model.eval()
     try:
         starts = range(0, images.shape[0], batch_size)
-        chunks = [model.features(images[i : i + batch_size]) for i in progress_bar(starts, progress=progress, desc="features", total=len(starts))]
+        batches = progress_bar(starts, progress=progress, desc="features", total=len(starts))
+        chunks = [model.features(images[i : i + batch_size]) for i in batches]
         return torch.cat(chunks)
     finally:
         model.train(was_training)

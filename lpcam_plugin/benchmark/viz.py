@@ -227,6 +227,6 @@ def plot_grid(
     if legend:
         swatches = [Patch(facecolor=np.asarray(rgb) / 255.0, edgecolor="black", linewidth=0.5, label=name)
                     for name, rgb in legend.items()]
-        fig.legend(handles=swatches, loc="lower center", bbox_to_anchor=(0.5, 0.05 / height), ncol=min(len(swatches), 8),
-                   fontsize=7, frameon=False)
+        fig.legend(handles=swatches, loc="lower center", bbox_to_anchor=(0.5, 0.05 / height),
+                   ncol=min(len(swatches), 8), fontsize=7, frameon=False)
     _save(fig, path)

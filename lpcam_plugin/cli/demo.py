@@ -26,7 +26,8 @@ def _command(args: argparse.Namespace) -> str:
     parts = ["lpcam demo", f"--out {args.out}", f"--seed {args.seed}"]
     parts += [f"--seeds {args.seeds}"] if args.seeds is not None else []
     parts += [flag for flag, on in (("--full", args.full), ("--quick", args.quick), ("--retrain", args.retrain)) if on]
-    parts += [f"--{name} {' '.join(values)}" for name, values in (("networks", args.networks), ("methods", args.methods)) if values]
+    parts += [f"--{name} {' '.join(values)}" for name, values in
+              (("networks", args.networks), ("methods", args.methods)) if values]
     parts += [f"--{name.replace('_', '-')} {value}" for name, value in
               (("num_images", args.num_images), ("epochs", args.epochs), ("recam_selection", args.recam_selection),
                ("rcm_form", args.rcm_form))
@@ -92,7 +93,8 @@ def register_cli(subparsers: Any) -> None:
     )
     parser.add_argument("--out", type=Path, default=Path("lpcam-demo"), help="report folder (default: lpcam-demo)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--seeds", type=int, default=None, help="number of seeds: seed, seed+1, ... (default 1; 3 with --full)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="number of seeds: seed, seed+1, ... (default 1; 3 with --full)")
     parser.add_argument("--full", action="store_true", help=f"every network ({', '.join(NETWORK_PRESETS)}) and 3 seeds")
     parser.add_argument("--networks", nargs="+", choices=list(NETWORK_PRESETS), default=None,
                         help="networks to run (default: toyresnet; every one with --full)")

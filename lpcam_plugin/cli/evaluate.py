@@ -88,7 +88,8 @@ def register_cli(subparsers: Any) -> None:
             "({class: map} dicts) against VOC-style PNG ground truth, sweeping the background threshold."
         ),
     )
-    parser.add_argument("--cams", required=True, type=Path, help="folder with <id>.npy CAM files (<id>.npz with --format npz)")
+    parser.add_argument("--cams", required=True, type=Path,
+                        help="folder with <id>.npy CAM files (<id>.npz with --format npz)")
     parser.add_argument("--gt", required=True, type=Path, help="folder with <id>.png ground-truth label maps")
     parser.add_argument("--list", required=True, type=Path, help="image-id list (plain ids or EDAM/PSA lines)")
     parser.add_argument("--format", choices=("irn", "dict", "npz", "auto"), default="auto",

@@ -15,8 +15,15 @@ from typing import Any, List, Optional, Tuple
 import torch
 
 from lpcam_plugin.distributed.data import ArrayImageDataset
-from lpcam_plugin.distributed.jobs import (DatasetFactory, ImageFolder, ModelSpec, parse_overrides, parse_rows,
-                                           run_fit_job, run_infer_job)
+from lpcam_plugin.distributed.jobs import (
+    DatasetFactory,
+    ImageFolder,
+    ModelSpec,
+    parse_overrides,
+    parse_rows,
+    run_fit_job,
+    run_infer_job,
+)
 
 
 def _add_common(parser: argparse.ArgumentParser, *, weight_required: bool) -> None:
@@ -99,7 +106,8 @@ def _model_spec(args: argparse.Namespace) -> ModelSpec:
     return ModelSpec(args.model, args.feature_layer, kwargs=kwargs, checkpoint=args.checkpoint,
                      state_key=args.state_key, strict=not args.non_strict, num_prefix_tokens=args.num_prefix_tokens,
                      patch_size=args.patch_size, classifier_weight=args.classifier_weight,
-                     classifier_bias=args.classifier_bias, conv_head=args.conv_head, class_rows=parse_rows(args.class_rows))
+                     classifier_bias=args.classifier_bias, conv_head=args.conv_head,
+                     class_rows=parse_rows(args.class_rows))
 
 
 def _dataset_factory(args: argparse.Namespace) -> DatasetFactory:

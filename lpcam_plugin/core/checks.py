@@ -54,7 +54,8 @@ def check_finite(value: torch.Tensor, name: str) -> None:
 def check_feature_dim(features_dim: int, weight_dim: int, what: str = "weight") -> None:
     """Raise ``ValueError`` when the feature dimension D of features and ``what`` disagree."""
     if features_dim != weight_dim:
-        raise ValueError(f"feature dimension mismatch: features have D={features_dim} but the {what} has D={weight_dim}")
+        raise ValueError(f"feature dimension mismatch: features have D={features_dim} "
+                         f"but the {what} has D={weight_dim}")
 
 
 def check_threshold(value: object, name: str) -> float:

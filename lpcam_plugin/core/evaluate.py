@@ -28,9 +28,9 @@ from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 
-from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.core.formats import check_keyed_maps, check_unique, read_cam_file, read_label_png
 from lpcam_plugin.core.io import PathLike
+from lpcam_plugin.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -295,7 +295,8 @@ def sweep(
         if maps_arr.shape[1:] != gt.shape:
             raise ValueError(f"image {count}: maps are {maps_arr.shape[1:]} but gt is {gt.shape}")
         if keys_arr.size and keys_arr.max() + 1 >= n:
-            raise ValueError(f"image {count}: class id {int(keys_arr.max())} needs num_classes > {int(keys_arr.max()) + 1}")
+            raise ValueError(f"image {count}: class id {int(keys_arr.max())} "
+                             f"needs num_classes > {int(keys_arr.max()) + 1}")
         valid = _check_gt_range(gt, n, ignore_index)
         g = gt[valid]
         if keys_arr.size:

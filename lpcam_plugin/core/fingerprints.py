@@ -26,7 +26,7 @@ def load_matching(path: Path, load: Callable[[Path], T], key: Mapping[str, Any],
         artefact = load(path)
     except ValueError as error:
         return None, f"{unreadable} ({error})"
-    diff = differing_keys(getattr(artefact, "metadata").get("fit_key", {}), key)
+    diff = differing_keys(artefact.metadata.get("fit_key", {}), key)
     if diff:
         return None, f"{made} with a different " + ", ".join(diff)
     return artefact, ""

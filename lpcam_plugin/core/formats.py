@@ -32,7 +32,8 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
 def check_keyed_maps(keys: Any, maps: Any) -> Tuple[np.ndarray, np.ndarray]:
-    """``keys`` as ``(K,)`` int64 0-based class ids and ``maps`` as a ``(K, H, W)`` array; ``ValueError`` / ``TypeError`` otherwise."""
+    """``keys`` as ``(K,)`` int64 0-based class ids and ``maps`` as a ``(K, H, W)`` array;
+    ``ValueError`` / ``TypeError`` otherwise."""
     keys_arr = np.asarray(keys).reshape(-1)
     if keys_arr.size and not np.issubdtype(keys_arr.dtype, np.integer):
         raise TypeError(f"keys must be integer class ids, got dtype {keys_arr.dtype}")

@@ -95,7 +95,8 @@ class LinearHead:
         if isinstance(target, nn.Parameter) and target.dim() == 2:
             return cls(name, target, None)
         raise ValueError(f"head {name!r} is a {type(target).__name__} of shape "
-                         f"{tuple(getattr(target, 'shape', ()))}; expected nn.Linear, a 1x1 nn.Conv2d or a (C, D) parameter")
+                         f"{tuple(getattr(target, 'shape', ()))}; "
+                         "expected nn.Linear, a 1x1 nn.Conv2d or a (C, D) parameter")
 
     @property
     def weight(self) -> torch.Tensor:

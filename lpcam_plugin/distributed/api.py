@@ -7,8 +7,17 @@ call these functions from a script that has initialised a process group; they ru
 process when none is initialised.
 """
 from lpcam_plugin.distributed.fit import collect_features, fit_distributed, fit_prototypes_distributed, shard_indices
-from lpcam_plugin.distributed.infer import (MANIFEST_NAME, MAP_SUFFIX, MAPS_FORMAT, InferResult, image_maps,
-                                            infer_distributed, map_path, map_producer, read_map)
+from lpcam_plugin.distributed.infer import (
+    MANIFEST_NAME,
+    MAP_SUFFIX,
+    MAPS_FORMAT,
+    InferResult,
+    image_maps,
+    infer_distributed,
+    map_path,
+    map_producer,
+    read_map,
+)
 
 __all__ = [
     "InferResult",

@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from lpcam_plugin.core.hooks import FeatureHook, tokens_to_map
-from lpcam_plugin.methods.lpcam.selection import reduce_conv_head
 from lpcam_plugin.core.io import PathLike
+from lpcam_plugin.methods.lpcam.selection import reduce_conv_head
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -125,8 +125,8 @@ def map_producer(model: LPCAM, *, scales: Sequence[float] = (1.0,), flip: bool =
                  weight: Optional[torch.Tensor] = None) -> Dict[str, Any]:
     """What the maps of :func:`infer_distributed` depend on, as recorded in ``manifest.json``.
 
-    The bank's :meth:`~lpcam_plugin.methods.lpcam.bank.PrototypeBank.checksum` (prototypes and config), the scales, the flip,
-    the fallback (with a sha256 of the ``(C, D)`` fallback weight when ``fallback="cam"``) and
+    The bank's :meth:`~lpcam_plugin.methods.lpcam.bank.PrototypeBank.checksum` (prototypes and config), the scales,
+    the flip, the fallback (with a sha256 of the ``(C, D)`` fallback weight when ``fallback="cam"``) and
     the package version. A rerun resumes only into a folder whose maps have the same producer.
     """
     if model.bank_ is None:

@@ -17,8 +17,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from lpcam_plugin.distributed.env import Comm, all_gather_ints, all_gather_rows
 from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.distributed.env import Comm, all_gather_ints, all_gather_rows
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
 from lpcam_plugin.methods.lpcam.pools import FeaturePool

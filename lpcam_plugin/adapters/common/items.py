@@ -14,7 +14,8 @@ def unbatch(value: Any) -> Any:
     images ``(1, 3, h, w)``; anything else is returned as is."""
     if isinstance(value, (list, tuple)) and len(value) == 1 and isinstance(value[0], str):
         return value[0]
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim >= 1 and value.shape[0] == 1 and value.ndim in (2, 4):
+    if (isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim >= 1 and value.shape[0] == 1
+            and value.ndim in (2, 4)):
         return value[0]
     return value
 

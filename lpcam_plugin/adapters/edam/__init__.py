@@ -1,17 +1,9 @@
 """LPCAM for EDAM (``allenwu97/EDAM``, WideResNet-38, saliency post-processing).
 
-Host facts this adapter relies on (docs/design/hosts.md section 4):
-
-- features: ``model.bn7`` output = ``forward_as_dict(x)["conv6"]``, ``(B, 4096, h/8, w/8)``, no ReLU
-  (cosine similarity handles signed features);
-- selection weight: ``mask_layer.weight`` ``(21, 4096, 3, 3)`` summed over its taps, **rows 0..19
-  only**. Channel 20 is a spare channel that EDAM's training never selects; it is not a class and
-  not background, so it does not enter the selection softmax (the bank is invariant to it; tested);
-- geometry of ``infer_cls.py``: 8 views (scales 1, 0.5, 1.5, 2, each followed by its flip), each
-  map upsampled bilinearly straight to the image size ``(H, W)``, odd views flipped back, summed,
-  divided by the per-class max;
-- files: ``--out_cam`` ``<id>.npy`` = ``{c: float32 (H, W)}`` for the present classes; ``--out_crf``
-  ``{0: bg, c + 1: ...}`` (bg = 1 - max, CRF with t = 3); label PNGs with EDAM's saliency rule.
+Host facts this adapter relies on (docs/design/hosts.md section 4): the features, selection weight
+and 8-view geometry are in :mod:`lpcam_plugin.adapters.edam.host`; the files are ``--out_cam``
+``<id>.npy`` = ``{c: float32 (H, W)}`` for the present classes, ``--out_crf`` ``{0: bg, c + 1: ...}``
+(bg = 1 - max, CRF with t = 3), and label PNGs with EDAM's saliency rule.
 
 Two routes: :func:`run` (our own loop, writes every output) or :func:`patch` /
 :func:`run_infer_cls` (replace ``Net.forward_cam`` and run the unchanged ``infer_cls.py``). Fit the
@@ -27,14 +19,27 @@ from __future__ import annotations
 
 from lpcam_plugin.adapters.common.crf import CrfFn, crf_dict
 from lpcam_plugin.adapters.common.scoring import IOU_MEANS
-from lpcam_plugin.adapters.edam.scoring import evaluate
 from lpcam_plugin.adapters.edam.fitting import fit
-from lpcam_plugin.adapters.edam.host import (CRF_ALPHA, CRF_ITERATIONS, DEFAULT_NETWORK, FEATURE_LAYER, HEAD_LAYER,
-                                             METHODS, NO_RECAM_REASON, NUM_CLASSES, SPARE_CHANNEL, backbone_features,
-                                             host_cam, lpcam_maps, prepare_model, selection_weight)
+from lpcam_plugin.adapters.edam.forward_cam import ForwardCamPatch, patch, run_infer_cls
+from lpcam_plugin.adapters.edam.host import (
+    CRF_ALPHA,
+    CRF_ITERATIONS,
+    DEFAULT_NETWORK,
+    FEATURE_LAYER,
+    HEAD_LAYER,
+    METHODS,
+    NO_RECAM_REASON,
+    NUM_CLASSES,
+    SPARE_CHANNEL,
+    backbone_features,
+    host_cam,
+    lpcam_maps,
+    prepare_model,
+    selection_weight,
+)
 from lpcam_plugin.adapters.edam.labels import cam_dict_tensor, prediction, read_saliency
 from lpcam_plugin.adapters.edam.loop import run, voc_image_loader
-from lpcam_plugin.adapters.edam.forward_cam import ForwardCamPatch, patch, run_infer_cls
+from lpcam_plugin.adapters.edam.scoring import evaluate
 
 __all__ = ["CRF_ALPHA", "CRF_ITERATIONS", "DEFAULT_NETWORK", "FEATURE_LAYER", "HEAD_LAYER", "IOU_MEANS", "METHODS",
            "NO_RECAM_REASON", "NUM_CLASSES", "SPARE_CHANNEL", "CrfFn", "ForwardCamPatch", "backbone_features",

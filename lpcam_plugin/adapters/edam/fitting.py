@@ -10,8 +10,16 @@ from torch import nn
 
 from lpcam_plugin.adapters.common.items import as_image_batch, unbatch
 from lpcam_plugin.adapters.common.methods import require
-from lpcam_plugin.adapters.edam.host import (FEATURE_LAYER, HEAD_LAYER, METHODS, NO_RECAM_REASON, NUM_CLASSES,
-                                             backbone_features, host_cam, selection_weight)
+from lpcam_plugin.adapters.edam.host import (
+    FEATURE_LAYER,
+    HEAD_LAYER,
+    METHODS,
+    NO_RECAM_REASON,
+    NUM_CLASSES,
+    backbone_features,
+    host_cam,
+    selection_weight,
+)
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.lpcam.estimator import LPCAM

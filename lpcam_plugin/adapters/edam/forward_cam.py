@@ -62,7 +62,7 @@ def patch(bank: PrototypeBank, *, network: Union[str, type] = DEFAULT_NETWORK) -
     Returns:
         a handle (also a context manager) whose ``remove()`` restores the original method.
     """
-    net_class = getattr(importlib.import_module(network), "Net") if isinstance(network, str) else network
+    net_class = importlib.import_module(network).Net if isinstance(network, str) else network
     if not isinstance(net_class, type) or not issubclass(net_class, nn.Module):
         raise TypeError(f"network must name a module with an nn.Module class Net, got {net_class!r}")
     if bank.num_classes != NUM_CLASSES:

@@ -19,9 +19,17 @@ from torch.utils.data import DataLoader
 from lpcam_plugin.adapters.common.checkpoints import cpu_state, save_state_dict
 from lpcam_plugin.adapters.common.crop_batches import SeededItems
 from lpcam_plugin.adapters.common.workers import resolve_device
-from lpcam_plugin.adapters.edam.train_host import (NUM_CLASSES, SAMPLE_NUM, PairTransform, build_optimizer,
-                                                   edam_cam_head, host_logits, image_labels, import_host,
-                                                   load_initial_weights)
+from lpcam_plugin.adapters.edam.train_host import (
+    NUM_CLASSES,
+    SAMPLE_NUM,
+    PairTransform,
+    build_optimizer,
+    edam_cam_head,
+    host_logits,
+    image_labels,
+    import_host,
+    load_initial_weights,
+)
 from lpcam_plugin.adapters.edam.train_options import HOST_EPOCH_STEPS, TrainOptions, build_parser
 from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
 from lpcam_plugin.core.progress import progress_bar
@@ -58,7 +66,7 @@ def train(args: argparse.Namespace) -> Tuple[nn.Module, PixelSelfSupervision]:
     net_module = import_host(opts.network)
     device = resolve_device(opts.device)
     torch.manual_seed(opts.config.seed)
-    model = getattr(net_module, "Net")()
+    model = net_module.Net()
     dataset = data.VOC12EDAMClsDataset(opts.train_list, voc12_root=opts.voc12_root,
                                        transform=PairTransform(imutils, model.normalize, opts.crop_size))
     opts = TrainOptions.from_args(args, pairs=len(dataset))

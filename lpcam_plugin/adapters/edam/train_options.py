@@ -8,8 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from lpcam_plugin.adapters.common.options import (PAPER_MAM_FRACTION, add_config_options, add_run_options,
-                                                  config_from_args, loader_workers)
+from lpcam_plugin.adapters.common.options import (
+    PAPER_MAM_FRACTION,
+    add_config_options,
+    add_run_options,
+    config_from_args,
+    loader_workers,
+)
 from lpcam_plugin.core.io import file_sha256
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
 

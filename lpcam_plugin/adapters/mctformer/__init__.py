@@ -22,12 +22,21 @@ features, the host's own CAM), ``head_patch`` (the patch route), ``fitting``, ``
 from __future__ import annotations
 
 from lpcam_plugin.adapters.common.scoring import IOU_MEANS
-from lpcam_plugin.adapters.mctformer.scoring import evaluate, host_best
 from lpcam_plugin.adapters.mctformer.fitting import fit
-from lpcam_plugin.adapters.mctformer.host import (ATTENTION_TYPES, HEAD_LAYER, LAYER_INDEX, METHODS, NO_RECAM_REASON,
-                                                  NUM_CLASS_TOKENS, NUM_CLASSES, feature_hook, host_cam,
-                                                  selection_weight)
 from lpcam_plugin.adapters.mctformer.head_patch import HeadPatch, LPCAMHeadHook, patch
+from lpcam_plugin.adapters.mctformer.host import (
+    ATTENTION_TYPES,
+    HEAD_LAYER,
+    LAYER_INDEX,
+    METHODS,
+    NO_RECAM_REASON,
+    NUM_CLASS_TOKENS,
+    NUM_CLASSES,
+    feature_hook,
+    host_cam,
+    selection_weight,
+)
+from lpcam_plugin.adapters.mctformer.scoring import evaluate, host_best
 
 __all__ = ["ATTENTION_TYPES", "HEAD_LAYER", "IOU_MEANS", "LAYER_INDEX", "METHODS", "NO_RECAM_REASON", "NUM_CLASSES",
            "NUM_CLASS_TOKENS", "HeadPatch", "LPCAMHeadHook", "evaluate", "feature_hook", "fit", "host_best",

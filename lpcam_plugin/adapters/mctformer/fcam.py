@@ -73,7 +73,8 @@ class MCTformerBackbone(nn.Module):
     def __init__(self, host: nn.Module, skip_blocks: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         if not (hasattr(host, "forward_features") and hasattr(host, "blocks") and hasattr(host, "patch_embed")):
-            raise TypeError(f"{type(host).__name__} is not an MCTformer-V2 model (forward_features, blocks, patch_embed)")
+            raise TypeError(f"{type(host).__name__} is not an MCTformer-V2 model "
+                            "(forward_features, blocks, patch_embed)")
         depth = len(host.blocks)
         if skip_blocks is None:
             skip_blocks = sorted({depth // 4, depth // 2, 3 * depth // 4} - {depth - 1})

@@ -10,9 +10,19 @@ from torch import nn
 
 from lpcam_plugin.adapters.common.items import as_image_batch, unbatch
 from lpcam_plugin.adapters.common.methods import require
-from lpcam_plugin.adapters.mctformer.host import (ATTENTION_TYPES, HEAD_LAYER, HOOK_MARK, LAYER_INDEX, METHODS,
-                                                  NO_RECAM_REASON, NUM_CLASSES, dict_cam, feature_hook, host_cam,
-                                                  selection_weight)
+from lpcam_plugin.adapters.mctformer.host import (
+    ATTENTION_TYPES,
+    HEAD_LAYER,
+    HOOK_MARK,
+    LAYER_INDEX,
+    METHODS,
+    NO_RECAM_REASON,
+    NUM_CLASSES,
+    dict_cam,
+    feature_hook,
+    host_cam,
+    selection_weight,
+)
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.lpcam.estimator import LPCAM

@@ -90,7 +90,8 @@ def patch(model: nn.Module, bank: PrototypeBank, *, normalize: bool = False) -> 
     """
     head = getattr(model, HEAD_LAYER, None)
     if not isinstance(head, nn.Conv2d):
-        raise TypeError(f"model.head must be the V2 Conv2d head, got {type(head).__name__} (MCTformer-V1 is not supported)")
+        raise TypeError(f"model.head must be the V2 Conv2d head, got {type(head).__name__} "
+                        "(MCTformer-V1 is not supported)")
     if head.in_channels != bank.feature_dim:
         raise ValueError(f"the bank has feature_dim={bank.feature_dim}, model.head expects {head.in_channels}")
     if getattr(head, HOOK_MARK, None) is not None:

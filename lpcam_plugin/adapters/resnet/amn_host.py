@@ -113,7 +113,8 @@ def spec(head_reduction: str = "sum") -> HostSpec:
     if head_reduction not in HEAD_REDUCTIONS:
         raise ValueError(f"lpcam_head_reduction must be one of {HEAD_REDUCTIONS}, got {head_reduction!r}")
     return HostSpec(name="amn", network_arg="amn_network", weights_arg="amn_weights_name",
-                    out_dir_arg="amn_cam_out_dir", selection_weight=functools.partial(selection_weight, mode=head_reduction),
+                    out_dir_arg="amn_cam_out_dir",
+                    selection_weight=functools.partial(selection_weight, mode=head_reduction),
                     host_cams=host_cams, write=write, high_res_direct=True, bank_field="amn_bank",
                     extra_fit_key=_extra_fit_key, methods=ROUTE_B_METHODS,
                     methods_note="AMN's own CAM (route b) has a dropout + ASPP head and an IRN-label-"

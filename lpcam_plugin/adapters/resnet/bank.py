@@ -21,8 +21,16 @@ from torch.utils.data import DataLoader, Subset
 
 from lpcam_plugin.adapters.common.workers import wait_until
 from lpcam_plugin.adapters.resnet.files import lpcam_written_ids
-from lpcam_plugin.adapters.resnet.host import (NUM_CLASSES, VOC_CLASS_NAMES, HostSpec, image_stacks, msf_dataset,
-                                               pack_size, scale_one_index, stage4_features)
+from lpcam_plugin.adapters.resnet.host import (
+    NUM_CLASSES,
+    VOC_CLASS_NAMES,
+    HostSpec,
+    image_stacks,
+    msf_dataset,
+    pack_size,
+    scale_one_index,
+    stage4_features,
+)
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.core.fingerprints import load_matching
 from lpcam_plugin.core.formats import read_irn_cam

@@ -89,7 +89,7 @@ def load_host_model(spec: HostSpec, host: HostValues, device: torch.device,
                     weights: Optional[Path] = None) -> nn.Module:
     """``getattr(importlib.import_module(<network>), 'CAM')()`` with the host's weights (strict),
     or with ``weights`` (e.g. the ReCAM-fine-tuned network)."""
-    model = getattr(importlib.import_module(getattr(host, spec.network_arg)), "CAM")()
+    model = importlib.import_module(getattr(host, spec.network_arg)).CAM()
     state = torch.load(weights if weights is not None else spec.weights_path(host), map_location="cpu",
                        weights_only=True)
     model.load_state_dict(state, strict=True)

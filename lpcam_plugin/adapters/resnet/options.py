@@ -217,7 +217,8 @@ class LPCAMOptions:
                    recam_crop_size=getattr(args, "lpcam_recam_crop_size", None), fcam=fcam,
                    fcam_source=fcam_source, fcam_batch_size=getattr(args, "lpcam_fcam_batch_size", None),
                    fcam_crop_size=getattr(args, "lpcam_fcam_crop_size", None),
-                   cam_batch_size=getattr(args, "cam_batch_size", 16), cam_crop_size=getattr(args, "cam_crop_size", 512),
+                   cam_batch_size=getattr(args, "cam_batch_size", 16),
+                   cam_crop_size=getattr(args, "cam_crop_size", 512),
                    **host)
 
     def workers(self, n_procs: int = 1) -> int:

@@ -84,7 +84,7 @@ def obtain_recam(host: HostValues, weights_path: str, recam: ReCAM, device: torc
     if not train:
         return wait_until(lambda: _reusable(files, key), f"the ReCAM step {files['recam']}"), files["weights"]
     logger.info("training the ReCAM step (%s): %d epochs over %s", reason, recam.config.epochs, host.train_list)
-    model = getattr(importlib.import_module(host.cam_network), "Net")()
+    model = importlib.import_module(host.cam_network).Net()
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=True)
     loader = crop_loader(host, batch_size, crop_size, workers, recam.config.seed)
     recam.fit(model, loader, feature_layer="stage4", head="classifier", checkpoint=files["training"], device=device)

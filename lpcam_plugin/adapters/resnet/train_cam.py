@@ -52,8 +52,13 @@ import torch.distributed as dist
 from torch import nn
 
 from lpcam_plugin.adapters.common.checkpoints import cpu_state, save_state_dict
-from lpcam_plugin.adapters.common.options import (PAPER_MAM_FRACTION, add_config_options, add_run_options,
-                                                  config_from_args, loader_workers)
+from lpcam_plugin.adapters.common.options import (
+    PAPER_MAM_FRACTION,
+    add_config_options,
+    add_run_options,
+    config_from_args,
+    loader_workers,
+)
 from lpcam_plugin.adapters.common.workers import distributed, is_writer, resolve_device
 from lpcam_plugin.adapters.resnet.crop_batches import PackBatches, crop_loader
 from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
@@ -217,7 +222,7 @@ def train(args: argparse.Namespace) -> Tuple[nn.Module, PixelSelfSupervision]:
     if opts.batch_size % world:
         raise ValueError(f"cam_batch_size {opts.batch_size} is not a multiple of the {world} processes")
     torch.manual_seed(opts.config.seed)
-    model = getattr(importlib.import_module(opts.network), "Net")()
+    model = importlib.import_module(opts.network).Net()
     model = model.to(device)
     model.train()  # the host's override: freezes conv1 / bn1
     _broadcast_model(model)

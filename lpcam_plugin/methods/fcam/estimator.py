@@ -31,8 +31,15 @@ from lpcam_plugin.core.version import __version__
 from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
 from lpcam_plugin.methods.fcam.seeds import make_seeds
-from lpcam_plugin.methods.fcam.training import DecoderTrainer, FrozenEncoder, epoch_seed, freeze, \
-    model_device, restore, set_epoch
+from lpcam_plugin.methods.fcam.training import (
+    DecoderTrainer,
+    FrozenEncoder,
+    epoch_seed,
+    freeze,
+    model_device,
+    restore,
+    set_epoch,
+)
 from lpcam_plugin.methods.readouts import BatchMaps
 
 logger = logging.getLogger(__name__)

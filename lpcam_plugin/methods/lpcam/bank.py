@@ -8,11 +8,11 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 import torch
 
-from lpcam_plugin.core.checks import check_classes, check_finite, check_matrix
-from lpcam_plugin.methods.lpcam.config import LPCAMConfig
 from lpcam_plugin.core.archive import read_archive, write_archive
+from lpcam_plugin.core.checks import check_classes, check_finite, check_matrix
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.version import __version__
+from lpcam_plugin.methods.lpcam.config import LPCAMConfig
 
 FORMAT_NAME = "lpcam_plugin.PrototypeBank"
 #: Version 2: a :mod:`lpcam_plugin.core.archive` file; version 1 (a plain ``.npz``) is refused (refit).
@@ -190,8 +190,10 @@ class PrototypeBank:
         return bank
 
     def __repr__(self) -> str:
-        counts = [(self.class_prototypes[c].shape[0], self.context_prototypes[c].shape[0]) for c in range(self.num_classes)]
-        return f"PrototypeBank(num_classes={self.num_classes}, feature_dim={self.feature_dim}, (P, Q) per class={counts})"
+        counts = [(self.class_prototypes[c].shape[0], self.context_prototypes[c].shape[0])
+                  for c in range(self.num_classes)]
+        return (f"PrototypeBank(num_classes={self.num_classes}, feature_dim={self.feature_dim}, "
+                f"(P, Q) per class={counts})")
 
 
 def _unit_mean(rows: torch.Tensor) -> torch.Tensor:

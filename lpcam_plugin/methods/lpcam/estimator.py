@@ -9,14 +9,21 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
-from lpcam_plugin.core.checks import (check_classes, check_feature_dim, check_finite, check_matrix, check_ndim,
-                                      check_num_classes, check_tensor)
+from lpcam_plugin.core.checks import (
+    check_classes,
+    check_feature_dim,
+    check_finite,
+    check_matrix,
+    check_ndim,
+    check_num_classes,
+    check_tensor,
+)
+from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.methods.cam import cam_map
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.config import LPCAMConfig
 from lpcam_plugin.methods.lpcam.kmeans import kmeans
-from lpcam_plugin.methods.cam import cam_map
-from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.methods.lpcam.maps import lpcam_map
 from lpcam_plugin.methods.lpcam.pools import FeaturePool, ImageId, position_keys
 from lpcam_plugin.methods.lpcam.selection import select_with_fallback_info
@@ -131,7 +138,8 @@ class LPCAM:
         if not isinstance(labels, torch.Tensor):
             raise TypeError(f"labels must be a torch.Tensor (B, C), got {type(labels).__name__}")
         if labels.dim() != 2 or tuple(labels.shape) != (batch, self.num_classes):
-            raise ValueError(f"labels must have shape (B, C) = ({batch}, {self.num_classes}), got {tuple(labels.shape)}")
+            raise ValueError(f"labels must have shape (B, C) = ({batch}, {self.num_classes}), "
+                             f"got {tuple(labels.shape)}")
         return labels.detach().cpu() > 0
 
     def _collect_image(self, image_id: ImageId, feats: torch.Tensor, cam: torch.Tensor, label: torch.Tensor) -> None:
@@ -154,7 +162,8 @@ class LPCAM:
         if c not in pools:
             path = self.pool_spill_path(kind, c)
             assert self.feature_dim_ is not None
-            pools[c] = FeaturePool(self.feature_dim_, self.config.pool_cap, dtype=self.config.storage_dtype, spill_path=path)
+            pools[c] = FeaturePool(self.feature_dim_, self.config.pool_cap, dtype=self.config.storage_dtype,
+                                   spill_path=path)
         return pools[c]
 
     def pool_spill_path(self, kind: str, c: int) -> Optional[str]:
@@ -268,7 +277,8 @@ class LPCAM:
 
     def fit(self, batches: Iterable[Tuple[Any, ...]], weight: torch.Tensor,
             bias: Optional[torch.Tensor] = None) -> "LPCAM":
-        """``partial_fit`` over ``batches`` of ``(features, labels)`` or ``(features, labels, cams)``, then :meth:`fit_prototypes`."""
+        """``partial_fit`` over ``batches`` of ``(features, labels)`` or ``(features, labels, cams)``,
+        then :meth:`fit_prototypes`."""
         for batch in progress_bar(batches, progress=self.progress, desc="LPCAM features"):
             features, labels, *rest = batch
             self.partial_fit(features, labels, cams=rest[0] if rest else None, weight=weight)

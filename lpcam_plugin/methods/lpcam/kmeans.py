@@ -170,7 +170,8 @@ def _kmeans_pp(x: torch.Tensor, norms: torch.Tensor, k: int, generator: torch.Ge
             weights = torch.ones(n, dtype=torch.float64)
             weights[chosen] = 0.0
         candidates = torch.multinomial(weights, min(trials, int((weights > 0).sum())), generator=generator)
-        distances = torch.minimum(closest[:, None], _cosine_distance(x, norms, x[candidates.to(x.device)]).clamp_min_(0.0))
+        distances = torch.minimum(closest[:, None],
+                                  _cosine_distance(x, norms, x[candidates.to(x.device)]).clamp_min_(0.0))
         best = int(torch.argmin(distances.sum(dim=0)))
         chosen.append(int(candidates[best]))
         closest = distances[:, best].contiguous()
@@ -183,7 +184,8 @@ def _torch_kmeans(x: torch.Tensor, norms: torch.Tensor, k: int, seed: int, max_i
     labels: Optional[torch.Tensor] = None
     converged = False
     n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    for iteration in range(1, max_iter + 1):
+        n_iter = iteration
         best, new_labels = _assign(x, norms, centers)
         stable = labels is not None and torch.equal(new_labels, labels)
         labels = new_labels

@@ -20,7 +20,8 @@ def _as_bank(prototypes: PrototypeSource) -> PrototypeBank:
     if isinstance(prototypes, PrototypeBank):
         return prototypes
     if not isinstance(prototypes, Mapping) or not prototypes:
-        raise TypeError("prototypes must be a PrototypeBank or a non-empty mapping {class: (class_prototypes, context_prototypes)}")
+        raise TypeError("prototypes must be a PrototypeBank or a non-empty mapping "
+                        "{class: (class_prototypes, context_prototypes)}")
     return PrototypeBank({c: pq[0] for c, pq in prototypes.items()}, {c: pq[1] for c, pq in prototypes.items()})
 
 

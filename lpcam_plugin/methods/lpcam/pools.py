@@ -112,7 +112,8 @@ class FeaturePool:
             slots = torch.arange(size, size + features.shape[0])
         self._reserve(int(slots.max()) + 1)
         if self._keys.shape[0] < self._rows.shape[0]:
-            self._keys = torch.cat([self._keys, torch.empty(self._rows.shape[0] - self._keys.shape[0], dtype=torch.float64)])
+            self._keys = torch.cat([self._keys,
+                                    torch.empty(self._rows.shape[0] - self._keys.shape[0], dtype=torch.float64)])
         self._rows[slots] = features[new_rows]
         self._keys[slots] = keys[new_rows]
         self._size = max(size, int(slots.max()) + 1)

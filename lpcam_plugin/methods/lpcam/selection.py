@@ -98,7 +98,8 @@ def select_with_fallback_info(
     if bg_centres.shape[0]:
         p_bg = class_probabilities(bg_centres, weight, class_index, bias)
         context = bg_centres[(p_bg > low) & (p_bg < high)]
-    logger.debug("class %d: %d class prototypes, %d context prototypes", class_index, prototypes.shape[0], context.shape[0])
+    logger.debug("class %d: %d class prototypes, %d context prototypes", class_index, prototypes.shape[0],
+                 context.shape[0])
     return prototypes, context, fallback_p
 
 

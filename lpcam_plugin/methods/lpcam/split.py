@@ -27,7 +27,8 @@ def split_masks(cam: torch.Tensor, size: Tuple[int, int], threshold: float) -> T
     return cam > threshold, cam < threshold
 
 
-def split_local_features(features: torch.Tensor, cam: torch.Tensor, threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
+def split_local_features(features: torch.Tensor, cam: torch.Tensor,
+                         threshold: float) -> Tuple[torch.Tensor, torch.Tensor]:
     """Split ``features`` ``(D, h, w)`` by ``cam`` into foreground ``(n1, D)`` and context ``(n2, D)``.
 
     Rows are in row-major position order. See :func:`split_masks` for the rule.

@@ -32,9 +32,18 @@ from torch import nn
 from lpcam_plugin.core.checks import check_finite, check_ndim, check_num_classes, check_tensor
 from lpcam_plugin.core.modules import LinearHead, forward_until, get_submodule
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
-from lpcam_plugin.methods.pixelsup.losses import (fuse_scales, mam_loss, masks_from_labels, prototype_sums, raw_cams,
-                                                  rcm_loss, region_labels, resize_normalize, scaled_images,
-                                                  update_prototypes)
+from lpcam_plugin.methods.pixelsup.losses import (
+    fuse_scales,
+    mam_loss,
+    masks_from_labels,
+    prototype_sums,
+    raw_cams,
+    rcm_loss,
+    region_labels,
+    resize_normalize,
+    scaled_images,
+    update_prototypes,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -73,7 +73,8 @@ class ReCAMConfig(MethodSettings):
             (self.map_weight in WEIGHT_KINDS, f"map_weight must be one of {WEIGHT_KINDS}, got {self.map_weight!r}"),
             (self.selection_weight in WEIGHT_KINDS,
              f"selection_weight must be one of {WEIGHT_KINDS}, got {self.selection_weight!r}"),
-            (isinstance(self.freeze_batchnorm, bool), f"freeze_batchnorm must be a bool, got {self.freeze_batchnorm!r}"),
+            (isinstance(self.freeze_batchnorm, bool),
+             f"freeze_batchnorm must be a bool, got {self.freeze_batchnorm!r}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -24,15 +24,15 @@ from torch import nn
 from lpcam_plugin.core.archive import read_archive, write_archive
 from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
 from lpcam_plugin.core.checks import check_finite, check_num_classes, float32_features
-from lpcam_plugin.core.targets import resolve_targets
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.modules import LinearHead, forward_until, get_submodule
 from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.core.targets import resolve_targets
+from lpcam_plugin.core.version import __version__
 from lpcam_plugin.methods.cam import cam_map
 from lpcam_plugin.methods.recam.config import WEIGHT_KINDS, ReCAMConfig
 from lpcam_plugin.methods.recam.losses import recam_losses
-from lpcam_plugin.core.version import __version__
 
 logger = logging.getLogger(__name__)
 
@@ -140,8 +140,8 @@ class ReCAM:
         steps_per_epoch = len(loader)  # type: ignore[arg-type]
         if steps_per_epoch < 1:
             raise ValueError("the loader is empty")
-        fingerprint = {"config": self.config.training_settings(), "num_classes": self.num_classes, "feature_layer": feature_layer,
-                       "head": head, "steps_per_epoch": steps_per_epoch}
+        fingerprint = {"config": self.config.training_settings(), "num_classes": self.num_classes,
+                       "feature_layer": feature_layer, "head": head, "steps_per_epoch": steps_per_epoch}
         start_epoch, history = 0, []
         if checkpoint is not None and Path(checkpoint).exists():
             start_epoch, history = _load_training_state(Path(checkpoint), fingerprint, model, sce, optimizer)
@@ -313,13 +313,15 @@ class ReCAM:
         model.loss_history_ = list(header.get("loss_history", []))
         model.metadata = dict(header.get("metadata", {}))
         bias = arrays.get("bce_bias")
-        model._set_fitted(torch.from_numpy(np.array(arrays["bce_weight"])), None if bias is None else torch.from_numpy(np.array(bias)),
+        model._set_fitted(torch.from_numpy(np.array(arrays["bce_weight"])),
+                          None if bias is None else torch.from_numpy(np.array(bias)),
                           torch.from_numpy(np.array(arrays["sce_weight"])))
         return model
 
     def __repr__(self) -> str:
         state = "unfitted" if self.head_ is None else f"D={self.feature_dim_}, {self.n_steps_} steps"
-        return f"ReCAM(C={self.num_classes}, {state}, map={self.config.map_weight}, selection={self.config.selection_weight})"
+        return (f"ReCAM(C={self.num_classes}, {state}, map={self.config.map_weight}, "
+                f"selection={self.config.selection_weight})")
 
 
 def _set_epoch(loader: Any, epoch: int) -> None:

@@ -12,9 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
 import voc12.data
+from PIL import Image
 from tool import imutils
 
 if __name__ == "__main__":
@@ -33,7 +32,7 @@ if __name__ == "__main__":
     parser.add_argument("--sal_path", default=None, type=str)
     args = parser.parse_args()
 
-    model = getattr(importlib.import_module(args.network), "Net")()
+    model = importlib.import_module(args.network).Net()
     model.load_state_dict(torch.load(args.weights))
     model.eval()
 

@@ -5,7 +5,6 @@ _ASPP(D -> 21, rates 6/12/18/24))`` with branches ``c0..c3`` (3x3 dilated convs 
 channel 0 of the logits is background. ``CAM.forward(x, y)`` returns the flip-averaged (21, h, w).
 """
 import torch.nn as nn
-
 from net import resnet50
 
 

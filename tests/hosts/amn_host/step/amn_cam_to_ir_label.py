@@ -3,11 +3,10 @@
 import os
 
 import numpy as np
-from PIL import Image
-from torch.utils.data import DataLoader
-
 import voc12.dataloader
 from misc import imutils, torchutils
+from PIL import Image
+from torch.utils.data import DataLoader
 
 
 def _work(process_id, infer_dataset, args):

@@ -2,7 +2,6 @@
 import os
 
 import numpy as np
-
 from step.eval_cam import confusion_iou, load_gt, predict
 
 

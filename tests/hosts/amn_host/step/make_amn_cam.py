@@ -13,12 +13,11 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
+import voc12.dataloader
+from misc import imutils, torchutils
 from PIL import Image
 from torch import multiprocessing
 from torch.utils.data import DataLoader
-
-import voc12.dataloader
-from misc import imutils, torchutils
 
 
 def _minmax(x):
@@ -55,7 +54,7 @@ def _work(process_id, model, dataset, args):
 
 
 def run(args):
-    model = getattr(importlib.import_module(args.amn_network), 'CAM')()
+    model = importlib.import_module(args.amn_network).CAM()
     model.load_state_dict(torch.load(args.amn_weights_name + '.pth'), strict=True)
     model.eval()
     n_gpus = torch.cuda.device_count()

@@ -6,11 +6,10 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader
-
 import voc12.dataloader
 from misc import torchutils
+from PIL import Image
+from torch.utils.data import DataLoader
 
 
 def _work(process_id, model, dataset, args):

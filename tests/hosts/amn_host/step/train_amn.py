@@ -6,5 +6,5 @@ import torch
 
 def run(args):
     torch.manual_seed(1)
-    model = getattr(importlib.import_module(args.amn_network), 'Net')()
+    model = importlib.import_module(args.amn_network).Net()
     torch.save(model.state_dict(), args.amn_weights_name + '.pth')

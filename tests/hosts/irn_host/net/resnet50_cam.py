@@ -6,7 +6,6 @@ bias, ``backbone``, ``newly_added``), the same ``train()`` override that never c
 """
 import torch.nn as nn
 import torch.nn.functional as F
-
 from net import resnet50
 
 

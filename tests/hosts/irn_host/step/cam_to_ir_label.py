@@ -7,11 +7,11 @@ Differences: ``_work`` runs in-process and the CRF is the identity.
 import os
 
 import numpy as np
+import voc12.dataloader
+from misc import imutils, torchutils
 from PIL import Image
 from torch.utils.data import DataLoader
 
-import voc12.dataloader
-from misc import imutils, torchutils
 
 def _work(process_id, infer_dataset, args):
     loader = DataLoader(infer_dataset[process_id], shuffle=False, num_workers=0, pin_memory=False)

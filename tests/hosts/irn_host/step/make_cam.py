@@ -14,11 +14,10 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import multiprocessing
-from torch.utils.data import DataLoader
-
 import voc12.dataloader
 from misc import imutils, torchutils
+from torch import multiprocessing
+from torch.utils.data import DataLoader
 
 
 def _work(process_id, model, dataset, args):
@@ -51,7 +50,7 @@ def _work(process_id, model, dataset, args):
 
 
 def run(args):
-    model = getattr(importlib.import_module(args.cam_network), 'CAM')()
+    model = importlib.import_module(args.cam_network).CAM()
     model.load_state_dict(torch.load(args.cam_weights_name + '.pth'), strict=True)
     model.eval()
     n_gpus = torch.cuda.device_count()

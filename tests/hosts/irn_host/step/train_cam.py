@@ -10,7 +10,7 @@ import torch
 
 def run(args):
     torch.manual_seed(0)
-    model = getattr(importlib.import_module(args.cam_network), 'Net')()
+    model = importlib.import_module(args.cam_network).Net()
     with torch.no_grad():
         model.classifier.weight.abs_()
     torch.save(model.state_dict(), args.cam_weights_name + '.pth')

@@ -11,10 +11,9 @@ import os
 
 import numpy as np
 import torch
+from misc import imutils
 from PIL import Image
 from torch.utils.data import Dataset
-
-from misc import imutils
 
 IMG_FOLDER_NAME = "JPEGImages"
 CAT_LIST = ['aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat', 'chair', 'cow',

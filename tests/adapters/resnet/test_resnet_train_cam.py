@@ -11,14 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Interrupt, gloo_group, spawn_gloo, voc_standin
 
 import lpcam_plugin.adapters.irn as irn
 import lpcam_plugin.adapters.pixelsup_train as pss_train
-from conftest import Interrupt, gloo_group, spawn_gloo
 from lpcam_plugin.adapters.resnet import train_cam
 from lpcam_plugin.adapters.resnet.crop_batches import crop_loader
-
-from conftest import voc_standin
 
 pytestmark = [pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning"), pytest.mark.slow]
 

@@ -4,10 +4,10 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import Interrupt, StopsInEpoch, corrupted_copy, gloo_group, spawn_gloo
 from torch import nn
 
 import lpcam_plugin
-from conftest import Interrupt, StopsInEpoch, corrupted_copy, gloo_group, spawn_gloo
 from lpcam_plugin import ReCAM, ReCAMConfig, cam_map
 from lpcam_plugin.methods.recam.losses import class_features, normalized_cams, recam_losses, softmax_ce_loss
 

@@ -22,11 +22,16 @@ from PIL import Image
 from torch import nn
 
 import lpcam_plugin as lp
-from lpcam_plugin.distributed.data import (ArrayImageDataset, HookedFeatures, build_model, classifier_weight,
-                                           read_labels)
 from lpcam_plugin.core.formats import read_id_list
-from lpcam_plugin.distributed.api import (collect_features, fit_distributed, infer_distributed, map_path, read_map,
-                                      shard_indices)
+from lpcam_plugin.distributed.api import (
+    collect_features,
+    fit_distributed,
+    infer_distributed,
+    map_path,
+    read_map,
+    shard_indices,
+)
+from lpcam_plugin.distributed.data import ArrayImageDataset, HookedFeatures, build_model, classifier_weight, read_labels
 
 NUM_CLASSES = 4
 NUM_IMAGES = 24

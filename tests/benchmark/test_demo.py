@@ -25,9 +25,9 @@ from lpcam_plugin.benchmark.synthetic import SyntheticConfig, generate
 from lpcam_plugin.benchmark.toynet import ToyBottleneckNet, ToyResNet
 from lpcam_plugin.benchmark.training import TrainConfig, load_checkpoint
 from lpcam_plugin.cli import main
-from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
 from lpcam_plugin.core.evaluate import evaluate_folder
 from lpcam_plugin.core.formats import read_id_list
+from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
 
 TINY_NETWORKS = (
     NetworkConfig("toyresnet", "ToyResNet", {"widths": (8, 16, 16), "strides": (2, 2, 1)}),
@@ -79,7 +79,8 @@ def test_every_readout_runs_on_both_networks_with_report_figures_and_cached_reru
         section = _section(report, network)
         for name in methods:
             assert f"| {name} |" in section
-            assert sum(line.startswith(("| 0 | " + name + " |", "| 1 | " + name + " |")) for line in section.splitlines()) == 2
+            assert sum(line.startswith(("| 0 | " + name + " |", "| 1 | " + name + " |"))
+                       for line in section.splitlines()) == 2
             row = summaries[network]["table"][name]
             assert 0.0 <= row["miou"]["mean"] <= 100.0 and row["miou"]["std"] >= 0.0
         for figure in (f"threshold_curve_{network}.png", f"overlays_{network}.png"):

@@ -3,17 +3,23 @@ import copy
 
 import pytest
 import torch
+from conftest import Interrupt, StopsInEpoch, corrupted_copy, gloo_group, spawn_gloo
 from torch import nn
 
-from conftest import Interrupt, StopsInEpoch, corrupted_copy, gloo_group, spawn_gloo
 from lpcam_plugin import ReCAM, cam_map
 from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.crf import bilateral_filter, crf_loss, pair_count, potts_energy
 from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
 from lpcam_plugin.methods.fcam.estimator import FCAM
 from lpcam_plugin.methods.fcam.losses import extended_log_barrier, partial_cross_entropy, present_only, size_loss
-from lpcam_plugin.methods.fcam.seeds import (IGNORE_INDEX, SeedRegions, erode, otsu_foreground, sample_seeds,
-                                             seed_regions)
+from lpcam_plugin.methods.fcam.seeds import (
+    IGNORE_INDEX,
+    SeedRegions,
+    erode,
+    otsu_foreground,
+    sample_seeds,
+    seed_regions,
+)
 
 C, D, SIZE = 3, 16, 32
 SKIPS = ["conv1", "stage1", "stage2", "stage3"]

@@ -4,7 +4,8 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lpcam_plugin import reduce_conv_head, select_prototypes, split_local_features
 from lpcam_plugin.methods.lpcam.selection import class_probabilities

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import MIOU, voc_standin
 
 import lpcam_plugin.adapters.amn as amn
 import lpcam_plugin.adapters.irn as irn
@@ -19,8 +20,6 @@ from lpcam_plugin import PrototypeBank, ReCAM, cam_map
 from lpcam_plugin.adapters.resnet import host as hosts
 from lpcam_plugin.adapters.resnet.crop_batches import PackBatches
 from lpcam_plugin.adapters.resnet.recam_step import recam_files
-
-from conftest import MIOU, voc_standin
 
 pytestmark = [pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning"), pytest.mark.slow]
 
@@ -142,7 +141,7 @@ def test_a_stopped_recam_step_resumes_to_the_uninterrupted_result(fork, tmp_path
             if name == "stopped":
                 real = ReCAM._set_learning_rates
 
-                def dies_in_epoch_two(self, optimizer, step, total):
+                def dies_in_epoch_two(self, optimizer, step, total, real=real):
                     if step == total // 2:
                         raise Stop
                     real(self, optimizer, step, total)

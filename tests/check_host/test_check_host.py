@@ -5,11 +5,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import voc_standin
 
 from lpcam_plugin import check_host
 from lpcam_plugin.cli import build_parser
-
-from conftest import voc_standin
 
 
 def _by_name(items):
@@ -115,4 +114,5 @@ def test_fcam_method_passes_on_the_fixed_irn_fork(tmp_path):
 
 
 def test_the_host_interpreter_is_given_this_package():
-    assert (check_host.package_root() / "lpcam_plugin" / "check_host" / "__init__.py").resolve() == Path(check_host.__file__).resolve()
+    init = check_host.package_root() / "lpcam_plugin" / "check_host" / "__init__.py"
+    assert init.resolve() == Path(check_host.__file__).resolve()

@@ -2,25 +2,23 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lpcam_plugin.core.formats import write_class_dict
 import torch
 import torch.nn.functional as F
+from conftest import HOSTS, standin_host
 from PIL import Image
 
-from conftest import standin_host
 from lpcam_plugin import PrototypeBank, lpcam_map, select_prototypes
-from lpcam_plugin.core import evaluate as ev
-from lpcam_plugin.adapters.common import crf as shared
 from lpcam_plugin.adapters import edam
+from lpcam_plugin.adapters.common import crf as shared
+from lpcam_plugin.core import evaluate as ev
+from lpcam_plugin.core.formats import write_class_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+. empty foreground pool:RuntimeWarning")
 
-HOST = Path(__file__).parent / "hosts" / "edam_host"
+HOST = HOSTS / "edam_host"
 NAMES = ["2007_000032", "2007_000039", "2007_000063"]
 SIZES = {"2007_000032": (24, 32), "2007_000039": (20, 28), "2007_000063": (24, 24)}
 LABELS = {"2007_000032": [0, 14], "2007_000039": [6], "2007_000063": [0, 6]}
@@ -136,7 +134,7 @@ def _eval_oracle(pred_dicts, gts, theta, alpha, beta, crf, sals):
     return tp / (t + p - tp + 1e-10), (t + p) > 0
 
 
-PYDENSECRF = Path(__file__).parent / "hosts" / "pydensecrf_standin"
+PYDENSECRF = HOSTS / "pydensecrf_standin"
 
 
 @pytest.fixture

@@ -114,4 +114,5 @@ def test_cam_map_is_relu_of_one_by_one_conv():
     expected = torch.relu(F.conv2d(features, weight[:, :, None, None]))
     torch.testing.assert_close(cam_map(features, weight, normalize=False), expected, atol=1e-5, rtol=1e-5)
     normalised = cam_map(features, weight, [2, 0])
-    torch.testing.assert_close(normalised[:, 0], expected[:, 2] / (expected[:, 2].amax(dim=(-2, -1), keepdim=True) + 1e-5))
+    torch.testing.assert_close(normalised[:, 0],
+                               expected[:, 2] / (expected[:, 2].amax(dim=(-2, -1), keepdim=True) + 1e-5))

@@ -83,7 +83,7 @@ def test_maps_to_prediction_ties_go_to_background_and_keys_map() -> None:
 
 def _random_dataset(rng: np.random.Generator, num_images: int, num_fg: int):
     items = []
-    for index in range(num_images):
+    for _ in range(num_images):
         h, w = rng.integers(3, 9, size=2)
         k = int(rng.integers(0, 3))
         keys = np.sort(rng.choice(num_fg, size=k, replace=False))

@@ -32,7 +32,7 @@ def fitted(data_seed=0, order=None, **overrides):
     batches, directions = synthetic_batches(data_seed)
     weight = directions * 2
     model = LPCAM(C, num_clusters=3, pool_cap=60, **overrides)
-    items = [(f[i], l[i], n[i]) for f, l, n in batches for i in range(len(n))]
+    items = [(f[i], y[i], n[i]) for f, y, n in batches for i in range(len(n))]
     if order is not None:
         random.Random(order).shuffle(items)
     for start in range(0, len(items), 5):
@@ -168,15 +168,15 @@ def test_small_pool_reduces_k_with_a_warning():
 
 
 @pytest.mark.parametrize("call, message", [
-    (lambda m, f, l, w: m.partial_fit(f, l[:, :3], weight=w), r"labels must have shape \(B, C\)"),
-    (lambda m, f, l, w: m.partial_fit(f, l[:1], weight=w), r"labels must have shape"),
-    (lambda m, f, l, w: m.partial_fit(f, l), "cams or the classifier weight"),
-    (lambda m, f, l, w: m.partial_fit(f, l, weight=w[:, :5]), "feature dimension mismatch"),
-    (lambda m, f, l, w: m.partial_fit(f[0], l, weight=w), r"\(B, D, h, w\)"),
-    (lambda m, f, l, w: m.partial_fit(f, l, cams=torch.ones(f.shape[0], C + 1, 3, 3)), "channels"),
-    (lambda m, f, l, w: m.partial_fit(f, l, weight=w, ids=["a"]), "ids"),
-    (lambda m, f, l, w: m.fit_prototypes(w[:2]), r"expected C=4"),
-    (lambda m, f, l, w: m(f, l), "not fitted"),
+    (lambda m, f, y, w: m.partial_fit(f, y[:, :3], weight=w), r"labels must have shape \(B, C\)"),
+    (lambda m, f, y, w: m.partial_fit(f, y[:1], weight=w), r"labels must have shape"),
+    (lambda m, f, y, w: m.partial_fit(f, y), "cams or the classifier weight"),
+    (lambda m, f, y, w: m.partial_fit(f, y, weight=w[:, :5]), "feature dimension mismatch"),
+    (lambda m, f, y, w: m.partial_fit(f[0], y, weight=w), r"\(B, D, h, w\)"),
+    (lambda m, f, y, w: m.partial_fit(f, y, cams=torch.ones(f.shape[0], C + 1, 3, 3)), "channels"),
+    (lambda m, f, y, w: m.partial_fit(f, y, weight=w, ids=["a"]), "ids"),
+    (lambda m, f, y, w: m.fit_prototypes(w[:2]), r"expected C=4"),
+    (lambda m, f, y, w: m(f, y), "not fitted"),
 ])
 def test_bad_input_errors(call, message):
     batches, directions = synthetic_batches(4, images=4)

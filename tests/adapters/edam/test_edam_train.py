@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import HOSTS, Interrupt, standin_host
 from PIL import Image
 
-from conftest import Interrupt, standin_host
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.adapters import edam
 from lpcam_plugin.adapters import edam_pixelsup_train as edam_pss
@@ -22,7 +22,7 @@ from lpcam_plugin.adapters.edam import train as edam_train
 pytestmark = [pytest.mark.filterwarnings("ignore:no foreground centre passed:RuntimeWarning"),
               pytest.mark.filterwarnings("ignore:class\\(es\\) .* have no prototypes:RuntimeWarning")]
 
-HOST = Path(__file__).parent / "hosts" / "edam_host"
+HOST = HOSTS / "edam_host"
 NAMES = ["2007_000032", "2007_000039", "2007_000063", "2007_000068", "2007_000121"]
 LABELS = {"2007_000032": [0, 14], "2007_000039": [6, 14], "2007_000063": [6], "2007_000068": [0, 6],
           "2007_000121": [14]}

@@ -7,12 +7,21 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import gloo_group, spawn_gloo
 from torch import nn
 
-from conftest import gloo_group, spawn_gloo
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
-from lpcam_plugin.methods.pixelsup.losses import (fuse_scales, mam_loss, prototype_sums, raw_cams, rcm_loss,
-                                                  region_labels, region_masks, resize_normalize, update_prototypes)
+from lpcam_plugin.methods.pixelsup.losses import (
+    fuse_scales,
+    mam_loss,
+    prototype_sums,
+    raw_cams,
+    rcm_loss,
+    region_labels,
+    region_masks,
+    resize_normalize,
+    update_prototypes,
+)
 from lpcam_plugin.methods.pixelsup.module import PixelSelfSupervision
 
 C, D, E = 4, 8, 6

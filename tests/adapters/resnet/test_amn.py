@@ -9,6 +9,7 @@ from typing import Dict
 import numpy as np
 import pytest
 import torch
+from conftest import MIOU, voc_standin
 from PIL import Image
 from torch import nn
 
@@ -16,8 +17,6 @@ import lpcam_plugin.adapters.amn as amn
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.core.evaluate import sweep
 from lpcam_plugin.core.formats import read_irn_cam, read_label_png
-
-from conftest import MIOU, voc_standin
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning")
 
@@ -64,7 +63,8 @@ def test_both_routes_write_host_formats_in_spawned_workers(pipeline):
         with Image.open(voc / "JPEGImages" / f"{image_id}.jpg") as image:
             w, h = image.size
         keys = np.nonzero(labels[image_id])[0]
-        stage1, mine = voc_standin.load_host_dict(host / "result/cam" / f"{image_id}.npy"), voc_standin.load_host_dict(host / "result/amn_cam" / f"{image_id}.npy")
+        stage1 = voc_standin.load_host_dict(host / "result/cam" / f"{image_id}.npy")
+        mine = voc_standin.load_host_dict(host / "result/amn_cam" / f"{image_id}.npy")
         assert stage1["high_res"].shape == (len(keys), h, w)  # route a: IRN format, no background
         assert list(mine) == ["keys", "cam", "high_res"]
         assert mine["keys"].dtype == torch.int64 and mine["keys"].tolist() == keys.tolist()
@@ -100,14 +100,16 @@ def test_in_process_route_b_equals_patched_worker(pipeline, caplog):
     host = pipeline["host"]
     caplog.set_level(logging.INFO, logger="lpcam_plugin")
     args = argparse.Namespace(
-        num_workers=0, voc12_root=str(pipeline["voc"]), train_list="voc12/train_aug.txt", cam_scales=(1.0, 0.5, 1.5, 2.0),
+        num_workers=0, voc12_root=str(pipeline["voc"]), train_list="voc12/train_aug.txt",
+        cam_scales=(1.0, 0.5, 1.5, 2.0),
         amn_network="net.resnet50_amn", amn_weights_name="sess/res50_amn.pth", ir_label_out_dir="result/ir_label",
         amn_cam_out_dir="result/amn_cam_inproc", lpcam_progress=False)
     with voc_standin.imported_host(host):
         assert amn.run(args, route="b") == N_IMAGES
     assert "reusing the LPCAM bank sess/res50_amn.pth.lpcam_bank.npz" in caplog.text
     for image_id in pipeline["ids"]:
-        a, b = voc_standin.load_host_dict(host / "result/amn_cam" / f"{image_id}.npy"), voc_standin.load_host_dict(host / "result/amn_cam_inproc" / f"{image_id}.npy")
+        a = voc_standin.load_host_dict(host / "result/amn_cam" / f"{image_id}.npy")
+        b = voc_standin.load_host_dict(host / "result/amn_cam_inproc" / f"{image_id}.npy")
         assert torch.equal(a["keys"], b["keys"]) and torch.allclose(a["cam"], b["cam"], atol=1e-6)
         np.testing.assert_allclose(a["high_res"], b["high_res"], atol=1e-6)
 

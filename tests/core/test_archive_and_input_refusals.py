@@ -343,7 +343,7 @@ def test_features_after_the_hook_is_removed_raise() -> None:
     other = FeatureHook(conv)
     other.remove()
     with pytest.raises(RuntimeError, match="removed"):
-        other.features
+        _ = other.features
 
 
 def test_in_place_ops_after_the_hooked_module_do_not_change_the_capture() -> None:

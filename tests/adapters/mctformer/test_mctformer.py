@@ -3,24 +3,21 @@ from __future__ import annotations
 
 import json
 from argparse import Namespace
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lpcam_plugin.core.formats import write_class_dict
 import torch
+from conftest import HOSTS, standin_host
 from PIL import Image
 
 import lpcam_plugin.methods.lpcam.maps
-from conftest import standin_host
 from lpcam_plugin import PrototypeBank
-from lpcam_plugin.adapters.common import crf as shared
 from lpcam_plugin.adapters import mctformer
+from lpcam_plugin.core.formats import write_class_dict
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+. empty foreground pool:RuntimeWarning")
 
-HOST = Path(__file__).parent / "hosts" / "mctformer_host"
+HOST = HOSTS / "mctformer_host"
 NAMES = ["2007_000032", "2007_000039", "2007_000063"]
 SIZES = {"2007_000032": (32, 40), "2007_000039": (24, 32), "2007_000063": (32, 32)}
 LABELS = {"2007_000032": [0, 14], "2007_000039": [6], "2007_000063": [0, 6]}
@@ -201,7 +198,7 @@ def test_unchanged_engine_writes_lpcam_files(host, voc, tmp_path, monkeypatch):
         cam = np.load(tmp_path / "lpcam" / f"{name}.npy", allow_pickle=True).item()
         plain = np.load(tmp_path / "plain" / f"{name}.npy", allow_pickle=True).item()
         assert list(cam) == LABELS[name] and all(type(k) is int for k in cam)
-        for c, m in cam.items():
+        for _, m in cam.items():
             assert m.dtype == np.float32 and m.shape == (h, w)
             assert m.min() >= 0 and m.max() <= 1 and np.isfinite(m).all()
         assert any(not np.allclose(cam[c], plain[c], atol=1e-3) for c in cam), "LPCAM must replace PatchCAM"

@@ -92,7 +92,8 @@ def test_toynet_trains_and_checkpoint_round_trips(tmp_path) -> None:
     loaded, meta = load_checkpoint(path)
     assert meta == {"note": "test"}
     torch.testing.assert_close(predict_logits(loaded, x), predict_logits(model, x))
-    torch.testing.assert_close(extract_features(loaded, x, batch_size=5, progress=False), extract_features(model, x, progress=False))
+    torch.testing.assert_close(extract_features(loaded, x, batch_size=5, progress=False),
+                               extract_features(model, x, progress=False))
     torch.testing.assert_close(loaded.class_weight(), model.classifier.weight[:, :, 0, 0])
     torch.save({"format": "other"}, tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="checkpoint"):

@@ -14,24 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from lpcam_plugin.core.formats import load_class_dict
 import torch
+from conftest import HOSTS, MIOU, spawn_gloo, standin_host, voc_standin
 
 import lpcam_plugin.adapters.amn as amn
 import lpcam_plugin.adapters.irn as irn
-from conftest import spawn_gloo, standin_host
 from lpcam_plugin import FCAM
 from lpcam_plugin.adapters.common.fcam import fcam_maps
 from lpcam_plugin.adapters.resnet import host as hosts
 from lpcam_plugin.adapters.resnet.fcam_step import HostStages, fcam_files, obtain_fcam
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.adapters.resnet.prepare import prepare_readout
-from lpcam_plugin.methods.readouts import linear_batch_maps
+from lpcam_plugin.core.formats import load_class_dict
 from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.estimator import _Trainer
-
-from conftest import MIOU, voc_standin
+from lpcam_plugin.methods.readouts import linear_batch_maps
 
 pytestmark = [pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning"), pytest.mark.slow]
 
@@ -178,7 +175,7 @@ def test_a_stopped_decoder_training_resumes_to_the_uninterrupted_result(fork, ca
             if name == "stopped":
                 real, calls = _Trainer.step, []
 
-                def dies_in_epoch_two(self, *a, **k):
+                def dies_in_epoch_two(self, *a, real=real, calls=calls, **k):
                     calls.append(1)
                     if len(calls) == 3:  # the first step of epoch 2 (2 steps per epoch)
                         raise Stop
@@ -302,7 +299,6 @@ def test_options_reach_the_parser():
 DICT_NAMES = ["2007_000032", "2007_000039", "2007_000063", "2007_000068"]
 DICT_SIZES = {"2007_000032": (32, 40), "2007_000039": (24, 32), "2007_000063": (32, 32), "2007_000068": (40, 24)}
 DICT_LABELS = {"2007_000032": [0, 14], "2007_000039": [6], "2007_000063": [0, 6], "2007_000068": [14]}
-HOSTS = Path(__file__).parent / "hosts"
 TINY = {"epochs": 1, "decoder_channels": (8, 4)}
 
 

@@ -1,7 +1,8 @@
 """Stage 2: K-means invariants, determinism, guards and the optional backends."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from lpcam_plugin import kmeans
 

@@ -212,7 +212,7 @@ def test_infer_command_refuses_other_scales_in_one_line(tmp_path: Path, capsys: 
         Image.fromarray(np.full((16, 16, 3), 90, np.uint8)).save(images / f"{image_id}.png")
     (tmp_path / "list.txt").write_text("a\nb\n")
     (tmp_path / "labels.json").write_text(json.dumps({"a": [0], "b": [1, 2]}))
-    argv = ["infer", "--model", "test_trust_cli:TinyNet", "--feature-layer", "stages", "--bank",
+    argv = ["infer", "--model", "test_one_line_errors_and_infer_resume:TinyNet", "--feature-layer", "stages", "--bank",
             str(tmp_path / "bank.npz"), "--out", str(tmp_path / "maps"), "--images", str(images), "--suffix", ".png",
             "--list", str(tmp_path / "list.txt"), "--labels", str(tmp_path / "labels.json"), "--device", "cpu",
             "--no-progress"]

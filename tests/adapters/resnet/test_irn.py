@@ -12,6 +12,7 @@ from typing import Dict
 import numpy as np
 import pytest
 import torch
+from conftest import MIOU, voc_standin
 from PIL import Image
 
 import lpcam_plugin.adapters.irn as irn
@@ -22,8 +23,6 @@ from lpcam_plugin.adapters.resnet.files import DONE_LOG_PREFIX, lpcam_written_id
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.core.evaluate import maps_to_prediction, sweep
 from lpcam_plugin.core.formats import read_irn_cam, read_label_png
-
-from conftest import MIOU, voc_standin
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning")
 
@@ -103,7 +102,7 @@ def test_lpcam_evaluate_matches_host_eval_cam(pipeline):
     # Same per-pixel rule as eval_cam: constant background plane first, argmax, keys + 1.
     with voc_standin.imported_host(pipeline["host"]):
         from step import eval_cam
-        for i, (keys, high_res) in zip(ids, maps):
+        for _, (keys, high_res) in zip(ids, maps):
             host_pred = eval_cam.predict(high_res, torch.from_numpy(keys), EVAL_THRESHOLD)
             np.testing.assert_array_equal(maps_to_prediction(high_res, keys, EVAL_THRESHOLD), host_pred)
 
@@ -118,7 +117,8 @@ def test_in_process_run_equals_spawned_output_and_resumes(pipeline, caplog):
         assert "reusing the LPCAM bank" in caplog.text  # same checkpoint, config and fit list
         spawned, mine = host / "result" / "cam", host / "result" / "cam_inproc"
         for image_id in pipeline["ids"]:
-            a, b = voc_standin.load_host_dict(spawned / f"{image_id}.npy"), voc_standin.load_host_dict(mine / f"{image_id}.npy")
+            a = voc_standin.load_host_dict(spawned / f"{image_id}.npy")
+            b = voc_standin.load_host_dict(mine / f"{image_id}.npy")
             assert torch.equal(a["keys"], b["keys"]) and torch.allclose(a["cam"], b["cam"], atol=1e-6)
             np.testing.assert_allclose(a["high_res"], b["high_res"], atol=1e-6)
         # LPCAM differs from the host's own CAM of the same network (so the workers did not run IRN's _work).
@@ -129,7 +129,8 @@ def test_in_process_run_equals_spawned_output_and_resumes(pipeline, caplog):
         os.makedirs(host_args_cam.cam_out_dir)
         make_cam._work(0, model, [dataset], host_args_cam)
         differs = [not np.allclose(voc_standin.load_host_dict(host / "result/host_cam" / f"{i}.npy")["high_res"],
-                                   voc_standin.load_host_dict(mine / f"{i}.npy")["high_res"], atol=1e-3) for i in pipeline["ids"]]
+                                   voc_standin.load_host_dict(mine / f"{i}.npy")["high_res"], atol=1e-3)
+                   for i in pipeline["ids"]]
         assert any(differs)
         # Resume: only the missing file is written again; the others are untouched.
         victim = mine / f"{pipeline['ids'][3]}.npy"
@@ -157,8 +158,8 @@ def test_bank_refit_reasons_and_host_file_baseline(pipeline, caplog, tmp_path):
 
         def run_with(bank: str, **extra) -> PrototypeBank:
             caplog.clear()
-            irn.run(host_args(host, pipeline["voc"], cam_out_dir=str(tmp_path / f"{bank}_out"), lpcam_bank=str(tmp_path / bank),
-                              lpcam_baseline_dir=str(host_cam), **extra))
+            irn.run(host_args(host, pipeline["voc"], cam_out_dir=str(tmp_path / f"{bank}_out"),
+                              lpcam_bank=str(tmp_path / bank), lpcam_baseline_dir=str(host_cam), **extra))
             return PrototypeBank.load(tmp_path / bank)
 
         computed = run_with("computed.npz")
@@ -173,8 +174,9 @@ def test_bank_refit_reasons_and_host_file_baseline(pipeline, caplog, tmp_path):
         assert PrototypeBank.load(tmp_path / "files.npz").config["num_clusters"] == 3
         # Files that LPCAM wrote (listed in the done log) are never taken for host CAMs.
         caplog.clear()
-        irn.run(host_args(host, pipeline["voc"], cam_out_dir=str(tmp_path / "other"), lpcam_bank=str(tmp_path / "l.npz"),
-                          lpcam_baseline_dir=str(host / "result" / "cam"), lpcam_allow_pickle=True))
+        irn.run(host_args(host, pipeline["voc"], cam_out_dir=str(tmp_path / "other"),
+                          lpcam_bank=str(tmp_path / "l.npz"), lpcam_baseline_dir=str(host / "result" / "cam"),
+                          lpcam_allow_pickle=True))
         assert "read from the host's files" not in caplog.text
         assert lpcam_written_ids(host / "result" / "cam") == set(pipeline["ids"])
 
