@@ -27,7 +27,7 @@ from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.adapters.resnet.prepare import prepare_readout
 from lpcam_plugin.core.formats import load_class_dict
 from lpcam_plugin.methods.fcam.config import FCAMConfig
-from lpcam_plugin.methods.fcam.estimator import _Trainer
+from lpcam_plugin.methods.fcam.training import DecoderTrainer as _Trainer
 from lpcam_plugin.methods.readouts import linear_batch_maps
 
 pytestmark = [pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning"), pytest.mark.slow]

@@ -54,9 +54,6 @@ _RANGE_TOLERANCE = 1e-4
 #: What F-CAM decodes: ``source(features (B, D, h, w), labels (B, C)) -> (B, C, h', w')`` maps in [0, 1]
 #: (the read-out registry's :data:`~lpcam_plugin.methods.readouts.BatchMaps`).
 Source = BatchMaps
-#: The decoder's trainer under its name before :mod:`~lpcam_plugin.methods.fcam.training` held it.
-_Trainer = DecoderTrainer
-
 
 class FCAM:
     """Full-resolution CAMs (Belharbi et al., WACV 2022), multi-label, over any source CAM.
@@ -142,7 +139,7 @@ class FCAM:
                        "skip_layers": list(skip_layers), "steps_per_epoch": steps_per_epoch}
         distributed = dist.is_available() and dist.is_initialized()
         rank = dist.get_rank() if distributed else 0
-        trainer = DecoderTrainer(self, device, distributed)
+        trainer = DecoderTrainer(self.config, self._new_decoder, device, distributed)
         start_epoch, history, n_steps = 0, [], 0
         if checkpoint is not None and Path(checkpoint).exists():
             start_epoch, history, n_steps = trainer.resume(Path(checkpoint), fingerprint)

@@ -6,7 +6,7 @@ holds the loop over epochs, the maps and the files.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -14,11 +14,9 @@ from torch import nn
 from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
 from lpcam_plugin.core.hooks import FeatureHook
 from lpcam_plugin.core.modules import get_submodule
+from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
 from lpcam_plugin.methods.fcam.losses import fcam_losses
-
-if TYPE_CHECKING:
-    from lpcam_plugin.methods.fcam.estimator import FCAM
 
 #: ``format`` of the training-state checkpoint written after every epoch (``FCAM.fit(checkpoint=...)``).
 CHECKPOINT_FORMAT = "lpcam_plugin.FCAM.training/1"
@@ -91,9 +89,11 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 class DecoderTrainer:
     """The decoder, its optimiser and (under torch.distributed) its DDP wrapper, built from the first batch."""
 
-    def __init__(self, owner: "FCAM", device: torch.device, distributed: bool) -> None:
-        self.owner = owner
-        self.config = owner.config
+    def __init__(self, config: FCAMConfig, new_decoder: Callable[[int, Sequence[int]], FCAMDecoder],
+                 device: torch.device, distributed: bool) -> None:
+        """``new_decoder(feature_dim, skip_channels)``: a freshly initialised decoder on the CPU."""
+        self.config = config
+        self.new_decoder = new_decoder
         self.device = device
         self.distributed = distributed
         self.decoder: Optional[FCAMDecoder] = None
@@ -107,7 +107,7 @@ class DecoderTrainer:
 
     def build(self, feature_dim: int, skip_layers: Sequence[str], skip_channels: Sequence[int]) -> None:
         self.feature_dim, self.skip_layers, self.skip_channels = feature_dim, list(skip_layers), list(skip_channels)
-        self.decoder = self.owner._new_decoder(feature_dim, skip_channels).to(self.device)
+        self.decoder = self.new_decoder(feature_dim, skip_channels).to(self.device)
         params = list(self.decoder.parameters())
         if self.config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=self.config.learning_rate, momentum=self.config.momentum,
