@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from lpcam_plugin.benchmark.toynet import NETWORKS, ToyClassifier, build_network
+from lpcam_plugin.core.checks import check_positive_int
 from lpcam_plugin.core.io import PathLike, atomic_write
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.pixelsup.module import PixelSelfSupervision
@@ -47,6 +48,15 @@ class TrainConfig:
     hflip: bool = True
     seed: int = 0
     pixelsup: Optional[Dict[str, Any]] = None
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.epochs, "epochs")
+        check_positive_int(self.batch_size, "batch_size")
+        if not (isinstance(self.lr, (int, float)) and math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
+                and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
 
     def to_dict(self) -> Dict[str, Any]:
         """The settings as a dict; ``pixelsup`` only when set (plain schedules keep their pre-RCM cache keys)."""

@@ -10,7 +10,7 @@ import importlib
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
 
 from lpcam_plugin.core.version import __version__
 
@@ -31,9 +31,17 @@ ERROR_EXIT = 2
 DEBUG_ENV = "LPCAM_DEBUG"
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argparse parser whose usage errors are one line, ``lpcam <command>: error: <message>``, like
+    the commands' own failures (exit status 2); ``--help`` shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(ERROR_EXIT, f"{self.prog}: error: {' '.join(message.split())} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """Return the ``lpcam`` parser with every subcommand registered."""
-    parser = argparse.ArgumentParser(prog="lpcam", description="LPCAM: local-prototype class activation maps.")
+    """Return the ``lpcam`` parser with every subcommand registered (subparsers share its class)."""
+    parser = OneLineErrorParser(prog="lpcam", description="LPCAM: local-prototype class activation maps.")
     parser.add_argument("--version", action="version", version=f"lpcam_plugin {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -52,9 +60,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     A command that fails with one of :data:`USER_ERRORS` prints ``lpcam <command>: error:
     <message>`` on one line to stderr and returns :data:`ERROR_EXIT`; with ``-vv`` or the
     environment variable ``LPCAM_DEBUG=1`` the exception propagates with its traceback.
+    A usage error (an unknown option, a value its type refuses) returns argparse's exit status 2
+    after argparse's one-line message; ``--help`` and ``--version`` return 0.
     """
     parser = build_parser()
-    args = parser.parse_args(None if argv is None else list(argv))
+    try:
+        args = parser.parse_args(None if argv is None else list(argv))
+    except SystemExit as stop:  # a usage error (argparse printed it on one line), --help or --version
+        return stop.code if isinstance(stop.code, int) else ERROR_EXIT
     level = logging.WARNING - 10 * min(int(args.verbose) + 1, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

@@ -15,6 +15,7 @@ from typing import Any
 from lpcam_plugin.benchmark.config import NETWORK_PRESETS, DemoConfig
 from lpcam_plugin.benchmark.demo import run_demo
 from lpcam_plugin.benchmark.readouts import READOUTS, select_readouts
+from lpcam_plugin.cli.arguments import output_folder, positive_int
 from lpcam_plugin.methods.pixelsup.config import RCM_FORMS
 from lpcam_plugin.methods.recam.config import WEIGHT_KINDS
 
@@ -37,19 +38,12 @@ def _command(args: argparse.Namespace) -> str:
 
 def _run_cli(args: argparse.Namespace) -> int:
     seeds_count = args.seeds if args.seeds is not None else (3 if args.full else 1)
-    if seeds_count < 1:
-        logger.error("--seeds must be >= 1, got %d", seeds_count)
-        return 2
     seeds = tuple(args.seed + k for k in range(seeds_count))
     config = DemoConfig.full(seeds) if args.full else DemoConfig(seeds=seeds)
     if args.networks:
         config = dataclasses.replace(config, networks=tuple(NETWORK_PRESETS[name] for name in args.networks))
     if args.methods:
-        try:
-            select_readouts(args.methods)
-        except ValueError as error:
-            logger.error("%s", error)
-            return 2
+        select_readouts(args.methods)  # ValueError naming the unknown ones: a one-line error
         config = dataclasses.replace(config, methods=tuple(args.methods))
     if args.quick:
         config = config.quick()
@@ -91,9 +85,10 @@ def register_cli(subparsers: Any) -> None:
         f"read-out ({readouts}), evaluate seed masks over a threshold sweep and write a report folder. "
         "Default: the toyresnet network, one seed; --full: every network, three seeds.",
     )
-    parser.add_argument("--out", type=Path, default=Path("lpcam-demo"), help="report folder (default: lpcam-demo)")
+    parser.add_argument("--out", type=output_folder, default=Path("lpcam-demo"),
+                        help="report folder (default: lpcam-demo)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
-    parser.add_argument("--seeds", type=int, default=None,
+    parser.add_argument("--seeds", type=positive_int, default=None,
                         help="number of seeds: seed, seed+1, ... (default 1; 3 with --full)")
     parser.add_argument("--full", action="store_true", help=f"every network ({', '.join(NETWORK_PRESETS)}) and 3 seeds")
     parser.add_argument("--networks", nargs="+", choices=list(NETWORK_PRESETS), default=None,
@@ -102,8 +97,8 @@ def register_cli(subparsers: Any) -> None:
                         help=f"read-outs to run, in table order (default: all of {readouts}); the registry's "
                              "spellings (lpcam, f-cam(recam), ...) work too")
     parser.add_argument("--quick", action="store_true", help="small sizes (240 images, 8 epochs) for a fast smoke run")
-    parser.add_argument("--num-images", type=int, default=None, help="override the number of images per seed")
-    parser.add_argument("--epochs", type=int, default=None, help="override the classifier's training epochs")
+    parser.add_argument("--num-images", type=positive_int, default=None, help="override the number of images per seed")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="override the classifier's training epochs")
     parser.add_argument("--retrain", action="store_true", help="delete the cached checkpoints (*.pt: classifiers and "
                         "ReCAM; fcam_*.npz: F-CAM decoders) of the selected networks and seeds first")
     parser.add_argument("--recam-selection", choices=WEIGHT_KINDS, default=None,

@@ -67,11 +67,16 @@ def check_threshold(value: object, name: str) -> float:
     return float(value)
 
 
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` as a positive int (a bool or a float is refused); ``ValueError`` naming ``name`` otherwise."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
 def check_num_classes(value: object) -> int:
     """``value`` as the number of classes C: a positive int (a bool is refused); one-line error otherwise."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"num_classes must be a positive int, got {value!r}")
-    return value
+    return check_positive_int(value, "num_classes")
 
 
 def check_classes(classes: Sequence[int], num_classes: int) -> List[int]:
