@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numbers
 from collections import Counter
-from typing import Any, List, Sequence
+from typing import Any, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -49,6 +49,45 @@ def check_finite(value: torch.Tensor, name: str) -> None:
             bad = sum(int((~torch.isfinite(flat[i:i + _FINITE_CHUNK])).sum())
                       for i in range(start, flat.numel(), _FINITE_CHUNK))
             raise ValueError(f"{name} contains {bad} NaN/Inf value(s)")
+
+
+def check_images(value: object, name: str = "images") -> torch.Tensor:
+    """A floating ``(B, 3, H, W)`` image batch; one-line ``TypeError`` / ``ValueError`` otherwise."""
+    images = check_tensor(value, name)
+    if images.dim() != 4 or images.shape[1] != 3:
+        raise ValueError(f"{name} must have shape (B, 3, H, W), got {tuple(images.shape)}")
+    return images
+
+
+def check_multi_hot(value: object, batch_size: int, num_classes: int, name: str = "labels") -> torch.Tensor:
+    """Image labels of a batch: exactly ``(B, C)`` (nothing broadcast), finite, every value 0 or 1;
+    returned as float32. One-line ``TypeError`` / ``ValueError`` naming the shape or the values."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if tuple(value.shape) != (batch_size, num_classes):
+        raise ValueError(f"{name} must have shape (B, C) = ({batch_size}, {num_classes}), got {tuple(value.shape)}")
+    labels = value.float()
+    check_finite(labels, name)
+    odd = labels[(labels != 0) & (labels != 1)]
+    if odd.numel():
+        raise ValueError(f"{name} must be multi-hot image labels (0 or 1), got values "
+                         f"{_short(sorted(set(odd.unique().tolist())))}")
+    return labels
+
+
+def check_training_batch(batch: Any, num_classes: int, where: str) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(images (B, 3, H, W), labels (B, C) float32)`` of one ``(images, labels, ...)`` batch of a
+    training loader (further items are ignored); errors name ``where`` (e.g. ``"batch 3 of epoch 1"``)."""
+    if isinstance(batch, Mapping):
+        raise TypeError(f"{where}: the loader must yield (images, labels, ...) sequences, got a dict with keys "
+                        f"{_short(sorted(map(str, batch)))}")
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise TypeError(f"{where}: the loader must yield (images, labels, ...) sequences, got {type(batch).__name__}")
+    try:
+        images = check_images(batch[0])
+        return images, check_multi_hot(batch[1], images.shape[0], num_classes)
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{where}: {error}") from None
 
 
 def check_feature_dim(features_dim: int, weight_dim: int, what: str = "weight") -> None:

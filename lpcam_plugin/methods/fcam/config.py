@@ -5,8 +5,12 @@ the spec reads it), *spec* (the spec's choice for this package) or *ours*.
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Mapping, Optional, Tuple
+
+import numpy as np
 
 from lpcam_plugin.core.settings import MethodSettings, is_int
 
@@ -105,10 +109,17 @@ class FCAMConfig(MethodSettings):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("decoder_channels", "pixel_mean", "pixel_std"):  # from_dict hands lists back
+        for name in ("decoder_channels", "pixel_mean", "pixel_std"):  # lists (from_dict), arrays, tensors
             value = getattr(self, name)
-            if isinstance(value, (list, tuple)):
-                object.__setattr__(self, name, tuple(value))
+            if isinstance(value, (list, tuple, np.ndarray)) or hasattr(value, "tolist"):
+                values = value.tolist() if hasattr(value, "tolist") else value
+                object.__setattr__(self, name, tuple(v.item() if hasattr(v, "item") else v for v in values))
+        for name in ("pixel_mean", "pixel_std"):
+            value = getattr(self, name)
+            if not (isinstance(value, tuple) and all(isinstance(v, numbers.Real) and not isinstance(v, bool)
+                                                     and math.isfinite(v) for v in value)):
+                raise ValueError(f"{name} must be 3 numbers (RGB, on the 0-255 scale), got {value!r}")
+            object.__setattr__(self, name, tuple(float(v) for v in value))
         checks = [
             (len(self.decoder_channels) >= 1 and all(is_int(c) and c >= 1 for c in self.decoder_channels),
              f"decoder_channels must be a non-empty tuple of ints >= 1, got {self.decoder_channels!r}"),

@@ -24,7 +24,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from lpcam_plugin.core.archive import read_archive, write_archive
-from lpcam_plugin.core.checks import check_finite, check_ndim, check_num_classes, check_tensor
+from lpcam_plugin.core.checks import (
+    check_finite,
+    check_images,
+    check_multi_hot,
+    check_num_classes,
+    check_training_batch,
+)
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.core.version import __version__
@@ -50,6 +56,26 @@ FORMAT_VERSION = 1
 DEFAULT_SKIP_LAYERS = ("conv1", "stage1", "stage2", "stage3")
 #: Tolerance on the source maps' range [0, 1].
 _RANGE_TOLERANCE = 1e-4
+#: De-normalised colours of a batch must span at least this much of the 0-255 scale (constants on the
+#: 0-1 scale give a span of about 2) and stay within this far outside it (un-normalised images).
+_MIN_COLOUR_SPAN, _COLOUR_MARGIN = 8.0, 300.0
+
+
+def check_colours(images: torch.Tensor, pixel_mean: Sequence[float], pixel_std: Sequence[float]) -> None:
+    """Refuse ``pixel_mean`` / ``pixel_std`` that cannot turn ``images`` ``(B, 3, H, W)`` back into 0-255
+    colours (what the CRF's colour kernel compares), naming the likely mistake."""
+    mean = torch.tensor(pixel_mean, dtype=torch.float32, device=images.device)[None, :, None, None]
+    std = torch.tensor(pixel_std, dtype=torch.float32, device=images.device)[None, :, None, None]
+    colours = images.float() * std + mean
+    low, high = float(colours.min()), float(colours.max())
+    if high - low < _MIN_COLOUR_SPAN:
+        raise ValueError(f"pixel_mean={tuple(pixel_mean)} and pixel_std={tuple(pixel_std)} turn the first batch into "
+                         f"colours in [{low:.3g}, {high:.3g}], not 0-255 colours: they look like 0-1 scale constants; "
+                         "give them on the 0-255 scale (ImageNet: (123.675, 116.28, 103.53), (58.395, 57.12, 57.375))")
+    if low < -_COLOUR_MARGIN or high > 255 + _COLOUR_MARGIN:
+        raise ValueError(f"pixel_mean={tuple(pixel_mean)} and pixel_std={tuple(pixel_std)} turn the first batch into "
+                         f"colours in [{low:.4g}, {high:.4g}], far outside 0-255: are the images normalised the "
+                         "way pixel_mean and pixel_std say?")
 
 #: What F-CAM decodes: ``source(features (B, D, h, w), labels (B, C)) -> (B, C, h', w')`` maps in [0, 1]
 #: (the read-out registry's :data:`~lpcam_plugin.methods.readouts.BatchMaps`).
@@ -156,7 +182,9 @@ class FCAM:
                 batches = progress_bar(loader, progress=self.progress, total=steps_per_epoch,
                                        desc=f"F-CAM epoch {epoch + 1}/{self.config.epochs}")
                 for batch in batches:
-                    images, labels = self._batch(batch, device)
+                    images, labels = self._batch(batch, device, f"batch {steps} of epoch {epoch + 1}")
+                    if steps == 0 and epoch == start_epoch:
+                        check_colours(images, self.config.pixel_mean, self.config.pixel_std)
                     features, skips = encoder(images)
                     maps = self._source_maps(source, features, labels, images.shape[-2:])
                     seeds = make_seeds(maps, labels, bg_fraction=self.config.bg_fraction,
@@ -204,23 +232,10 @@ class FCAM:
             raise ValueError(f"skip_layers lists {repeated} more than once")
         return names
 
-    def _batch(self, batch: Sequence[Any], device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _batch(self, batch: Sequence[Any], device: torch.device, where: str) -> Tuple[torch.Tensor, torch.Tensor]:
         """``(images (B, 3, H, W) float, labels (B, C) float)`` on ``device``, checked."""
-        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-            raise TypeError(f"the loader must yield (images, labels) pairs, got {type(batch).__name__}")
-        return self._check_inputs(batch[0], batch[1], device)
-
-    def _check_inputs(self, images: Any, labels: Any, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
-        check_tensor(images, "images")
-        check_ndim(images, "images", 4, "(B, 3, H, W)")
-        if images.shape[1] != 3:
-            raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
-        if not isinstance(labels, torch.Tensor):
-            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-        if tuple(labels.shape) != (images.shape[0], self.num_classes):
-            raise ValueError(f"labels must have shape (B, C) = ({images.shape[0]}, {self.num_classes}), "
-                             f"got {tuple(labels.shape)}")
-        return images.to(device).float(), labels.to(device).float()
+        images, labels = check_training_batch(batch, self.num_classes, where)
+        return images.to(device).float(), labels.to(device)
 
     def _source_maps(self, source: Source, features: torch.Tensor, labels: torch.Tensor,
                      size: Tuple[int, int]) -> torch.Tensor:
@@ -262,7 +277,9 @@ class FCAM:
         encoder = FrozenEncoder(model, self.feature_layer_, self.skip_layers_)  # type: ignore[arg-type]
         device = model_device(model)
         out_device = images.device if isinstance(images, torch.Tensor) else device
-        images, labels = self._check_inputs(images, labels, device)
+        images = check_images(images)
+        labels = check_multi_hot(labels, images.shape[0], self.num_classes).to(device)
+        images = images.to(device).float()
         modes = freeze(model)
         try:
             features, skips = encoder(images)

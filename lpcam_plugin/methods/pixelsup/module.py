@@ -29,7 +29,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lpcam_plugin.core.checks import check_finite, check_ndim, check_num_classes, check_tensor
+from lpcam_plugin.core.checks import check_multi_hot, check_ndim, check_num_classes, check_tensor
 from lpcam_plugin.core.modules import LinearHead, forward_until, get_submodule
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
 from lpcam_plugin.methods.pixelsup.losses import (
@@ -124,6 +124,11 @@ class _Branch(nn.Module):
                 if not isinstance(maps, torch.Tensor) or maps.dim() != 4 or maps.shape[0] != features.shape[0]:
                     shape = tuple(maps.shape) if isinstance(maps, torch.Tensor) else type(maps).__name__
                     raise ValueError(f"the CAM head returned {shape}; expected (B, C, h, w) non-negative CAMs")
+                lowest = float(maps.detach().min())
+                if lowest < 0:
+                    raise ValueError(f"the CAM head returned negative values (min {lowest:.4g}); it must return "
+                                     "non-negative CAMs (e.g. relu(W f)): max-normalising signed maps would rank the "
+                                     "most negative activation highest")
                 cams.append(maps)
             if index == base:
                 embedding = self.projection(features)
@@ -303,14 +308,7 @@ class PixelSelfSupervision(nn.Module):
     def _check_inputs(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Validate a batch; return the labels as a float tensor on the images' device."""
         check_ndim(check_tensor(images, "images"), "images", 4, "(B, 3, H, W)")
-        if not isinstance(labels, torch.Tensor):
-            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
-        if labels.shape != (images.shape[0], self.num_classes):
-            raise ValueError(f"labels must have shape (B, C) = ({images.shape[0]}, {self.num_classes}), "
-                             f"got {tuple(labels.shape)}")
-        labels = labels.to(device=images.device, dtype=torch.float32)
-        check_finite(labels, "labels")
-        return labels
+        return check_multi_hot(labels, images.shape[0], self.num_classes).to(images.device)
 
     def _runner(self) -> nn.Module:
         """F's branch, wrapped in DistributedDataParallel (once) when a process group is initialised."""

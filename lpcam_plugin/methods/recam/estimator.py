@@ -23,7 +23,14 @@ from torch import nn
 
 from lpcam_plugin.core.archive import read_archive, write_archive
 from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
-from lpcam_plugin.core.checks import check_finite, check_num_classes, float32_features
+from lpcam_plugin.core.checks import check_finite, check_num_classes, check_training_batch, float32_features
+from lpcam_plugin.core.divergence import (
+    diverged,
+    non_finite_losses,
+    non_finite_parameters,
+    restore,
+    snapshot,
+)
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.modules import LinearHead, forward_until, get_submodule
@@ -125,6 +132,11 @@ class ReCAM:
                 ``(C, D)`` parameter).
             checkpoint: a file to save training state to after every epoch, and to resume from
                 when it exists (written with the same config, classes, layer and head).
+
+        A step whose loss is NaN or infinite, or an epoch that leaves a non-finite parameter, stops
+        the fit with :class:`~lpcam_plugin.core.divergence.TrainingDiverged` naming the step, before
+        any checkpoint is written. On that or any other error the model gets back the parameters and
+        buffers it had before ``fit`` (a copy is kept on its device while fitting).
             device: where to train; default the head's device.
         """
         head_ref = LinearHead.resolve(model, head)
@@ -142,38 +154,54 @@ class ReCAM:
             raise ValueError("the loader is empty")
         fingerprint = {"config": self.config.training_settings(), "num_classes": self.num_classes,
                        "feature_layer": feature_layer, "head": head, "steps_per_epoch": steps_per_epoch}
-        start_epoch, history = 0, []
-        if checkpoint is not None and Path(checkpoint).exists():
-            start_epoch, history = _load_training_state(Path(checkpoint), fingerprint, model, sce, optimizer)
-            logger.info("ReCAM: resuming from %s after epoch %d of %d", checkpoint, start_epoch, self.config.epochs)
-        distributed = dist.is_available() and dist.is_initialized()
-        runner: nn.Module = step_module
-        if distributed:
-            ids = [device.index] if device.type == "cuda" else None
-            runner = nn.parallel.DistributedDataParallel(step_module, device_ids=ids, find_unused_parameters=True)
-        total_steps = self.config.epochs * steps_per_epoch
-        for epoch in range(start_epoch, self.config.epochs):
-            _set_epoch(loader, epoch)
-            sums = {"cls": 0.0, "sce": 0.0, "total": 0.0}
-            batches = progress_bar(loader, progress=self.progress, desc=f"ReCAM epoch {epoch + 1}/{self.config.epochs}",
-                                   total=steps_per_epoch)
-            for i, batch in enumerate(batches):
-                self._set_learning_rates(optimizer, epoch * steps_per_epoch + i, total_steps)
-                images, labels = batch[0].to(device), batch[1].to(device).float()
-                losses = runner(images, labels)
-                optimizer.zero_grad(set_to_none=True)
-                losses["total"].backward()
-                optimizer.step()
-                for key in sums:
-                    sums[key] += float(losses[key].detach())
-            history.append({"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}})
-            logger.info("ReCAM epoch %d: cls %.4f sce %.4f total %.4f", epoch + 1, history[-1]["cls"],
-                        history[-1]["sce"], history[-1]["total"])
-            if checkpoint is not None:
-                _save_training_state(Path(checkpoint), fingerprint, epoch + 1, model, sce, optimizer, history,
-                                     write=not distributed or dist.get_rank() == 0)
-                if distributed:
-                    dist.barrier()
+        state_before = snapshot(model)
+        kept = ("The model was put back as it was before fit (its parameters and buffers); no checkpoint holds a "
+                "non-finite value.")
+        try:
+            start_epoch, history = 0, []
+            if checkpoint is not None and Path(checkpoint).exists():
+                start_epoch, history = _load_training_state(Path(checkpoint), fingerprint, model, sce, optimizer)
+                logger.info("ReCAM: resuming from %s after epoch %d of %d", checkpoint, start_epoch, self.config.epochs)
+            distributed = dist.is_available() and dist.is_initialized()
+            runner: nn.Module = step_module
+            if distributed:
+                ids = [device.index] if device.type == "cuda" else None
+                runner = nn.parallel.DistributedDataParallel(step_module, device_ids=ids, find_unused_parameters=True)
+            total_steps = self.config.epochs * steps_per_epoch
+            for epoch in range(start_epoch, self.config.epochs):
+                _set_epoch(loader, epoch)
+                sums = {"cls": 0.0, "sce": 0.0, "total": 0.0}
+                batches = progress_bar(loader, progress=self.progress, total=steps_per_epoch,
+                                       desc=f"ReCAM epoch {epoch + 1}/{self.config.epochs}")
+                for i, batch in enumerate(batches):
+                    self._set_learning_rates(optimizer, epoch * steps_per_epoch + i, total_steps)
+                    images, labels = check_training_batch(batch, self.num_classes, f"batch {i} of epoch {epoch + 1}")
+                    images, labels = images.to(device), labels.to(device)
+                    losses = runner(images, labels)
+                    problem = non_finite_losses(losses)
+                    if problem is not None:
+                        raise diverged("ReCAM", f"epoch {epoch + 1}, batch {i} (step {epoch * steps_per_epoch + i})",
+                                       problem, kept)
+                    optimizer.zero_grad(set_to_none=True)
+                    losses["total"].backward()
+                    optimizer.step()
+                    for key in sums:
+                        sums[key] += float(losses[key].detach())
+                history.append({"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}})
+                logger.info("ReCAM epoch %d: cls %.4f sce %.4f total %.4f", epoch + 1, history[-1]["cls"],
+                            history[-1]["sce"], history[-1]["total"])
+                problem = non_finite_parameters([*model.named_parameters(), ("W_sce", sce.weight)])
+                if problem is not None:
+                    raise diverged("ReCAM", f"the end of epoch {epoch + 1}", problem, kept)
+                if checkpoint is not None:
+                    _save_training_state(Path(checkpoint), fingerprint, epoch + 1, model, sce, optimizer, history,
+                                         write=not distributed or dist.get_rank() == 0)
+                    if distributed:
+                        dist.barrier()
+        except BaseException:  # divergence, a bad batch, an interrupt: the model is as it was before fit
+            restore(model, state_before)
+            nn.Module.train(model, False)
+            raise
         nn.Module.train(model, False)
         self.loss_history_ = history
         self.n_steps_ = total_steps
