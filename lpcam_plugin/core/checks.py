@@ -85,6 +85,7 @@ def check_training_batch(batch: Any, num_classes: int, where: str) -> Tuple[torc
         raise TypeError(f"{where}: the loader must yield (images, labels, ...) sequences, got {type(batch).__name__}")
     try:
         images = check_images(batch[0])
+        check_finite(images, "images")
         return images, check_multi_hot(batch[1], images.shape[0], num_classes)
     except (TypeError, ValueError) as error:
         raise type(error)(f"{where}: {error}") from None

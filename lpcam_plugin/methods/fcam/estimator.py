@@ -31,6 +31,7 @@ from lpcam_plugin.core.checks import (
     check_num_classes,
     check_training_batch,
 )
+from lpcam_plugin.core.divergence import diverged, non_finite_losses, non_finite_parameters
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.core.version import __version__
@@ -56,6 +57,8 @@ FORMAT_VERSION = 1
 DEFAULT_SKIP_LAYERS = ("conv1", "stage1", "stage2", "stage3")
 #: Tolerance on the source maps' range [0, 1].
 _RANGE_TOLERANCE = 1e-4
+#: What a diverged F-CAM fit leaves: the classifier is never trained, the decoder is dropped.
+_KEPT = "The classifier is unchanged and no decoder or checkpoint of this fit was kept."
 #: De-normalised colours of a batch must span at least this much of the 0-255 scale (constants on the
 #: 0-1 scale give a span of about 2) and stay within this far outside it (un-normalised images).
 _MIN_COLOUR_SPAN, _COLOUR_MARGIN = 8.0, 300.0
@@ -193,6 +196,9 @@ class FCAM:
                                        fg_samples=self.config.fg_samples, bg_samples=self.config.bg_samples,
                                        dilation=self.config.seed_dilation, generator=generator)
                     losses = trainer.step(features, skips, images, labels, seeds, elb_t)
+                    problem = non_finite_losses(losses)
+                    if problem is not None:
+                        raise diverged("F-CAM", f"epoch {epoch + 1}, batch {steps}", problem, _KEPT)
                     for key in sums:
                         sums[key] += losses[key]
                     steps += 1
@@ -202,6 +208,9 @@ class FCAM:
                 history.append({"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}, "elb_t": elb_t})
                 logger.info("F-CAM epoch %d: seg %.4f crf %.4f size %.4f total %.4f", epoch + 1, history[-1]["seg"],
                             history[-1]["crf"], history[-1]["size"], history[-1]["total"])
+                problem = non_finite_parameters(trainer.decoder.named_parameters())
+                if problem is not None:
+                    raise diverged("F-CAM", f"the end of epoch {epoch + 1}", problem, _KEPT)
                 if checkpoint is not None:
                     trainer.save(Path(checkpoint), fingerprint, epoch + 1, history, n_steps, write=rank == 0)
                     if distributed:

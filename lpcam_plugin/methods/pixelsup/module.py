@@ -29,7 +29,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from lpcam_plugin.core.checks import check_multi_hot, check_ndim, check_num_classes, check_tensor
+from lpcam_plugin.core.checks import check_finite, check_multi_hot, check_ndim, check_num_classes, check_tensor
+from lpcam_plugin.core.divergence import diverged, non_finite_losses, non_finite_parameters
 from lpcam_plugin.core.modules import LinearHead, forward_until, get_submodule
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
 from lpcam_plugin.methods.pixelsup.losses import (
@@ -255,11 +256,13 @@ class PixelSelfSupervision(nn.Module):
 
     # ------------------------------------------------------------------ one step
     def forward(self, images: torch.Tensor, labels: torch.Tensor, *, epoch: int) -> Dict[str, torch.Tensor]:
-        """The losses of one batch; updates the prototype memory with it.
+        """The losses of one batch; updates the prototype memory with it once they are finite (a batch
+        with a non-finite loss or memory raises
+        :class:`~lpcam_plugin.core.divergence.TrainingDiverged` and changes no state).
 
         Args:
-            images: ``(B, 3, H, W)`` floating, as the host feeds its model.
-            labels: ``(B, C)`` multi-hot (``> 0`` is present).
+            images: ``(B, 3, H, W)`` floating, finite, as the host feeds its model.
+            labels: ``(B, C)`` multi-hot, every value 0 or 1.
             epoch: the host's 0-based epoch (MAM is on from ``config.mam_start_epoch``).
 
         Returns:
@@ -290,8 +293,6 @@ class PixelSelfSupervision(nn.Module):
                 dist.all_reduce(sums)
                 dist.all_reduce(counts)
             memory, seen = update_prototypes(self.prototypes, self.prototype_seen, sums, counts)
-            self.prototypes.copy_(memory)
-            self.prototype_seen.copy_(seen)
         rcm = rcm_loss(embedding, targets, memory, seen, self.config.temperature, self.config.rcm_form)
         if logits is None:  # a callable head: the host adds its own classification loss
             cls = torch.zeros((), dtype=rcm.dtype, device=rcm.device)
@@ -303,11 +304,20 @@ class PixelSelfSupervision(nn.Module):
         else:
             mam = torch.zeros((), dtype=cls.dtype, device=cls.device)
             total = w_cls * cls + w_rcm * rcm
-        return {"total": total, "cls": cls, "rcm": rcm, "mam": mam}
+        losses = {"total": total, "cls": cls, "rcm": rcm, "mam": mam}
+        problem = non_finite_losses(losses) or non_finite_parameters([("prototype memory", memory)])
+        if problem is not None:
+            raise diverged("RCM + MAM", f"epoch {epoch}", problem,
+                           "The prototype memory and the SupportNet were not changed by this batch.")
+        with torch.no_grad():
+            self.prototypes.copy_(memory)
+            self.prototype_seen.copy_(seen)
+        return losses
 
     def _check_inputs(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Validate a batch; return the labels as a float tensor on the images' device."""
         check_ndim(check_tensor(images, "images"), "images", 4, "(B, 3, H, W)")
+        check_finite(images, "images")
         return check_multi_hot(labels, images.shape[0], self.num_classes).to(images.device)
 
     def _runner(self) -> nn.Module:
@@ -324,9 +334,16 @@ class PixelSelfSupervision(nn.Module):
     def update_support(self) -> None:
         """The EMA step ``theta_G <- a theta_G + (1 - a) theta_F`` (a = ``ema_momentum``), after the optimizer step.
 
+        A non-finite parameter of F raises :class:`~lpcam_plugin.core.divergence.TrainingDiverged`
+        before G changes.
+
         Covers F's parameters, the projection and F's floating buffers (BatchNorm statistics);
         integer buffers are copied.
         """
+        problem = non_finite_parameters(self._main.named_parameters())
+        if problem is not None:
+            raise diverged("RCM + MAM", "the SupportNet's EMA step", problem,
+                           "The SupportNet was not changed; the prototype memory holds the last finite batch's.")
         momentum = self.config.ema_momentum
         mirror = dict(self.support.named_buffers())
         for name, tensor in self._main.named_parameters():
