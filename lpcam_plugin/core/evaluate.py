@@ -2,7 +2,7 @@
 
 The files it reads are in :mod:`lpcam_plugin.core.formats`; ``lpcam eval`` is :mod:`lpcam_plugin.cli.evaluate`.
 
-Conventions (lpcam-spec.md, "Evaluation of seed masks"):
+Conventions (docs/design/lpcam-spec.md, "Evaluation of seed masks"):
 
 - Labels are ``0`` = background, ``c + 1`` = foreground class ``c`` (0-based, aeroplane = 0 on
   VOC), ``ignore_index`` (255) = not scored. ``num_classes`` always counts the background:
