@@ -8,7 +8,7 @@ prototype memories, EMA copies) and put the user's model back as it was before `
 from __future__ import annotations
 
 import math
-from typing import Dict, Iterable, Mapping, Optional, Union
+from typing import Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -30,34 +30,49 @@ def diverged(method: str, where: str, what: str, kept: str) -> TrainingDiverged:
 
 
 def non_finite_losses(losses: Mapping[str, Union[float, torch.Tensor]]) -> Optional[str]:
-    """``"loss total = nan (cls = nan, ...)"`` when any loss is NaN or infinite, else None."""
-    values: Dict[str, float] = {name: float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
-                                for name, value in losses.items()}
-    if all(math.isfinite(value) for value in values.values()):
+    """``"the losses are total = nan, cls = nan, ..."`` when any loss is NaN or infinite, else None.
+
+    Losses may be floats or scalar tensors (of one device); the tensors are checked with one
+    device synchronisation, and read one by one only to word the message.
+    """
+    tensors = [value.detach().float().reshape(()) for value in losses.values() if isinstance(value, torch.Tensor)]
+    finite = all(math.isfinite(float(value)) for value in losses.values() if not isinstance(value, torch.Tensor))
+    if finite and tensors:
+        finite = bool(torch.isfinite(torch.stack(tensors)).all())
+    if finite:
         return None
-    return "the losses are " + ", ".join(f"{name} = {value:.4g}" for name, value in values.items())
+    return "the losses are " + ", ".join(f"{name} = {float(value):.4g}" for name, value in losses.items())
 
 
-def non_finite_parameters(named: Iterable[tuple]) -> Optional[str]:
-    """``"parameter stage4.0.weight holds NaN/Inf"`` for the first non-finite tensor of ``named``
-    (``(name, tensor)`` pairs, e.g. ``module.named_parameters()``), else None."""
-    for name, tensor in named:
-        if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor.detach()).all()):
-            return f"parameter {name} holds NaN/Inf after the update"
-    return None
+def non_finite_parameters(named: Iterable[Tuple[str, Optional[torch.Tensor]]]) -> Optional[str]:
+    """``"parameter stage4.0.weight holds NaN/Inf after the update"`` for the first non-finite floating
+    tensor of ``named`` (``(name, tensor)`` pairs, e.g. ``module.named_parameters()``), else None.
+
+    One device synchronisation per device the tensors live on; the tensors are read one by one only
+    to name the first bad one.
+    """
+    tensors = [(name, tensor.detach()) for name, tensor in named
+               if tensor is not None and tensor.is_floating_point()]
+    by_device: Dict[torch.device, List[torch.Tensor]] = {}
+    for _, tensor in tensors:
+        by_device.setdefault(tensor.device, []).append(torch.isfinite(tensor).all())
+    if all(bool(torch.stack(flags).all()) for flags in by_device.values()):
+        return None
+    name = next(name for name, tensor in tensors if not bool(torch.isfinite(tensor).all()))
+    return f"parameter {name} holds NaN/Inf after the update"
 
 
-def snapshot(module: nn.Module) -> Dict[str, torch.Tensor]:
-    """A copy of ``module``'s state (parameters and buffers), to put back with :func:`restore`."""
+def snapshot_state(module: nn.Module) -> Dict[str, torch.Tensor]:
+    """A copy of ``module``'s state (parameters and buffers), to put back with :func:`restore_state`."""
     return {name: value.detach().clone() for name, value in module.state_dict().items()}
 
 
-def restore(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
-    """Put ``state`` (from :func:`snapshot`) back into ``module``, in place."""
+def restore_state(module: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """Put ``state`` (from :func:`snapshot_state`) back into ``module``, in place."""
     with torch.no_grad():
         for name, value in module.state_dict().items():
             value.copy_(state[name])
 
 
 __all__ = ["LIKELY_CAUSES", "TrainingDiverged", "diverged", "non_finite_losses", "non_finite_parameters",
-           "restore", "snapshot"]
+           "restore_state", "snapshot_state"]

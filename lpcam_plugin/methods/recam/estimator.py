@@ -28,8 +28,8 @@ from lpcam_plugin.core.divergence import (
     diverged,
     non_finite_losses,
     non_finite_parameters,
-    restore,
-    snapshot,
+    restore_state,
+    snapshot_state,
 )
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.maps import max_normalize
@@ -154,7 +154,7 @@ class ReCAM:
             raise ValueError("the loader is empty")
         fingerprint = {"config": self.config.training_settings(), "num_classes": self.num_classes,
                        "feature_layer": feature_layer, "head": head, "steps_per_epoch": steps_per_epoch}
-        state_before = snapshot(model)
+        state_before = snapshot_state(model)
         kept = ("The model was put back as it was before fit (its parameters and buffers); no checkpoint holds a "
                 "non-finite value.")
         try:
@@ -178,7 +178,8 @@ class ReCAM:
                     images, labels = check_training_batch(batch, self.num_classes, f"batch {i} of epoch {epoch + 1}")
                     images, labels = images.to(device), labels.to(device)
                     losses = runner(images, labels)
-                    problem = non_finite_losses(losses)
+                    values = {key: float(value.detach()) for key, value in losses.items()}
+                    problem = non_finite_losses(values)
                     if problem is not None:
                         raise diverged("ReCAM", f"epoch {epoch + 1}, batch {i} (step {epoch * steps_per_epoch + i})",
                                        problem, kept)
@@ -186,7 +187,7 @@ class ReCAM:
                     losses["total"].backward()
                     optimizer.step()
                     for key in sums:
-                        sums[key] += float(losses[key].detach())
+                        sums[key] += values[key]
                 history.append({"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}})
                 logger.info("ReCAM epoch %d: cls %.4f sce %.4f total %.4f", epoch + 1, history[-1]["cls"],
                             history[-1]["sce"], history[-1]["total"])
@@ -199,7 +200,7 @@ class ReCAM:
                     if distributed:
                         dist.barrier()
         except BaseException:  # divergence, a bad batch, an interrupt: the model is as it was before fit
-            restore(model, state_before)
+            restore_state(model, state_before)
             nn.Module.train(model, False)
             raise
         nn.Module.train(model, False)
