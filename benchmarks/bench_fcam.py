@@ -123,7 +123,8 @@ def run_step(variant: str, batch: int, size: int, steps: int) -> Dict[str, float
         maps = F.interpolate(x["maps"], size=(size, size), mode="bilinear", align_corners=False)
         seeds = make_seeds(maps, x["labels"], bg_fraction=config.bg_fraction, erosion_size=config.erosion_size,
                            erosion_iterations=config.erosion_iterations, fg_samples=config.fg_samples,
-                           bg_samples=config.bg_samples, dilation=config.seed_dilation, generator=generator)
+                           bg_samples=config.bg_samples, dilation=config.seed_dilation, generator=generator,
+                           tie_seed=0)
         present = present_channels(x["labels"])
         logits = mask_absent(decoder(x["stage4"], skips, x["images"]), present)
         losses = fcam_losses(logits, present, seeds, x["images"] * std + mean, seg_weight=config.seg_weight,

@@ -10,6 +10,8 @@ classifier's key and the settings match).
 from __future__ import annotations
 
 import copy
+import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, NamedTuple, Optional, Tuple, TypeVar
@@ -19,10 +21,13 @@ import torch
 from lpcam_plugin.benchmark.synthetic import SyntheticDataset
 from lpcam_plugin.benchmark.toynet import ToyClassifier
 from lpcam_plugin.benchmark.training import extract_features, load_or_train
+from lpcam_plugin.core.identity import module_digest
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
 from lpcam_plugin.methods.recam.estimator import ReCAM
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -171,22 +176,44 @@ def fit_recam(ctx: SeedContext) -> FineTuned:
     def fit() -> FineTuned:
         recam = ReCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **RECAM_DEMO_OVERRIDES)
         path = ctx.folder / "recam.npz"
-        key = {**ctx.classifier_key, "recam": recam.config.training_settings(), "recam_batch": RECAM_BATCH}
+        key = json.loads(json.dumps({**ctx.classifier_key, "recam": recam.config.training_settings(),
+                                     "recam_batch": RECAM_BATCH}))  # as read back from the file's JSON
 
         def train() -> Tuple[ToyClassifier, Dict[str, float]]:
             model = copy.deepcopy(ctx.model)
             recam.fit(model, ShuffledBatches(ctx.images, ctx.labels, RECAM_BATCH, ctx.seed),
                       feature_layer=model.FEATURE_LAYER, head=model.HEAD)
+            recam.metadata.update({"key": key, "classifier_sha256": module_digest(model)})
             recam.save(path)
             return model, dict(recam.loss_history_[-1])
 
-        model, stats, cached = load_or_train(ctx.folder / "recam_classifier.pt", key, train)
-        fitted = ReCAM.load(path) if cached else recam
+        stored = _stored_recam(path, key)
+        classifier = ctx.folder / "recam_classifier.pt"
+        model, stats, cached = load_or_train(classifier, key, train, reuse=stored is not None)
+        if cached and stored is not None and stored.metadata.get("classifier_sha256") != module_digest(model):
+            logger.info("%s is not the network %s was fitted with; fine-tuning again", classifier, path)
+            model, stats, cached = load_or_train(classifier, key, train, reuse=False)
+        fitted = stored if cached and stored is not None else recam
         ctx.notes["ReCAM"] = (f"last epoch: cls {stats['cls']:.3f}, sce {stats['sce']:.3f}"
                               if "cls" in stats else "")
         return FineTuned(fitted, model, extract_features(model, ctx.images, progress=ctx.progress))
 
     return ctx.memo("recam", fit)
+
+
+def _stored_recam(path: Path, key: Dict[str, Any]) -> Optional[ReCAM]:
+    """The ReCAM step cached at ``path`` when it is readable and was fitted under ``key``; else None (logged)."""
+    if not path.is_file():
+        return None
+    try:
+        stored = ReCAM.load(path)
+    except ValueError as error:
+        logger.warning("ignoring unreadable ReCAM file %s: %s", path, error)
+        return None
+    if stored.metadata.get("key") != key:
+        logger.info("%s was fitted with other settings; fine-tuning again", path)
+        return None
+    return stored
 
 
 def fit_recam_lpcam(ctx: SeedContext) -> LPCAM:

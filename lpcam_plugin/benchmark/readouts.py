@@ -47,6 +47,7 @@ from lpcam_plugin.benchmark.fits import (
 )
 from lpcam_plugin.benchmark.synthetic import PIXEL_MEAN, PIXEL_STD
 from lpcam_plugin.benchmark.toynet import ToyClassifier
+from lpcam_plugin.core.identity import value_digest
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods import readouts as registry
 from lpcam_plugin.methods.fcam.estimator import FCAM
@@ -182,6 +183,7 @@ def fit_fcam(ctx: SeedContext, source: str) -> Tuple[FCAM, ToyClassifier]:
     model, _, maps, source_key = readout_inputs(ctx, source)
     fcam = FCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **FCAM_DEMO_OVERRIDES)
     key = json.loads(json.dumps({**ctx.classifier_key, "source": label, "source_key": source_key,
+                                 "source_sha256": value_digest(maps),
                                  "fcam": fcam.config.to_dict(), "batch": FCAM_BATCH, "skip_layers": model.SKIP_LAYERS}))
     path = ctx.folder / f"fcam_{map_key(label)}.npz"
     if path.is_file():

@@ -25,6 +25,7 @@ from lpcam_plugin.benchmark.toynet import ToyClassifier
 from lpcam_plugin.benchmark.training import extract_features, load_or_train, set_torch_seed, train_classifier
 from lpcam_plugin.core.evaluate import maps_to_prediction, sweep
 from lpcam_plugin.core.formats import write_class_dict, write_label_png
+from lpcam_plugin.core.identity import module_digest
 from lpcam_plugin.core.io import atomic_write
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.progress import progress_bar
@@ -32,7 +33,10 @@ from lpcam_plugin.core.progress import progress_bar
 
 def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor, config: DemoConfig, seed: int,
                 path: Path, progress: Optional[bool]) -> Tuple[ToyClassifier, Dict[str, float], Dict[str, Any]]:
-    """Train ``network`` for ``seed`` or reuse a matching checkpoint at ``path``: ``(model, stats, key)``."""
+    """Train ``network`` for ``seed`` or reuse a matching checkpoint at ``path``: ``(model, stats, key)``.
+
+    The key returned for what is cached from the classifier adds the digest of its weights, so a
+    retrained or swapped ``classifier.pt`` is never read with another's cached files."""
     train = dataclasses.replace(config.train, seed=seed)
     if network.pixelsup:
         train = dataclasses.replace(train, pixelsup=pixelsup_overrides(train, len(data), config.rcm_form))
@@ -45,7 +49,7 @@ def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor,
         return model, train_classifier(model, x, torch.from_numpy(data.labels), train, progress=progress)
 
     model, stats, cached = load_or_train(path, key, fit, {"class_names": data.class_names})
-    return model, {**stats, "cached": float(cached)}, key
+    return model, {**stats, "cached": float(cached)}, {**key, "weights_sha256": module_digest(model)}
 
 
 def _feature_stats(features: torch.Tensor, masks: np.ndarray) -> Dict[str, float]:

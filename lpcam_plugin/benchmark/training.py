@@ -208,6 +208,8 @@ def load_or_train(
     key: Dict[str, Any],
     train: Callable[[], Tuple[ToyClassifier, Dict[str, float]]],
     metadata: Optional[Dict[str, Any]] = None,
+    *,
+    reuse: bool = True,
 ) -> Tuple[ToyClassifier, Dict[str, float], bool]:
     """The network cached at ``path`` when its stored ``key`` equals ``key``, else ``train()`` saved there.
 
@@ -215,11 +217,12 @@ def load_or_train(
         key: JSON-able description of everything the weights depend on (data, schedule, architecture).
         train: returns a trained network and JSON-able stats; called only on a cache miss.
         metadata: extra JSON-able metadata stored beside ``key`` and the stats.
+        reuse: False to train even when the cache matches (a file cached with it is gone).
 
     Returns:
         ``(model in eval mode, stats, cached)``. An unreadable file is logged and retrained.
     """
-    if Path(path).is_file():
+    if reuse and Path(path).is_file():
         try:
             model, meta = load_checkpoint(path)
         except (ValueError, RuntimeError, KeyError, TypeError, EOFError, pickle.UnpicklingError) as error:

@@ -41,7 +41,9 @@ def non_finite_losses(losses: Mapping[str, Union[float, torch.Tensor]]) -> Optio
         finite = bool(torch.isfinite(torch.stack(tensors)).all())
     if finite:
         return None
-    return "the losses are " + ", ".join(f"{name} = {float(value):.4g}" for name, value in losses.items())
+    values = {name: float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+              for name, value in losses.items()}
+    return "the losses are " + ", ".join(f"{name} = {value:.4g}" for name, value in values.items())
 
 
 def non_finite_parameters(named: Iterable[Tuple[str, Optional[torch.Tensor]]]) -> Optional[str]:

@@ -23,7 +23,7 @@ from lpcam_plugin.benchmark.readouts import BenchmarkRow as Readout
 from lpcam_plugin.benchmark.readouts import SeedContext, cam_readout, map_key, select_readouts
 from lpcam_plugin.benchmark.synthetic import SyntheticConfig, generate
 from lpcam_plugin.benchmark.toynet import ToyBottleneckNet, ToyResNet
-from lpcam_plugin.benchmark.training import TrainConfig, load_checkpoint
+from lpcam_plugin.benchmark.training import TrainConfig, load_checkpoint, save_checkpoint
 from lpcam_plugin.cli import main
 from lpcam_plugin.core.evaluate import evaluate_folder
 from lpcam_plugin.core.formats import read_id_list
@@ -228,3 +228,34 @@ def test_viz_names_the_extra_when_matplotlib_is_missing(monkeypatch) -> None:
     with pytest.raises(ImportError, match=r"lpcam_plugin\[viz\]"):
         viz.overlay(image, np.zeros((4, 4)))
     assert viz.label_to_rgb(np.zeros((2, 2), dtype=np.int64)).shape == (2, 2, 3)  # numpy only
+
+
+@pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
+def test_a_deleted_or_swapped_cached_file_is_recomputed_not_trusted(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(readouts, "FCAM_DEMO_OVERRIDES", {**readouts.FCAM_DEMO_OVERRIDES, **FAST_FCAM})
+    config = dataclasses.replace(TINY, seeds=(0,), networks=TINY_NETWORKS[:1], methods=("ReCAM", "F-CAM(CAM)"),
+                                 overlay_images=0, export_host_files=False)
+    out = tmp_path / "demo"
+    first = run_demo(config, out, progress=False, figures=False)
+    folder = out / "toyresnet" / "seed0"
+    files = [folder / name for name in ("classifier.pt", "recam_classifier.pt", "recam.npz", "fcam_cam.npz")]
+
+    def stamps() -> list:
+        return [path.stat().st_mtime_ns for path in files]
+
+    before = stamps()
+    assert run_demo(config, out, progress=False, figures=False) == first and stamps() == before  # all reused
+
+    (folder / "recam.npz").unlink()  # the fine-tuned network's ReCAM head is gone: fine-tune again
+    assert run_demo(config, out, progress=False, figures=False) == first
+    after = stamps()
+    assert [a != b for a, b in zip(after, before)] == [False, True, True, False]
+
+    model, meta = load_checkpoint(files[0])  # a classifier swapped under the same settings key
+    with torch.no_grad():
+        next(model.parameters()).add_(0.05)
+    save_checkpoint(files[0], model, meta)
+    before = stamps()
+    run_demo(config, out, progress=False, figures=False)
+    assert [a != b for a, b in zip(stamps(), before)] == [False, True, True, True]  # nothing cached from it kept

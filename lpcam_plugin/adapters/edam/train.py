@@ -31,7 +31,8 @@ from lpcam_plugin.adapters.edam.train_host import (
     load_initial_weights,
 )
 from lpcam_plugin.adapters.edam.train_options import HOST_EPOCH_STEPS, TrainOptions, build_parser
-from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
+from lpcam_plugin.core.checkpoints import resume_state, save_training_state
+from lpcam_plugin.core.identity import module_digest
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.pixelsup.module import PixelSelfSupervision
 
@@ -81,10 +82,10 @@ def train(args: argparse.Namespace) -> Tuple[nn.Module, PixelSelfSupervision]:
     pss = PixelSelfSupervision(model, feature_layer="bn7", head=edam_cam_head, num_classes=NUM_CLASSES,
                                config=opts.config, forward_args=(list(range(SAMPLE_NUM)),)).to(device)
     optimizer = build_optimizer(groups, pss, opts, max_step)
-    fingerprint = opts.fingerprint()
+    fingerprint = {**opts.fingerprint(), "model_weights": module_digest(model)}
     loop = {"sums": {key: 0.0 for key in ("total", "edam", "rcm", "mam")}, "history": []}
-    if opts.checkpoint.exists():
-        state = load_training_state(opts.checkpoint, STATE_FORMAT, METHOD_NAME, fingerprint)
+    state = resume_state(opts.checkpoint, STATE_FORMAT, METHOD_NAME, fingerprint)
+    if state is not None:
         model.load_state_dict(state["model"], strict=True)
         pss.load_state_dict(state["pss"], strict=True)
         optimizer.load_state_dict(state["optimizer"])

@@ -61,7 +61,8 @@ from lpcam_plugin.adapters.common.options import (
 )
 from lpcam_plugin.adapters.common.workers import distributed, is_writer, resolve_device
 from lpcam_plugin.adapters.resnet.crop_batches import PackBatches, crop_loader
-from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
+from lpcam_plugin.core.checkpoints import resume_state, save_training_state
+from lpcam_plugin.core.identity import module_digest
 from lpcam_plugin.core.io import file_sha256
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.core.torchrun import init_from_env
@@ -177,9 +178,9 @@ def _resume(opts: TrainOptions, fingerprint: Dict[str, Any], model: nn.Module, p
             optimizer: torch.optim.Optimizer, history: List[Dict[str, float]]) -> int:
     """Load the training state when it exists (``history`` gets its per-epoch loss means); return
     the first epoch still to train."""
-    if not opts.checkpoint.exists():
+    state = resume_state(opts.checkpoint, STATE_FORMAT, METHOD_NAME, fingerprint)
+    if state is None:
         return 0
-    state = load_training_state(opts.checkpoint, STATE_FORMAT, METHOD_NAME, fingerprint)
     model.load_state_dict(state["model"], strict=True)
     pss.load_state_dict(state["pss"], strict=True)
     optimizer.load_state_dict(state["optimizer"])
@@ -232,7 +233,7 @@ def train(args: argparse.Namespace) -> Tuple[nn.Module, PixelSelfSupervision]:
     if len(loader) == 0:
         raise ValueError(f"{opts.train_list} has fewer images than one batch of {opts.batch_size}")
     optimizer = build_optimizer(model, pss, opts, len(loader) * opts.epochs)
-    fingerprint = opts.fingerprint()
+    fingerprint = {**opts.fingerprint(), "model_weights": module_digest(model)}
     history: List[Dict[str, float]] = []
     start = _resume(opts, fingerprint, model, pss, optimizer, history)
     logger.info("RCM+MAM train_cam: %s, %d epochs of %d steps (batch %d over %d process(es), crop %d), MAM from "

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lpcam_plugin.core.archive import read_archive, write_archive
+from lpcam_plugin.core.checkpoints import RESTART_HINT, resume_state
 from lpcam_plugin.core.checks import (
     check_finite,
     check_images,
@@ -32,6 +33,7 @@ from lpcam_plugin.core.checks import (
     check_training_batch,
 )
 from lpcam_plugin.core.divergence import diverged, non_finite_losses, non_finite_parameters
+from lpcam_plugin.core.identity import data_identity, module_digest, value_digest
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.core.version import __version__
@@ -39,6 +41,8 @@ from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
 from lpcam_plugin.methods.fcam.seeds import make_seeds
 from lpcam_plugin.methods.fcam.training import (
+    CHECKPOINT_FORMAT,
+    TIE_STREAM,
     DecoderTrainer,
     FrozenEncoder,
     epoch_seed,
@@ -130,7 +134,8 @@ class FCAM:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, model: nn.Module, loader: Iterable[Sequence[Any]], *, source: Source, feature_layer: str = "stage4",
-            skip_layers: Sequence[str] = DEFAULT_SKIP_LAYERS, checkpoint: Optional[PathLike] = None) -> "FCAM":
+            skip_layers: Sequence[str] = DEFAULT_SKIP_LAYERS, checkpoint: Optional[PathLike] = None,
+            restart: bool = False) -> "FCAM":
         """Train the decoder on ``model``'s frozen features; set the fitted attributes.
 
         The model is never changed: it runs without gradient with every module in eval mode
@@ -153,8 +158,12 @@ class FCAM:
             skip_layers: dotted names of the skip features (any strides; the image is always
                 the last, full-resolution skip). Ordered coarse to fine from the first batch.
             checkpoint: a file to save the training state to after every epoch, and to resume
-                from when it exists (written with the same config, classes, layers and loader
-                length; ``torch.load(weights_only=True)``).
+                from when it exists (``torch.load(weights_only=True)``). It records the config,
+                classes, layers and loader length, and the digests (:mod:`lpcam_plugin.core.identity`)
+                of the model's weights, of the data and of the source (its module state, fitted
+                attributes, or code and what it closes over); a checkpoint that differs in any of
+                them is refused with a one-line ``ValueError`` naming what differs.
+            restart: start over even when ``checkpoint`` exists (it is overwritten after the first epoch).
         """
         if not callable(source):
             raise TypeError(f"source must be a callable source(features, labels) -> maps, got {type(source).__name__}")
@@ -165,13 +174,16 @@ class FCAM:
         if steps_per_epoch == 0:
             raise ValueError("the loader is empty")
         fingerprint = {"config": self.config.to_dict(), "num_classes": self.num_classes, "feature_layer": feature_layer,
-                       "skip_layers": list(skip_layers), "steps_per_epoch": steps_per_epoch}
+                       "skip_layers": list(skip_layers), "steps_per_epoch": steps_per_epoch,
+                       "model_weights": module_digest(model), "data": data_identity(loader),
+                       "source": value_digest(source)}
         distributed = dist.is_available() and dist.is_initialized()
         rank = dist.get_rank() if distributed else 0
         trainer = DecoderTrainer(self.config, self._new_decoder, device, distributed)
         start_epoch, history, n_steps = 0, [], 0
-        if checkpoint is not None and Path(checkpoint).exists():
-            start_epoch, history, n_steps = trainer.resume(Path(checkpoint), fingerprint)
+        state = resume_state(checkpoint, CHECKPOINT_FORMAT, "F-CAM", fingerprint, restart=restart, hint=RESTART_HINT)
+        if state is not None:
+            start_epoch, history, n_steps = trainer.resume(state)
             logger.info("F-CAM: resuming from %s after epoch %d of %d", checkpoint, start_epoch, self.config.epochs)
         generator = torch.Generator(device=device)
         modes = freeze(model)
@@ -194,7 +206,8 @@ class FCAM:
                                        erosion_size=self.config.erosion_size,
                                        erosion_iterations=self.config.erosion_iterations,
                                        fg_samples=self.config.fg_samples, bg_samples=self.config.bg_samples,
-                                       dilation=self.config.seed_dilation, generator=generator)
+                                       dilation=self.config.seed_dilation, generator=generator,
+                                       tie_seed=epoch_seed(self.config.seed, epoch, TIE_STREAM))
                     losses = trainer.step(features, skips, images, labels, seeds, elb_t)
                     problem = non_finite_losses(losses)
                     if problem is not None:

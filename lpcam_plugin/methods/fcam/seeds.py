@@ -7,7 +7,9 @@ Per image, from the source maps resized to the image (values in [0, 1]):
   strongest present class, eroded by a square (an erosion that would empty the region is
   skipped, as in the authors' code);
 - background candidates: the lowest ``bg_fraction`` of the pixels of the max over the present
-  classes' maps (an image without a present class gets no seeds);
+  classes' maps, ties at the cut taken in a random pixel order (seeded, :func:`tie_order`), never
+  by pixel position: a ReLU CAM is exactly 0 on much of the image, and an order-stable sort would
+  pile the seeds up in the top rows (an image without a present class gets no seeds);
 - each step samples a few candidates of each region uniformly (``fg_samples`` per present
   class, ``bg_samples`` per image) and dilates them by a square; a pixel claimed by two labels
   is ignored, and so is every pixel not seeded (:data:`IGNORE_INDEX` in the seed map).
@@ -92,8 +94,34 @@ def dilate(masks: torch.Tensor, size: int) -> torch.Tensor:
     return F.max_pool2d(masks.float().unsqueeze(1), size, stride=1, padding=size // 2).squeeze(1) > 0.5
 
 
+def tie_order(size: int, seed: int) -> torch.Tensor:
+    """A random order of ``size`` pixels drawn from ``seed`` (CPU): the order ties are taken in.
+
+    One order per (seed, size), shared by every image and rank, so sharded training sees the same
+    seeds as one process.
+    """
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+
+
+def lowest(values: torch.Tensor, count: int, order: torch.Tensor) -> torch.Tensor:
+    """The ``count`` lowest values of each row; among equal values, those earlier in ``order``.
+
+    Args:
+        values: ``(M, N)``.
+        count: how many per row (``0 <= count <= N``).
+        order: ``(N,)`` a permutation of the columns (:func:`tie_order`).
+
+    Returns:
+        ``(M, N)`` bool, ``count`` set per row.
+    """
+    order = order.to(values.device)
+    ranked = values[:, order].argsort(dim=1, stable=True)[:, :count]  # stable: ties stay in ``order``
+    chosen = torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+    return chosen.scatter_(1, order[ranked], True)
+
+
 def seed_regions(maps: torch.Tensor, labels: torch.Tensor, *, bg_fraction: float, erosion_size: int,
-                 erosion_iterations: int) -> SeedRegions:
+                 erosion_iterations: int, tie_seed: int) -> SeedRegions:
     """The foreground candidates of each present class and the background candidates of each image.
 
     Args:
@@ -101,6 +129,7 @@ def seed_regions(maps: torch.Tensor, labels: torch.Tensor, *, bg_fraction: float
         labels: ``(B, C)`` multi-hot; classes with ``labels <= 0`` are absent and never seeded.
         bg_fraction: the lowest fraction of the max over present classes that is background.
         erosion_size, erosion_iterations: the square erosion of the foreground.
+        tie_seed: draws the random pixel order that breaks ties at the background cut (:func:`tie_order`).
     """
     b, c, h, w = maps.shape
     present = labels.to(maps.device) > 0
@@ -113,10 +142,7 @@ def seed_regions(maps: torch.Tensor, labels: torch.Tensor, *, bg_fraction: float
     foreground = erode(foreground, erosion_size, erosion_iterations)
     top = masked.amax(dim=1).reshape(b, h * w)
     count = int(bg_fraction * h * w)
-    order = torch.argsort(top, dim=1, stable=True)[:, :count]
-    background = torch.zeros(b, h * w, dtype=torch.bool, device=maps.device)
-    background.scatter_(1, order, True)
-    background &= present.any(dim=1, keepdim=True)
+    background = lowest(top, count, tie_order(h * w, tie_seed)) & present.any(dim=1, keepdim=True)
     return SeedRegions(pairs, foreground, background.reshape(b, h, w))
 
 
@@ -163,8 +189,8 @@ def sample_seeds(regions: SeedRegions, *, fg_samples: Optional[int], bg_samples:
 
 def make_seeds(maps: torch.Tensor, labels: torch.Tensor, *, bg_fraction: float, erosion_size: int,
                erosion_iterations: int, fg_samples: Optional[int], bg_samples: Optional[int], dilation: int,
-               generator: torch.Generator) -> torch.Tensor:
+               generator: torch.Generator, tie_seed: int) -> torch.Tensor:
     """:func:`seed_regions` then :func:`sample_seeds`: ``(B, C, H, W)`` maps -> ``(B, H, W)`` seeds."""
     regions = seed_regions(maps, labels, bg_fraction=bg_fraction, erosion_size=erosion_size,
-                           erosion_iterations=erosion_iterations)
+                           erosion_iterations=erosion_iterations, tie_seed=tie_seed)
     return sample_seeds(regions, fg_samples=fg_samples, bg_samples=bg_samples, dilation=dilation, generator=generator)

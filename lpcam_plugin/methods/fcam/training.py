@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
+from lpcam_plugin.core.checkpoints import save_training_state
 from lpcam_plugin.core.hooks import FeatureHook
 from lpcam_plugin.core.modules import get_submodule
 from lpcam_plugin.methods.fcam.config import FCAMConfig
@@ -78,6 +78,10 @@ def set_epoch(loader: Any, epoch: int) -> None:
     for target in (loader, getattr(loader, "sampler", None)):
         if callable(getattr(target, "set_epoch", None)):
             target.set_epoch(epoch)
+
+
+#: The ``rank`` of :func:`epoch_seed`'s stream that every rank shares (the background tie order).
+TIE_STREAM = -1
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -155,9 +159,9 @@ class DecoderTrainer:
                             skip_channels=self.skip_channels, decoder=self.decoder.state_dict(),
                             optimizer=self.optimizer.state_dict())
 
-    def resume(self, path: Path, fingerprint: Mapping[str, Any]) -> Tuple[int, List[Dict[str, float]], int]:
-        """Restore a checkpoint written by :meth:`save`; return ``(epochs done, history, steps)``."""
-        state = load_training_state(path, CHECKPOINT_FORMAT, "F-CAM", fingerprint)
+    def resume(self, state: Mapping[str, Any]) -> Tuple[int, List[Dict[str, float]], int]:
+        """Restore a checkpoint written by :meth:`save` (read by
+        :func:`~lpcam_plugin.core.checkpoints.resume_state`); return ``(epochs done, history, steps)``."""
         self.build(int(state["feature_dim"]), state["skip_layers"], state["skip_channels"])
         assert self.decoder is not None and self.optimizer is not None
         self.decoder.load_state_dict(state["decoder"])

@@ -22,7 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from lpcam_plugin.core.archive import read_archive, write_archive
-from lpcam_plugin.core.checkpoints import load_training_state, save_training_state
+from lpcam_plugin.core.checkpoints import RESTART_HINT, resume_state, save_training_state
 from lpcam_plugin.core.checks import check_finite, check_num_classes, check_training_batch, float32_features
 from lpcam_plugin.core.divergence import (
     diverged,
@@ -31,6 +31,7 @@ from lpcam_plugin.core.divergence import (
     restore_state,
     snapshot_state,
 )
+from lpcam_plugin.core.identity import data_identity, module_digest
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.modules import LinearHead, forward_until, get_submodule
@@ -110,7 +111,7 @@ class ReCAM:
 
     # ------------------------------------------------------------------ fitting
     def fit(self, model: nn.Module, loader: Iterable[Sequence[Any]], *, feature_layer: str = "stage4",
-            head: str = "classifier", checkpoint: Optional[PathLike] = None,
+            head: str = "classifier", checkpoint: Optional[PathLike] = None, restart: bool = False,
             device: Optional[Union[str, torch.device]] = None) -> "ReCAM":
         """Fine-tune ``model`` in place with the ReCAM loss; set the fitted attributes.
 
@@ -131,7 +132,11 @@ class ReCAM:
             head: dotted name of the GAP-linear head (``nn.Linear``, 1x1 ``nn.Conv2d`` or a
                 ``(C, D)`` parameter).
             checkpoint: a file to save training state to after every epoch, and to resume from
-                when it exists (written with the same config, classes, layer and head).
+                when it exists. It records the config, classes, layer, head and loader length, and
+                the digests (:mod:`lpcam_plugin.core.identity`) of the model's weights before
+                ``fit`` and of the data; a checkpoint that differs in any of them is refused with a
+                one-line ``ValueError`` naming what differs, before anything is written into the model.
+            restart: start over even when ``checkpoint`` exists (it is overwritten after the first epoch).
 
         A step whose loss is NaN or infinite, or an epoch that leaves a non-finite parameter, stops
         the fit with :class:`~lpcam_plugin.core.divergence.TrainingDiverged` naming the step, before
@@ -153,14 +158,17 @@ class ReCAM:
         if steps_per_epoch < 1:
             raise ValueError("the loader is empty")
         fingerprint = {"config": self.config.training_settings(), "num_classes": self.num_classes,
-                       "feature_layer": feature_layer, "head": head, "steps_per_epoch": steps_per_epoch}
+                       "feature_layer": feature_layer, "head": head, "steps_per_epoch": steps_per_epoch,
+                       "model_weights": module_digest(model), "data": data_identity(loader)}
         state_before = snapshot_state(model)
         kept = ("The model was put back as it was before fit (its parameters and buffers); no checkpoint holds a "
                 "non-finite value.")
         try:
             start_epoch, history = 0, []
-            if checkpoint is not None and Path(checkpoint).exists():
-                start_epoch, history = _load_training_state(Path(checkpoint), fingerprint, model, sce, optimizer)
+            state = resume_state(checkpoint, CHECKPOINT_FORMAT, "ReCAM", fingerprint, restart=restart,
+                                 hint=RESTART_HINT)
+            if state is not None:
+                start_epoch, history = _restore_training_state(state, model, sce, optimizer)
                 logger.info("ReCAM: resuming from %s after epoch %d of %d", checkpoint, start_epoch, self.config.epochs)
             distributed = dist.is_available() and dist.is_initialized()
             runner: nn.Module = step_module
@@ -368,10 +376,9 @@ def _save_training_state(path: Path, fingerprint: Mapping[str, Any], epoch: int,
                             sce=sce.state_dict(), optimizer=optimizer.state_dict(), history=history)
 
 
-def _load_training_state(path: Path, fingerprint: Mapping[str, Any], model: nn.Module, sce: nn.Linear,
-                         optimizer: torch.optim.Optimizer) -> Tuple[int, List[Dict[str, float]]]:
+def _restore_training_state(state: Mapping[str, Any], model: nn.Module, sce: nn.Linear,
+                            optimizer: torch.optim.Optimizer) -> Tuple[int, List[Dict[str, float]]]:
     """Restore a checkpoint written by :func:`_save_training_state`; return ``(epochs done, history)``."""
-    state = load_training_state(path, CHECKPOINT_FORMAT, "ReCAM", fingerprint)
     model.load_state_dict(state["model"])
     sce.load_state_dict(state["sce"])
     optimizer.load_state_dict(state["optimizer"])

@@ -182,6 +182,23 @@ def test_resume_mid_epoch_equals_the_uninterrupted_run(host, data, monkeypatch):
     assert "\n" not in str(error.value)
 
 
+def test_a_state_trained_from_other_initial_weights_is_refused(host, data):
+    """``--weights`` names the same file, but its content changed: the state records the digest of the
+    network as loaded, not the path, and is refused before it is loaded."""
+    _ensure_full(data)
+    path = _init_weights(data)
+    original = path.read_bytes()
+    weights = torch.load(path, weights_only=True)
+    weights["bn7.running_mean"] = weights["bn7.running_mean"] + 0.1
+    torch.save(weights, path)
+    try:
+        with pytest.raises(ValueError, match=r"full.pss_train.pt was written by EDAM RCM\+MAM classifier training "
+                                             r"with a different model_weights;"):
+            train(data, "full")
+    finally:
+        path.write_bytes(original)
+
+
 def test_image_labels_and_the_cuda_redirect():
     label = torch.tensor([[1.0] + [0.0] * 19 + [0.0, 1.0] + [0.0] * 18])  # image 1: class 3; image 2: class 7
     order = [3, 7] + [c for c in range(20) if c not in (3, 7)]

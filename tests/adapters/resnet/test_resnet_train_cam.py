@@ -3,6 +3,7 @@ stand-in IRN host: the host's checkpoint format, the losses in use, resume, DDP 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
@@ -203,3 +204,21 @@ def test_check_host_train_cam_pss_is_refused_where_there_is_no_stage_one(tmp_pat
     for host, route in (("amn", "b"), ("edam", None), ("mctformer", None)):
         with pytest.raises(ValueError, match="'pss' trains the stage-1 network"):
             check_host.check_host(host, tmp_path, route=route, train_cam="pss")
+
+
+def test_a_state_trained_from_other_initial_weights_is_refused(host, reference, monkeypatch):
+    """The training state records the digest of the network as built (pretrained weights, seeded new
+    layers); a changed starting network is refused, not silently replaced by the old run's."""
+    with voc_standin.imported_host(host["host"]):
+        module = importlib.import_module("net.resnet50_cam")
+
+        class OtherStart(module.Net):
+            def __init__(self) -> None:
+                super().__init__()
+                with torch.no_grad():
+                    next(self.parameters()).add_(0.01)
+
+        monkeypatch.setattr(module, "Net", OtherStart)
+        message = r"full.pth.pss_train.pt was written by RCM\+MAM classifier training with a different model_weights;"
+        with pytest.raises(ValueError, match=message):
+            pss_train.run(host_args(host, "full"))
