@@ -160,15 +160,16 @@ def recam_lpcam_readout(ctx: SeedContext) -> torch.Tensor:
 
 #: F-CAM on the benchmark: the VOC preset with these changes, decided before any F-CAM result was seen
 #: (except the epoch count, cut from 5 to 2, with 300 instead of 120 seeds per step, for the CPU budget
-#: after one seed had run; docs/benchmark.md). Spatial settings are scaled from the paper's 224-pixel
-#: images to the demo's 80 (sigma_xy 100 -> 36, the 11-pixel erosion -> 3, the nearest odd size); the
-#: images' normalisation is the demo's (:data:`~lpcam_plugin.benchmark.synthetic.PIXEL_MEAN` and
-#: ``PIXEL_STD`` on [0, 1], here in 0-255 units); the decoder is a quarter of the default's width (64 ... 8
+#: after one seed had run; docs/benchmark.md). The CRF's spatial width is scaled from the paper's 224-pixel
+#: images to the demo's 80 (sigma_xy 100 -> 36); the seed settings are the preset's ``"auto"`` rules
+#: (erosion = the source's stride, background = below each image's Otsu threshold); the images'
+#: normalisation is the demo's (:data:`~lpcam_plugin.benchmark.synthetic.PIXEL_MEAN` and ``PIXEL_STD``
+#: on [0, 1], here in 0-255 units); the decoder is a quarter of the default's width (64 ... 8
 #: instead of 256 ... 32: the toy encoders are 2-16x narrower than ResNet-50, D = 128 or 1024 instead of
 #: 2048); and the CPU budget allows 2 epochs over 500 images (1,000 image-steps instead of the paper's
 #: ~300,000), so each step samples 300 seed pixels per region instead of 1: training sees as many seeds as
 #: the paper's.
-FCAM_DEMO_OVERRIDES: Dict[str, Any] = {"crf_sigma_xy": 36.0, "erosion_size": 3, "decoder_channels": (64, 32, 16, 8),
+FCAM_DEMO_OVERRIDES: Dict[str, Any] = {"crf_sigma_xy": 36.0, "decoder_channels": (64, 32, 16, 8),
                                        "epochs": 2, "fg_samples": 300, "bg_samples": 300,
                                        "pixel_mean": (255 * PIXEL_MEAN,) * 3, "pixel_std": (255 * PIXEL_STD,) * 3}
 FCAM_BATCH = 16

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 from lpcam_plugin.adapters.common.methods import supported
 from lpcam_plugin.adapters.common.options import str2bool
 from lpcam_plugin.methods import readouts
+from lpcam_plugin.methods.fcam.config import AUTO as FCAM_AUTO
 from lpcam_plugin.methods.fcam.config import PRESETS as FCAM_PRESETS
 from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.lpcam.config import KMEANS_BACKENDS, PRESETS, LPCAMConfig
@@ -43,11 +44,23 @@ _RECAM_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
     "map_weight": (str, "weight of the maps: sce*bce or bce"),
     "selection_weight": (str, "recam+lpcam selection weight: sce, bce or sce*bce"),
 }
+def _auto_or(kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse type: ``"auto"`` (the setting derived from the data) or a ``kind`` value."""
+
+    def parse(text: str) -> Any:
+        return FCAM_AUTO if text == FCAM_AUTO else kind(text)
+
+    parse.__name__ = f"auto or {kind.__name__}"
+    return parse
+
+
 #: FCAMConfig fields exposed as ``--lpcam_fcam_<field>``: (type, help).
 _FCAM_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
     "epochs": (int, "decoder training epochs"),
     "learning_rate": (float, "decoder learning rate"),
-    "bg_fraction": (float, "lowest fraction of the source maps' max that may seed background"),
+    "bg_fraction": (_auto_or(float), "auto (below each image's Otsu threshold) or the lowest fraction of the "
+                                     "source maps' max that may seed background"),
+    "erosion_size": (_auto_or(int), "auto (the source's stride) or an odd erosion side in pixels"),
     "seed": (int, "seed of the decoder's initialisation, seed sampling and crops"),
 }
 #: LPCAMConfig fields exposed as ``--lpcam_<field>``: (type, help).

@@ -8,12 +8,14 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Mapping, Optional, Tuple
+from typing import ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
 from lpcam_plugin.core.settings import MethodSettings, is_int
 
+#: The value of a seed setting that :class:`~lpcam_plugin.FCAM` derives from the data.
+AUTO = "auto"
 #: Optimisers :class:`FCAMConfig.optimizer` accepts.
 OPTIMIZERS = ("sgd", "adam")
 
@@ -59,13 +61,19 @@ class FCAMConfig(MethodSettings):
             per epoch, 10 (paper).
 
     Seeds (see :mod:`~lpcam_plugin.methods.fcam.seeds`):
-        bg_fraction: the lowest fraction of the max over the present classes' maps that may
-            be background, 0.1 (spec; the paper tunes it in [0.1, 0.7]).
+        bg_fraction: ``"auto"`` (ours, both presets): the background candidates are the pixels
+            below the Otsu threshold of the max over the present classes' maps, eroded like the
+            foreground, so the data decides how much is background; or a number, the lowest
+            fraction of that max that may be background (the spec's 0.1 is the paper's CUB value,
+            where birds fill the image; the paper tunes it in [0.1, 0.7] on a validation set).
         fg_samples: foreground pixels sampled per (image, present class) and step, 1
             (reference code); None seeds every candidate pixel.
         bg_samples: background pixels sampled per image and step, 1 (reference); None: all.
         seed_dilation: each sampled pixel is dilated by a square of this side, 3 (reference).
-        erosion_size: side of the square that erodes the Otsu foreground, 11 (reference).
+        erosion_size: side of the square that erodes the Otsu regions: ``"auto"`` (ours, both
+            presets): the source's stride in image pixels (image side / source map side on the
+            first batch), rounded to an odd number, since the spec sets the erosion to about one
+            source stride; or an odd int (the reference's 11 at 224 pixels).
         erosion_iterations: 1 (reference); an erosion that would empty a region is skipped.
 
     Images:
@@ -98,11 +106,11 @@ class FCAMConfig(MethodSettings):
     elb_t0: float = 1.0
     elb_t_growth: float = 1.01
     elb_t_max: float = 10.0
-    bg_fraction: float = 0.1
+    bg_fraction: Union[float, str] = AUTO
     fg_samples: Optional[int] = 1
     bg_samples: Optional[int] = 1
     seed_dilation: int = 3
-    erosion_size: int = 11
+    erosion_size: Union[int, str] = AUTO
     erosion_iterations: int = 1
     pixel_mean: Tuple[float, float, float] = IMAGENET_MEAN_255
     pixel_std: Tuple[float, float, float] = IMAGENET_STD_255
@@ -139,15 +147,17 @@ class FCAMConfig(MethodSettings):
             (self.elb_t0 > 0, f"elb_t0 must be > 0, got {self.elb_t0}"),
             (self.elb_t_growth >= 1, f"elb_t_growth must be >= 1, got {self.elb_t_growth}"),
             (self.elb_t_max >= self.elb_t0, f"elb_t_max must be >= elb_t0, got {self.elb_t_max}"),
-            (0 < self.bg_fraction < 1, f"bg_fraction must be in (0, 1), got {self.bg_fraction}"),
+            (self.bg_fraction == AUTO or (isinstance(self.bg_fraction, numbers.Real) and 0 < self.bg_fraction < 1),
+             f"bg_fraction must be in (0, 1) or {AUTO!r}, got {self.bg_fraction!r}"),
             (self.fg_samples is None or (is_int(self.fg_samples) and self.fg_samples >= 1),
              f"fg_samples must be an int >= 1 or None (every candidate), got {self.fg_samples!r}"),
             (self.bg_samples is None or (is_int(self.bg_samples) and self.bg_samples >= 1),
              f"bg_samples must be an int >= 1 or None (every candidate), got {self.bg_samples!r}"),
             (is_int(self.seed_dilation) and self.seed_dilation >= 1 and self.seed_dilation % 2 == 1,
              f"seed_dilation must be an odd int >= 1, got {self.seed_dilation!r}"),
-            (is_int(self.erosion_size) and self.erosion_size >= 1 and self.erosion_size % 2 == 1,
-             f"erosion_size must be an odd int >= 1, got {self.erosion_size!r}"),
+            (self.erosion_size == AUTO
+             or (is_int(self.erosion_size) and self.erosion_size >= 1 and self.erosion_size % 2 == 1),
+             f"erosion_size must be an odd int >= 1 or {AUTO!r}, got {self.erosion_size!r}"),
             (is_int(self.erosion_iterations) and self.erosion_iterations >= 0,
              f"erosion_iterations must be an int >= 0, got {self.erosion_iterations!r}"),
             (len(self.pixel_mean) == 3, f"pixel_mean must hold 3 values (RGB), got {self.pixel_mean!r}"),
@@ -165,3 +175,10 @@ PRESETS: Dict[str, FCAMConfig] = {
     "voc": FCAMConfig(),
     "coco": FCAMConfig(epochs=3),
 }
+
+
+def odd_stride(image_side: int, source_side: int) -> int:
+    """The source's stride in image pixels, ``image_side / source_side``, rounded to the nearest odd
+    int >= 1 (halves round up): the erosion of ``erosion_size="auto"``."""
+    stride = image_side / max(source_side, 1)
+    return max(1, 2 * math.floor((stride - 1) / 2 + 0.5) + 1)

@@ -37,7 +37,7 @@ from lpcam_plugin.core.identity import data_identity, module_digest, value_diges
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.core.version import __version__
-from lpcam_plugin.methods.fcam.config import FCAMConfig
+from lpcam_plugin.methods.fcam.config import AUTO, FCAMConfig, odd_stride
 from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
 from lpcam_plugin.methods.fcam.seeds import make_seeds
 from lpcam_plugin.methods.fcam.training import (
@@ -111,6 +111,8 @@ class FCAM:
         skip_channels_: their channel counts; feature_dim_: D.
         n_steps_: optimisation steps run (this process, all epochs, resumed ones included).
         loss_history_: per epoch ``{"epoch", "seg", "crf", "size", "total", "elb_t"}`` means.
+        seed_settings_: the seed settings the fit used, ``"auto"`` ones derived from the data:
+            ``{"erosion_size": int, "bg_fraction": float or None (Otsu), "source_stride": float}``.
 
     Attributes:
         metadata: JSON-able facts saved with the decoder by :meth:`save` (set by the caller,
@@ -129,6 +131,7 @@ class FCAM:
         self.feature_dim_: Optional[int] = None
         self.n_steps_ = 0
         self.loss_history_: List[Dict[str, float]] = []
+        self.seed_settings_: Dict[str, Any] = {}
         #: JSON-able facts saved with the decoder (what it was trained from, set by the caller).
         self.metadata: Dict[str, Any] = {}
 
@@ -186,6 +189,7 @@ class FCAM:
             start_epoch, history, n_steps = trainer.resume(state)
             logger.info("F-CAM: resuming from %s after epoch %d of %d", checkpoint, start_epoch, self.config.epochs)
         generator = torch.Generator(device=device)
+        self.seed_settings_ = {}
         modes = freeze(model)
         try:
             for epoch in range(start_epoch, self.config.epochs):
@@ -201,9 +205,11 @@ class FCAM:
                     if steps == 0 and epoch == start_epoch:
                         check_colours(images, self.config.pixel_mean, self.config.pixel_std)
                     features, skips = encoder(images)
-                    maps = self._source_maps(source, features, labels, images.shape[-2:])
-                    seeds = make_seeds(maps, labels, bg_fraction=self.config.bg_fraction,
-                                       erosion_size=self.config.erosion_size,
+                    maps, source_side = self._source_maps(source, features, labels, images.shape[-2:])
+                    if not self.seed_settings_:
+                        self.seed_settings_ = self._seed_settings(int(images.shape[-1]), source_side)
+                    seeds = make_seeds(maps, labels, bg_fraction=self.seed_settings_["bg_fraction"],
+                                       erosion_size=self.seed_settings_["erosion_size"],
                                        erosion_iterations=self.config.erosion_iterations,
                                        fg_samples=self.config.fg_samples, bg_samples=self.config.bg_samples,
                                        dilation=self.config.seed_dilation, generator=generator,
@@ -260,8 +266,9 @@ class FCAM:
         return images.to(device).float(), labels.to(device)
 
     def _source_maps(self, source: Source, features: torch.Tensor, labels: torch.Tensor,
-                     size: Tuple[int, int]) -> torch.Tensor:
-        """``source(features, labels)``, checked, resized to ``size`` (bilinear), absent classes zeroed."""
+                     size: Tuple[int, int]) -> Tuple[torch.Tensor, int]:
+        """``source(features, labels)``, checked, resized to ``size`` (bilinear), absent classes zeroed,
+        and the width of the source's own maps."""
         with torch.no_grad():
             maps = source(features, labels)
         if not isinstance(maps, torch.Tensor) or maps.dim() != 4 or tuple(maps.shape[:2]) != tuple(labels.shape):
@@ -274,8 +281,23 @@ class FCAM:
         if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
             raise ValueError(f"source maps must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
                              "normalise them (e.g. lpcam_plugin.max_normalize)")
+        side = int(maps.shape[-1])
         maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
-        return maps * (labels > 0)[:, :, None, None]
+        return maps * (labels > 0)[:, :, None, None], side
+
+    def _seed_settings(self, image_side: int, source_side: int) -> Dict[str, Any]:
+        """The seed settings of this fit: the config's, with ``"auto"`` ones derived from the first
+        batch (:class:`FCAMConfig`) and logged."""
+        config = self.config
+        erosion = odd_stride(image_side, source_side) if config.erosion_size == AUTO else int(config.erosion_size)
+        bg_fraction = None if config.bg_fraction == AUTO else float(config.bg_fraction)
+        settings = {"erosion_size": erosion, "bg_fraction": bg_fraction, "source_stride": image_side / source_side}
+        logger.info("F-CAM seeds: erosion %d px (%s), background %s", erosion,
+                    f"the source's stride, {image_side} / {source_side} px" if config.erosion_size == AUTO
+                    else "as configured",
+                    "below each image's Otsu threshold, eroded" if bg_fraction is None
+                    else f"the lowest {bg_fraction:g} of each image")
+        return settings
 
     # ------------------------------------------------------------------ maps
     def _check_fitted(self) -> FCAMDecoder:
@@ -329,6 +351,7 @@ class FCAM:
         header = {"num_classes": self.num_classes, "config": self.config.to_dict(),
                   "feature_layer": self.feature_layer_, "skip_layers": self.skip_layers_,
                   "skip_channels": self.skip_channels_, "feature_dim": self.feature_dim_, "n_steps": self.n_steps_,
+                  "seed_settings": self.seed_settings_,
                   "loss_history": self.loss_history_, "metadata": self.metadata,
                   "version": __version__}
         write_archive(path, FORMAT_NAME, FORMAT_VERSION, header, arrays)
@@ -343,6 +366,7 @@ class FCAM:
         model.skip_channels_ = [int(c) for c in header["skip_channels"]]
         model.feature_dim_ = int(header["feature_dim"])
         model.n_steps_ = int(header.get("n_steps", 0))
+        model.seed_settings_ = dict(header.get("seed_settings", {}))
         model.loss_history_ = list(header.get("loss_history", []))
         model.metadata = dict(header.get("metadata", {}))
         decoder = model._new_decoder(model.feature_dim_, model.skip_channels_)

@@ -6,10 +6,12 @@ Per image, from the source maps resized to the image (values in [0, 1]):
   map (256 bins, as the authors' code thresholds ``uint8(255 * map)``) **and** where c is the
   strongest present class, eroded by a square (an erosion that would empty the region is
   skipped, as in the authors' code);
-- background candidates: the lowest ``bg_fraction`` of the pixels of the max over the present
-  classes' maps, ties at the cut taken in a random pixel order (seeded, :func:`tie_order`), never
-  by pixel position: a ReLU CAM is exactly 0 on much of the image, and an order-stable sort would
-  pile the seeds up in the top rows (an image without a present class gets no seeds);
+- background candidates: the pixels below the Otsu threshold of the max over the present
+  classes' maps, eroded like the foreground (``bg_fraction=None``, the presets' ``"auto"``), or
+  the lowest ``bg_fraction`` of the pixels of that max, ties at the cut taken in a random pixel
+  order (seeded, :func:`tie_order`), never by pixel position: a ReLU CAM is exactly 0 on much of
+  the image, and an order-stable sort would pile the seeds up in the top rows (an image without
+  a present class gets no seeds);
 - each step samples a few candidates of each region uniformly (``fg_samples`` per present
   class, ``bg_samples`` per image) and dilates them by a square; a pixel claimed by two labels
   is ignored, and so is every pixel not seeded (:data:`IGNORE_INDEX` in the seed map).
@@ -18,7 +20,7 @@ Seed maps hold 0 for background and ``c + 1`` for class c, the decoder's channel
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +54,13 @@ def otsu_foreground(maps: torch.Tensor) -> torch.Tensor:
     Returns:
         ``(M, N)`` bool; all False for a constant map (no threshold separates two classes).
     """
+    above, _ = otsu_split(maps)
+    return above
+
+
+def otsu_split(maps: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(above, separable)``: the pixels above each row's Otsu threshold ``(M, N)`` bool (all False
+    for a constant row), and whether a threshold separates two classes in that row ``(M, 1)`` bool."""
     bins = (maps.clamp(0, 1) * (OTSU_BINS - 1)).long()  # truncation, like a uint8 cast
     hist = torch.zeros(maps.shape[0], OTSU_BINS, device=maps.device, dtype=torch.float64)
     hist.scatter_add_(1, bins, torch.ones_like(bins, dtype=torch.float64))
@@ -67,7 +76,7 @@ def otsu_foreground(maps: torch.Tensor) -> torch.Tensor:
     between = torch.where(valid, between, torch.full_like(between, -1.0))
     best = between.argmax(1, keepdim=True)
     separable = valid.any(1, keepdim=True)
-    return (bins > best) & separable
+    return (bins > best) & separable, separable
 
 
 def erode(masks: torch.Tensor, size: int, iterations: int) -> torch.Tensor:
@@ -120,14 +129,16 @@ def lowest(values: torch.Tensor, count: int, order: torch.Tensor) -> torch.Tenso
     return chosen.scatter_(1, order[ranked], True)
 
 
-def seed_regions(maps: torch.Tensor, labels: torch.Tensor, *, bg_fraction: float, erosion_size: int,
+def seed_regions(maps: torch.Tensor, labels: torch.Tensor, *, bg_fraction: Optional[float], erosion_size: int,
                  erosion_iterations: int, tie_seed: int) -> SeedRegions:
     """The foreground candidates of each present class and the background candidates of each image.
 
     Args:
         maps: ``(B, C, H, W)`` source maps in [0, 1] at the image size.
         labels: ``(B, C)`` multi-hot; classes with ``labels <= 0`` are absent and never seeded.
-        bg_fraction: the lowest fraction of the max over present classes that is background.
+        bg_fraction: the lowest fraction of the max over present classes that is background;
+            None: the pixels below that max's own Otsu threshold, eroded like the foreground
+            (none in an image where no threshold separates two classes).
         erosion_size, erosion_iterations: the square erosion of the foreground.
         tie_seed: draws the random pixel order that breaks ties at the background cut (:func:`tie_order`).
     """
@@ -141,8 +152,13 @@ def seed_regions(maps: torch.Tensor, labels: torch.Tensor, *, bg_fraction: float
     foreground &= strongest[pairs[:, 0]] == pairs[:, 1, None, None]
     foreground = erode(foreground, erosion_size, erosion_iterations)
     top = masked.amax(dim=1).reshape(b, h * w)
-    count = int(bg_fraction * h * w)
-    background = lowest(top, count, tie_order(h * w, tie_seed)) & present.any(dim=1, keepdim=True)
+    if bg_fraction is None:
+        above, separable = otsu_split(top.clamp_min(0))
+        below = erode((~above & separable).reshape(b, h, w), erosion_size, erosion_iterations)
+        background = below.reshape(b, h * w) & present.any(dim=1, keepdim=True)
+    else:
+        count = int(bg_fraction * h * w)
+        background = lowest(top, count, tie_order(h * w, tie_seed)) & present.any(dim=1, keepdim=True)
     return SeedRegions(pairs, foreground, background.reshape(b, h, w))
 
 
@@ -187,7 +203,7 @@ def sample_seeds(regions: SeedRegions, *, fg_samples: Optional[int], bg_samples:
     return torch.where(claims == 1, label_sum, torch.full_like(label_sum, IGNORE_INDEX))
 
 
-def make_seeds(maps: torch.Tensor, labels: torch.Tensor, *, bg_fraction: float, erosion_size: int,
+def make_seeds(maps: torch.Tensor, labels: torch.Tensor, *, bg_fraction: Optional[float], erosion_size: int,
                erosion_iterations: int, fg_samples: Optional[int], bg_samples: Optional[int], dilation: int,
                generator: torch.Generator, tie_seed: int) -> torch.Tensor:
     """:func:`seed_regions` then :func:`sample_seeds`: ``(B, C, H, W)`` maps -> ``(B, H, W)`` seeds."""

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Mapping, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple
 
 from lpcam_plugin.core.settings import MethodSettings, is_int
 
+#: The reference's optimisation steps: 4 epochs of VOC train_aug (10,582 images) in batches of 16,
+#: and of COCO train2014 (82,081 images) in batches of 6, the last partial batch dropped.
+VOC_REFERENCE_STEPS = 4 * (10_582 // 16)
+COCO_REFERENCE_STEPS = 4 * (82_081 // 6)
 #: Weights a ReCAM read-out or a prototype selection can use (docs/design/recam-spec.md).
 WEIGHT_KINDS = ("bce", "sce", "sce*bce")
 
@@ -33,6 +37,14 @@ class ReCAMConfig(MethodSettings):
         freeze_batchnorm: keep BatchNorm layers in eval mode while fine-tuning (IRN's backbone
             uses fixed BatchNorm; a short fine-tuning step should not re-estimate statistics).
         seed: seed of the ``W_sce`` initialisation.
+        reference_steps: the reference's number of optimisation steps (VOC: 4 epochs x
+            (10,582 // 16) = 2,644; COCO: 4 x (82,081 // 6) = 54,720). ``fit`` keeps the
+            reference's budget, learning rate x steps, on a loader of another length: it trains at
+            ``learning_rate * reference_steps / steps`` (the factor clipped to ``1 / max_lr_scale ...
+            max_lr_scale``) and logs it. None trains at ``learning_rate`` as given (an explicit
+            ``learning_rate=`` override sets this, unless ``reference_steps`` is given too).
+        max_lr_scale: the largest factor the budget rule may apply to ``learning_rate`` (32); a
+            budget it cannot reach is a warning naming both budgets.
     """
 
     METHOD: ClassVar[str] = "ReCAM"
@@ -52,6 +64,8 @@ class ReCAMConfig(MethodSettings):
     selection_weight: str = "bce"
     freeze_batchnorm: bool = True
     seed: int = 0
+    reference_steps: Optional[int] = VOC_REFERENCE_STEPS
+    max_lr_scale: float = 32.0
 
     #: Fields that only change how maps are read out of the fine-tuned network, not the fine-tuning.
     READOUT_FIELDS: ClassVar[Tuple[str, ...]] = ("map_weight", "selection_weight")
@@ -75,6 +89,9 @@ class ReCAMConfig(MethodSettings):
              f"selection_weight must be one of {WEIGHT_KINDS}, got {self.selection_weight!r}"),
             (isinstance(self.freeze_batchnorm, bool),
              f"freeze_batchnorm must be a bool, got {self.freeze_batchnorm!r}"),
+            (self.reference_steps is None or (is_int(self.reference_steps) and self.reference_steps >= 1),
+             f"reference_steps must be None or an int >= 1, got {self.reference_steps!r}"),
+            (self.max_lr_scale >= 1, f"max_lr_scale must be >= 1, got {self.max_lr_scale}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -82,7 +99,23 @@ class ReCAMConfig(MethodSettings):
 
 
 
+    def replace(self, **overrides: Any) -> "ReCAMConfig":
+        """A copy with ``overrides``; a ``learning_rate`` given without ``reference_steps`` is used as
+        given (``reference_steps=None``)."""
+        if "learning_rate" in overrides and "reference_steps" not in overrides:
+            overrides = {**overrides, "reference_steps": None}
+        return super().replace(**overrides)
+
+    def budget_learning_rate(self, steps: int) -> float:
+        """The learning rate of a run of ``steps`` steps: ``learning_rate`` scaled to the reference's
+        learning rate x steps (clipped to ``max_lr_scale``), or as given without ``reference_steps``."""
+        if self.reference_steps is None:
+            return self.learning_rate
+        factor = min(max(self.reference_steps / steps, 1.0 / self.max_lr_scale), self.max_lr_scale)
+        return self.learning_rate * factor
+
+
 PRESETS: Dict[str, ReCAMConfig] = {
     "voc": ReCAMConfig(),
-    "coco": ReCAMConfig(loss_weight=0.1, map_weight="bce"),
+    "coco": ReCAMConfig(loss_weight=0.1, map_weight="bce", reference_steps=COCO_REFERENCE_STEPS),
 }

@@ -90,6 +90,8 @@ class ReCAM:
             (``config.selection_weight``).
         feature_dim_: D.
         n_steps_: optimisation steps run.
+        learning_rate_: the learning rate ``W_sce`` trained at (the budget rule's, see
+            :class:`ReCAMConfig`; also ``metadata["learning_rate"]``).
         loss_history_: per epoch ``{"epoch", "cls", "sce", "total"}`` means.
     """
 
@@ -101,6 +103,7 @@ class ReCAM:
         self.num_classes = check_num_classes(num_classes)
         self.config = ReCAMConfig.resolve(preset, config, **overrides)
         self.progress = progress
+        self.learning_rate_: Optional[float] = None
         self.head_: Optional[nn.Linear] = None
         self.bce_weight_: Optional[torch.Tensor] = None
         self.bce_bias_: Optional[torch.Tensor] = None
@@ -153,10 +156,11 @@ class ReCAM:
         self._train_mode(model)  # before the optimizer and DDP see which parameters require grad
         sce = self._new_sce_head(head_ref.feature_dim).to(device)
         step_module = _ReCAMStep(model, feature_layer, head_ref, sce, self.config.loss_weight)
-        optimizer = self._optimizer(model, head_ref, sce)
         steps_per_epoch = len(loader)  # type: ignore[arg-type]
         if steps_per_epoch < 1:
             raise ValueError("the loader is empty")
+        learning_rate = self._budget(self.config.epochs * steps_per_epoch)
+        optimizer = self._optimizer(model, head_ref, sce, learning_rate)
         fingerprint = {"config": self.config.training_settings(), "num_classes": self.num_classes,
                        "feature_layer": feature_layer, "head": head, "steps_per_epoch": steps_per_epoch,
                        "model_weights": module_digest(model), "data": data_identity(loader)}
@@ -214,7 +218,8 @@ class ReCAM:
         nn.Module.train(model, False)
         self.loss_history_ = history
         self.n_steps_ = total_steps
-        self.metadata = {"feature_layer": feature_layer, "head": head}
+        self.learning_rate_ = learning_rate
+        self.metadata = {"feature_layer": feature_layer, "head": head, "learning_rate": learning_rate}
         self._set_fitted(head_ref.weight.detach(), None if head_ref.bias is None else head_ref.bias.detach(),
                          sce.weight.detach())
         return self
@@ -228,12 +233,31 @@ class ReCAM:
             sce.weight.copy_(torch.rand(self.num_classes, dim, generator=generator) * 2 * bound - bound)
         return sce
 
-    def _optimizer(self, model: nn.Module, head: LinearHead, sce: nn.Linear) -> torch.optim.SGD:
+    def _budget(self, steps: int) -> float:
+        """The learning rate of ``steps`` steps (:meth:`ReCAMConfig.budget_learning_rate`), logged; a
+        warning when the run's learning rate x steps is more than 2x off the reference's."""
+        config = self.config
+        lr = config.budget_learning_rate(steps)
+        if config.reference_steps is None:
+            logger.info("ReCAM: %d steps at the learning rate given, %.3g", steps, lr)
+            return lr
+        reference, budget = config.learning_rate * config.reference_steps, lr * steps
+        logger.info("ReCAM: %d steps (%d epochs) against the reference's %d: learning rate %.3g (%.3g x %.3g), "
+                    "keeping the reference's learning rate x steps %.3g", steps, config.epochs, config.reference_steps,
+                    lr, config.learning_rate, lr / config.learning_rate, reference)
+        if not 0.5 <= budget / reference <= 2.0:
+            logger.warning("ReCAM: learning rate x steps is %.3g (%d steps at %.3g), the reference's %.3g (%d steps "
+                           "at %.3g): max_lr_scale %.3g cannot close the gap; change epochs to train about %d steps",
+                           budget, steps, lr, reference, config.reference_steps, config.learning_rate,
+                           config.max_lr_scale, round(reference / lr))
+        return lr
+
+    def _optimizer(self, model: nn.Module, head: LinearHead, sce: nn.Linear, lr: float) -> torch.optim.SGD:
         """SGD with three groups: backbone and ``W_bce`` at ``backbone_lr_scale * lr``, ``W_sce`` at lr."""
         head_ids = {id(head.parameter)} | ({id(head.bias)} if head.bias is not None else set())
         backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
         head_params = [p for p in (head.parameter, head.bias) if p is not None]
-        lr, scale = self.config.learning_rate, self.config.backbone_lr_scale
+        scale = self.config.backbone_lr_scale
         groups = [{"params": backbone, "lr": lr * scale, "base_lr": lr * scale},
                   {"params": head_params, "lr": lr * scale, "base_lr": lr * scale},
                   {"params": list(sce.parameters()), "lr": lr, "base_lr": lr}]
@@ -349,6 +373,7 @@ class ReCAM:
         model.n_steps_ = int(header.get("n_steps", 0))
         model.loss_history_ = list(header.get("loss_history", []))
         model.metadata = dict(header.get("metadata", {}))
+        model.learning_rate_ = model.metadata.get("learning_rate")
         bias = arrays.get("bce_bias")
         model._set_fitted(torch.from_numpy(np.array(arrays["bce_weight"])),
                           None if bias is None else torch.from_numpy(np.array(bias)),

@@ -255,3 +255,17 @@ def test_coco_images_per_class_selection_caps_every_class():
     for i in keep:  # each kept image was needed by one of its classes when it was taken
         assert labels[i].any()
     assert select_fit_indices(labels, [str(i) for i in range(200)], None, seed=0) == list(range(200))
+
+
+def test_fcam_seed_options_take_auto_or_a_number():
+    parser = argparse.ArgumentParser()
+    irn.add_arguments(parser)
+    args = parser.parse_args(["--lpcam_fcam_bg_fraction", "0.3", "--lpcam_fcam_erosion_size", "auto"])
+    args.cam_out_dir = "result/cam"
+    fcam = LPCAMOptions.from_args(args).fcam
+    assert fcam.bg_fraction == 0.3 and fcam.erosion_size == "auto"
+    default = parser.parse_args([])
+    default.cam_out_dir = "result/cam"
+    assert LPCAMOptions.from_args(default).fcam.bg_fraction == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--lpcam_fcam_erosion_size", "large"])
