@@ -7,7 +7,11 @@ processes) carries an HTML comment on the line before its opening fence::
 
     <!-- no-test: needs an IRN checkout -->
 
-and is not run (the reason says why). ``MIN_RUNNABLE`` guards against an extractor that
+and is not run (the reason says why). The blocks of the host pages in :data:`HOST_PAGES` run
+inside a copy of the stand-in host (``tests/hosts``, which needs what the real host code needs)
+with a tiny synthetic VOC set (``VOC`` names it), random weights and a prototype bank under the
+file names the page uses, on CPU; :data:`SHRINK` makes what they train tiny (the page keeps the
+real sizes). ``MIN_RUNNABLE`` guards against an extractor that
 silently finds nothing. ``mkdocs build --strict`` (run by ``.ci/run``) checks the links between
 doc pages; the README is not part of the site, so its relative links are checked here.
 """
@@ -114,6 +118,68 @@ def test_no_test_markers_precede_python_blocks():
     assert stray == []
 
 
+# --------------------------------------------------------------------------- host pages on the stand-ins
+
+HOSTS = ROOT / "tests" / "hosts"
+#: Host page -> the stand-in host its blocks run in.
+HOST_PAGES = {ROOT / "docs" / "hosts" / "edam.md": "edam", ROOT / "docs" / "hosts" / "mctformer.md": "mctformer"}
+#: Top-level module names of each stand-in (dropped from ``sys.modules`` before and after a page).
+HOST_MODULES = {"edam": ("network", "voc12", "tool", "infer_cls", "eval"),
+                "mctformer": ("models", "datasets", "engine", "evaluation", "psa", "main")}
+#: Sizes the host pages' training calls are shrunk to here: ``(text on the page, text run)``.
+SHRINK = (("crop_size=448", "crop_size=32, epochs=1, decoder_channels=(8, 4)"), ("batch_size=8", "batch_size=4"))
+
+
+def _full_bank(feature_dim: int):
+    """A bank with prototypes for all 20 classes (random directions; a fork's forward_cam needs every class)."""
+    import torch
+
+    from lpcam_plugin import PrototypeBank
+
+    gen = torch.Generator().manual_seed(0)
+    return PrototypeBank({c: torch.randn(2, feature_dim, generator=gen) for c in range(20)},
+                         {c: torch.randn(1, feature_dim, generator=gen) for c in range(20)},
+                         num_classes=20, feature_dim=feature_dim)
+
+
+def _host_checkout(host: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Make ``tmp_path`` a checkout of the stand-in ``host`` with data, weights and a bank; the page's globals."""
+    import shutil
+
+    import torch
+
+    from lpcam_plugin.check_host import write_dataset
+
+    shutil.copytree(HOSTS / f"{host}_host", tmp_path, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    root, _ = write_dataset(tmp_path, host, num_images=4, num_fit=2, image_size=32)
+    monkeypatch.syspath_prepend(str(HOSTS / "pydensecrf_standin"))  # sys.path is restored after the test
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)
+    if host == "edam":
+        import network.resnet38_EDAM_cls
+
+        model = network.resnet38_EDAM_cls.Net()
+        torch.save(model.state_dict(), "EDAM_final.pth")
+        _full_bank(model.mask_layer.weight.shape[1]).save("lpcam_edam.npz")
+    else:
+        import models
+
+        model = models.deit_small_MCTformerV2_patch16_224(pretrained=False, num_classes=20)
+        torch.save({"model": model.state_dict()}, "MCTformerV2.pth")
+        _full_bank(model.head.weight.shape[1]).save("lpcam_mct.npz")
+    return {"VOC": str(root)}
+
+
+def _drop_host_modules(host: str, tmp_path: Path) -> None:
+    import sys
+
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) or ""
+        if path.startswith(str(tmp_path)) or name.split(".")[0] in HOST_MODULES[host]:
+            del sys.modules[name]
+
+
 @pytest.mark.parametrize("path", FILES_WITH_RUNNABLE_CODE, ids=lambda p: str(p.relative_to(ROOT)))
 def test_python_blocks_run(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import numpy as np
@@ -125,16 +191,40 @@ def test_python_blocks_run(path: Path, tmp_path: Path, monkeypatch: pytest.Monke
     np.random.seed(0)
     torch.manual_seed(0)
     namespace: dict = {"__name__": "__docs__"}
+    host = HOST_PAGES.get(path)
+    if host is not None:
+        _drop_host_modules(host, tmp_path)
+        namespace.update(_host_checkout(host, tmp_path, monkeypatch))
+    try:
+        _run_blocks(path, namespace)
+    finally:
+        if host is not None:
+            _drop_host_modules(host, tmp_path)
+
+
+def _run_blocks(path: Path, namespace: dict) -> None:
+    shrink = path in HOST_PAGES
     for block in ALL_BLOCKS[path]:
         if block.skip_reason is not None:
             continue
+        code = block.code
+        if shrink:
+            for page_text, run_text in SHRINK:
+                code = code.replace(page_text, run_text)
         started = time.perf_counter()
         try:
-            exec(compile(block.code, block.where, "exec"), namespace)  # noqa: S102 - the docs' own examples
+            exec(compile(code, block.where, "exec"), namespace)  # noqa: S102 - the docs' own examples
         except Exception as error:
             pytest.fail(f"the example at {block.where} failed: {type(error).__name__}: {error}")
         seconds = time.perf_counter() - started
         assert seconds < MAX_SECONDS_PER_BLOCK, f"the example at {block.where} took {seconds:.1f} s"
+
+
+def test_host_pages_run_every_block():
+    """The EDAM and MCTformer pages' blocks run on the stand-ins: none may be skipped."""
+    skipped = [block.where for path in HOST_PAGES for block in ALL_BLOCKS[path] if block.skip_reason is not None]
+    assert skipped == []
+    assert all(ALL_BLOCKS[path] for path in HOST_PAGES)
 
 
 # --------------------------------------------------------------------------- README links

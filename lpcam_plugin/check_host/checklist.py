@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence
+from typing import Dict, Iterator, List, Sequence, Tuple
 
 from lpcam_plugin.check_host.fixes import known_fix
 
@@ -60,9 +61,13 @@ class Recorder:
         return location
 
     @contextlib.contextmanager
-    def step(self, name: str, section: str = "steps") -> Iterator[Dict[str, str]]:
+    def step(self, name: str, section: str = "steps",
+             fixes: Sequence[Tuple[str, str]] = ()) -> Iterator[Dict[str, str]]:
         """Run a block as one step: ``ok`` with the ``detail`` it sets, or ``fail`` with the error
-        (then :class:`StepFailed` is raised so that the steps depending on it are skipped)."""
+        (then :class:`StepFailed` is raised so that the steps depending on it are skipped).
+
+        ``fixes``: this step's own ``(regex, fix)`` pairs, tried before the known fixes of
+        :mod:`lpcam_plugin.check_host.fixes` (a failure may need a fix that only this step knows)."""
         info = {"detail": ""}
         try:
             yield info
@@ -70,7 +75,9 @@ class Recorder:
             message = f"{type(error).__name__}: {error}".splitlines()[0][:400]
             location = self.where(error)
             detail = message + (f"  [at {location}]" if location else "")
-            self.add(section, name, "fail", detail, known_fix(message + " " + location))
+            text = message + " " + location
+            fix = next((fix for pattern, fix in fixes if re.search(pattern, text)), "") or known_fix(text)
+            self.add(section, name, "fail", detail, fix)
             raise StepFailed(name) from error
         else:
             self.add(section, name, "ok", info["detail"])

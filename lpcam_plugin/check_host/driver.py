@@ -36,7 +36,7 @@ def run_driver(config_path: Path) -> int:
     rec = Recorder(Path(config["results"]), fork)
     host, route = config["host"], config["route"]
     logging.basicConfig(level=logging.WARNING)
-    check_environment(rec, host, fork)
+    check_environment(rec, host, fork, route)
     try:
         DRIVERS[host](rec, host, route, config)
     except StepFailed as failed:

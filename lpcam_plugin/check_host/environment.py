@@ -22,8 +22,22 @@ from lpcam_plugin.check_host.fixes import known_fix
 #: Optional packages probed: (module imported, name shown).
 PROBED_PACKAGES: Tuple[Tuple[str, str], ...] = (
     ("PIL", "pillow"), ("timm", "timm"), ("torchvision", "torchvision"), ("pydensecrf.densecrf", "pydensecrf"),
-    ("chainercv", "chainercv"), ("pyarrow", "pyarrow"), ("imageio", "imageio"),
+    ("chainercv", "chainercv"), ("pyarrow", "pyarrow"), ("imageio", "imageio"), ("pandas", "pandas"),
 )
+
+
+def route_imports(host: str, route: str) -> Tuple[str, ...]:
+    """The optional packages (names of :data:`PROBED_PACKAGES`) the host code that ``route`` runs imports.
+
+    EDAM's ``loop`` route runs ``network``, ``voc12.data`` (pyarrow) and ``eval.py`` (pandas);
+    its ``infer_cls`` route adds ``infer_cls.py`` (torchvision, imageio). MCTformer's ``models.py``
+    imports timm and ``datasets.py`` torchvision; ``evaluation.py`` imports pandas.
+    """
+    if host == "edam":
+        return ("pyarrow", "pandas") + (("torchvision", "imageio") if route == "infer_cls" else ())
+    if host == "mctformer":
+        return ("timm", "torchvision", "pandas")
+    return ()
 
 
 def module_version(module: str) -> Tuple[Optional[str], str]:
@@ -56,8 +70,12 @@ def _missing(version: str) -> bool:
     return version.startswith("missing")
 
 
-def check_environment(rec: Recorder, host: str, fork: Path) -> None:
-    """Record the versions and the known host/environment incompatibilities (``docs/design/hosts.md``)."""
+def check_environment(rec: Recorder, host: str, fork: Path, route: str = "") -> None:
+    """Record the versions and the known host/environment incompatibilities (``docs/design/hosts.md``).
+
+    A package is required (``fail`` when missing) only where the host code ``route`` runs imports
+    it (:func:`route_imports`); otherwise a missing one is reported as ``info``.
+    """
     import torch
 
     env = "environment"
@@ -71,13 +89,13 @@ def check_environment(rec: Recorder, host: str, fork: Path) -> None:
     if host in ("irn", "amn"):
         _check_resnet_host(rec, fork, versions, cuda)
     if host in ("edam", "mctformer"):
-        _check_dict_host(rec, host, fork, versions)
+        _check_dict_host(rec, host, fork, versions, route_imports(host, route))
     if host == "edam" and fork_line(fork, "voc12/data.py", r"^import pyarrow") and _missing(versions["pyarrow"]):
         rec.add(env, "pyarrow", "fail", "voc12/data.py imports it", known_fix("No module named 'pyarrow'"))
     if host == "mctformer":
         if _missing(versions["timm"]):
             rec.add(env, "timm", "fail", f"models.py imports timm (pinned 0.4.12): {versions['timm']}",
-                    known_fix(versions["timm"]) or "pip install timm")
+                    known_fix(versions["timm"]) or known_fix("No module named 'timm'"))
         elif major_minor(versions["timm"]) >= (1, 0):
             rec.add(env, "timm 1.x", "warn", "timm.create_model passes pretrained_cfg to the entry point",
                     known_fix("unexpected keyword argument 'pretrained_cfg'") + "; " + known_fix("drop_block_rate"))
@@ -117,20 +135,35 @@ def _check_resnet_host(rec: Recorder, fork: Path, versions: Dict[str, str], cuda
                                      "refuses; the run(args) route works on CPU")
 
 
-def _check_dict_host(rec: Recorder, host: str, fork: Path, versions: Dict[str, str]) -> None:
-    """EDAM / MCTformer: ``Image.CUBIC`` on Pillow 10, torchvision, pydensecrf."""
+#: Who imports each optional package the EDAM / MCTformer routes need.
+IMPORTED_BY = {
+    ("edam", "torchvision"): "infer_cls.py imports it", ("edam", "imageio"): "infer_cls.py imports it",
+    ("edam", "pandas"): "eval.py imports it", ("mctformer", "torchvision"): "datasets.py and timm import it",
+    ("mctformer", "pandas"): "evaluation.py imports it",
+}
+
+
+def _check_dict_host(rec: Recorder, host: str, fork: Path, versions: Dict[str, str], needed: Tuple[str, ...]) -> None:
+    """EDAM / MCTformer: ``Image.CUBIC`` on Pillow 10, the packages the route imports, pydensecrf."""
     env = "environment"
     pillow = major_minor(versions["pillow"]) if not _missing(versions["pillow"]) else (0, 0)
     line = fork_line(fork, "voc12/data.py" if host == "edam" else "datasets.py", r"Image\.CUBIC")
     if line and pillow >= (10, 0):
         rec.add(env, "Image.CUBIC", "fail", f"pillow {versions['pillow']} [{line}]",
                 known_fix("has no attribute 'CUBIC'"))
-    if _missing(versions["torchvision"]):
-        rec.add(env, "torchvision", "fail", f"the host imports it: {versions['torchvision']}",
-                known_fix("torchvision::nms does not exist"))
+    for package in ("torchvision", "imageio", "pandas"):
+        by = IMPORTED_BY.get((host, package))
+        if by is None or not _missing(versions[package]):
+            continue
+        if package in needed:
+            rec.add(env, package, "fail", f"{by}: {versions[package]}", known_fix(versions[package])
+                    or known_fix(f"No module named '{package}'") or f"pip install {package}")
+        else:
+            rec.add(env, package, "info", f"not needed by this route ({by}): {versions[package]}")
     if _missing(versions["pydensecrf"]):
         rec.add(env, "pydensecrf", "warn", "CRF outputs (--out_crf / --out-crf) need it",
                 known_fix("No module named 'pydensecrf'"))
 
 
-__all__ = ["PROBED_PACKAGES", "check_environment", "fork_line", "major_minor", "module_version"]
+__all__ = ["IMPORTED_BY", "PROBED_PACKAGES", "check_environment", "fork_line", "major_minor", "module_version",
+           "route_imports"]

@@ -24,7 +24,14 @@ KNOWN_FIXES: Tuple[Tuple[str, str], ...] = (
                                                     "pyarrow with numpy 1.x)"),
     (r"torchvision::nms does not exist|No module named 'torchvision'|torchvision",
      "install the torchvision release built for this torch (same release line and the same CPU/CUDA "
-     "build); the host imports torchvision"),
+     "build, with --no-deps); on a CPU-only machine without one, put a copy of the wheel's pure-Python "
+     "parts on PYTHONPATH (docs/check-host.md, 'torchvision on a CPU-only machine')"),
+    (r"No module named 'timm'", "pip install timm==0.4.12 --no-deps (MCTformer's pin; without --no-deps pip "
+                                "replaces a CPU torch with a CUDA build)"),
+    (r"No module named 'imageio'", "pip install imageio (EDAM's infer_cls.py imports it)"),
+    (r"No module named 'pandas'", "pip install pandas (the hosts' eval.py / evaluation.py import it)"),
+    (r"No module named 'skimage'|has no attribute 'CUBIC'.*skimage",
+     "pip install 'scikit-image<0.26' (PSA's CRF-dict reader; 0.26 pulls Pillow >= 10, which lacks Image.CUBIC)"),
     (r"No module named 'pydensecrf'", "pip install pydensecrf2 (pydensecrf 1.0rc3 does not build on current Python)"),
     (r"buffer source array is read-only", "pass a writable copy to the CRF: np.copy(img) "
                                           "(np.asarray(PIL.Image) is read-only)"),

@@ -5,7 +5,7 @@ writes them as the hosts read VOC: ``VOC2012/JPEGImages``, ``SegmentationClass``
 ``SegmentationClassAug`` palette PNGs, ``ImageSets/Segmentation/train.txt``, and under ``voc12/``
 the host's lists (IRN/AMN plain ids and a ``cls_labels.npy`` keyed by the int id; EDAM
 ``/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png`` lines; MCTformer ``train_aug_id.txt`` /
-``train_id.txt``; EDAM and MCTformer ``cls_labels.npy`` keyed by the id string).
+``train_id.txt`` / ``val_id.txt``; EDAM and MCTformer ``cls_labels.npy`` keyed by the id string).
 """
 from __future__ import annotations
 
@@ -90,9 +90,10 @@ def write_dataset(work: Path, host: str, num_images: int = NUM_IMAGES, num_fit: 
     elif host == "edam":
         write("train_aug.txt", [f"/JPEGImages/{n}.jpg /SegmentationClassAug/{n}.png" for n in ids])
         write("train.txt", [f"/JPEGImages/{n}.jpg /SegmentationClassAug/{n}.png" for n in train])
-    else:
+    else:  # MCTformer; main.py also builds the validation set (val_id.txt)
         write("train_aug_id.txt", ids)
         write("train_id.txt", train)
+        write("val_id.txt", ids[num_fit:])
     keyed: Dict[Any, np.ndarray] = {label_key(host, n): v for n, v in labels.items()}
     np.save(lists / "cls_labels.npy", keyed, allow_pickle=True)
     return root, ids

@@ -28,6 +28,17 @@ DEFAULT_METHOD = "lpcam"
 DEFAULT_FCAM_SOURCE = "cam"
 #: ``--train-cam``: random stage-1 weights, or trained by the RCM+MAM ``train_cam`` adapter.
 TRAIN_CAM = ("random", "pss")
+#: The read-outs the EDAM / MCTformer check routes write (their adapters: LPCAM, and F-CAM where a
+#: route writes dicts itself).
+DICT_HOST_METHODS: Dict[Tuple[str, str], Tuple[str, ...]] = {
+    ("edam", "loop"): ("lpcam", "fcam"),
+    ("edam", "infer_cls"): ("lpcam",),
+    ("mctformer", "patch"): ("lpcam", "fcam"),
+}
+#: What F-CAM decodes on EDAM and MCTformer (no GAP-linear head, so no ReCAM there).
+DICT_HOST_FCAM_SOURCES = ("cam", "lpcam")
+#: Hosts whose classifier ``--train-cam pss`` can train outside IRN's stage 1 (EDAM's ``train_EDAM_cls.py``).
+PSS_TRAIN_HOSTS = frozenset({"edam"})
 
 
 class CheckOptions(NamedTuple):
@@ -55,7 +66,7 @@ def cam_step_methods(host: str, route: str) -> Tuple[str, ...]:
 
         declared = tuple(amn.spec().methods)
     else:
-        declared = (DEFAULT_METHOD,)
+        declared = DICT_HOST_METHODS.get((host, route), (DEFAULT_METHOD,))
     return tuple(readouts.get(name).name for name in declared)
 
 
@@ -105,15 +116,20 @@ def resolve(host: str, route: Optional[str] = None, method: str = DEFAULT_METHOD
         raise ValueError(f"--method {method} applies to {where} only (the other CAM steps write LPCAM)")
     if kind.decodes:
         source = readouts.parse(kind.name, fcam_source)[1] or DEFAULT_FCAM_SOURCE
+        if host in ("edam", "mctformer") and source not in DICT_HOST_FCAM_SOURCES:
+            choices = " or ".join(DICT_HOST_FCAM_SOURCES)
+            raise ValueError(f"--fcam-source {fcam_source}: F-CAM on {host} decodes {choices} (no ReCAM on this host)")
     elif fcam_source != DEFAULT_FCAM_SOURCE:
         raise ValueError(f"--fcam-source {fcam_source} applies to --method fcam only")
     else:
         source = DEFAULT_FCAM_SOURCE
-    if train_cam not in TRAIN_CAM or (train_cam == "pss" and not has_stage_one(host, route)):
-        raise ValueError(f"--train-cam {train_cam}: 'pss' trains the stage-1 network of irn / amn --route a; "
-                         "otherwise use 'random'")
+    if train_cam not in TRAIN_CAM or (train_cam == "pss" and not (has_stage_one(host, route)
+                                                                   or host in PSS_TRAIN_HOSTS)):
+        raise ValueError(f"--train-cam {train_cam}: 'pss' trains the stage-1 network of irn / amn --route a or "
+                         "EDAM's classifier; otherwise use 'random'")
     return CheckOptions(route, kind.name, source, train_cam)
 
 
-__all__ = ["CheckOptions", "DEFAULT_FCAM_SOURCE", "DEFAULT_METHOD", "ROUTES", "STAGE_ONE_ROUTES", "TRAIN_CAM",
+__all__ = ["CheckOptions", "DEFAULT_FCAM_SOURCE", "DEFAULT_METHOD", "DICT_HOST_FCAM_SOURCES", "DICT_HOST_METHODS",
+           "PSS_TRAIN_HOSTS", "ROUTES", "STAGE_ONE_ROUTES", "TRAIN_CAM",
            "cam_step_methods", "fcam_sources", "has_stage_one", "methods", "resolve"]

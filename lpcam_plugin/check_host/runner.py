@@ -27,6 +27,13 @@ def package_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
 
+def host_pythonpath(fork: Path, caller: str = "") -> str:
+    """The driver's ``PYTHONPATH``: the fork, this package, then the caller's own entries (kept, so
+    that an environment prepared with ``PYTHONPATH`` is the one checked)."""
+    entries = [str(fork), str(package_root())] + [entry for entry in caller.split(os.pathsep) if entry]
+    return os.pathsep.join(dict.fromkeys(entries))
+
+
 def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Optional[str] = None,
                workdir: Optional[Path] = None, timeout: float = 1800.0, method: str = DEFAULT_METHOD,
                fcam_source: str = DEFAULT_FCAM_SOURCE, train_cam: str = "random") -> Tuple[List[Item], int]:
@@ -61,7 +68,7 @@ def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Op
                   "num_fit": NUM_FIT, "results": str(work / "results.jsonl"),
                   "labels": {n: labels[label_key(host, n)].tolist() for n in ids}}
         (work / "check_config.json").write_text(json.dumps(config))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fork), str(package_root())]),
+        env = {**os.environ, "PYTHONPATH": host_pythonpath(fork, os.environ.get("PYTHONPATH", "")),
                "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
         proc = subprocess.run([python or sys.executable, "-m", DRIVER_MODULE, "--driver",
@@ -76,4 +83,4 @@ def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Op
     return items, code
 
 
-__all__ = ["DRIVER_MODULE", "check_host", "package_root"]
+__all__ = ["DRIVER_MODULE", "check_host", "host_pythonpath", "package_root"]

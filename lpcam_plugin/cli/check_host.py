@@ -48,10 +48,13 @@ def register_cli(subparsers: Any) -> None:
                         help="work in this folder and keep it (default: a temporary one)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds before the check is stopped")
     parser.add_argument("--method", default=DEFAULT_METHOD, choices=methods(),
-                        help="irn / amn --route a: what the CAM step writes (default: %(default)s)")
+                        help="what the CAM step writes: irn / amn --route a any read-out; edam --route loop and "
+                             "mctformer lpcam or fcam (default: %(default)s)")
     parser.add_argument("--fcam-source", dest="fcam_source", default=DEFAULT_FCAM_SOURCE, choices=fcam_sources(),
-                        help="--method fcam: the read-out whose maps train the F-CAM decoder (default: %(default)s)")
+                        help="--method fcam: the read-out whose maps train the F-CAM decoder (edam, mctformer: cam "
+                             "or lpcam) (default: %(default)s)")
     parser.add_argument("--train-cam", dest="train_cam", default="random", choices=TRAIN_CAM,
                         help="irn / amn stage 1: random weights, or train them with the RCM+MAM train_cam "
-                             "adapter (pixelsup_train.patch() + the unchanged step) (default: %(default)s)")
+                             "adapter (pixelsup_train.patch() + the unchanged step); edam: train the classifier one "
+                             "step with edam_pixelsup_train first (default: %(default)s)")
     parser.set_defaults(func=_run_check_host)

@@ -412,7 +412,8 @@ def test_mctformer_folds_tokens_and_writes_cam_npy_dicts(mctformer_host, tmp_pat
 
     torch.manual_seed(0)
     model = models.deit_small_MCTformerV2_patch16_224(pretrained=False, num_classes=20).eval()
-    args = argparse.Namespace(img_list=str(tmp_path), data_path=str(tmp_path), scales=[1.0])
+    args = argparse.Namespace(img_list=str(tmp_path), data_path=str(tmp_path), scales=[1.0], data_set="VOC12MS",
+                              input_size=224, gen_attention_maps=True)  # what upstream's build_dataset reads
     dataset, _ = datasets.build_dataset(is_train=False, args=args, gen_attn=True)
     encoder = mctformer_fcam.MCTformerBackbone(model)
     x = torch.randn(2, 3, 32, 40)

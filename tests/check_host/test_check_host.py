@@ -1,6 +1,7 @@
 """``lpcam check-host`` against the stand-in IRN host (tests/hosts/irn_host)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,133 @@ def test_fcam_method_passes_on_the_fixed_irn_fork(tmp_path):
 def test_the_host_interpreter_is_given_this_package():
     init = check_host.package_root() / "lpcam_plugin" / "check_host" / "__init__.py"
     assert init.resolve() == Path(check_host.__file__).resolve()
+
+
+# ------------------------------------------------------------------ issue 18 §7: EDAM and MCTformer
+
+def test_the_callers_pythonpath_is_extended_not_replaced(tmp_path, monkeypatch):
+    """An environment prepared with PYTHONPATH (e.g. a pure-Python torchvision) is the one checked."""
+    from lpcam_plugin.check_host import runner
+
+    seen = {}
+
+    def fake_run(command, **kwargs):
+        seen.update(kwargs["env"])
+        return runner.subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(["/opt/tv-pure", "/opt/other"]))
+    monkeypatch.setattr(runner.subprocess, "run", fake_run)
+    fork = tmp_path / "fork"
+    fork.mkdir()
+    check_host.check_host("mctformer", fork, workdir=tmp_path / "work")
+    entries = seen["PYTHONPATH"].split(os.pathsep)
+    assert entries == [str(fork.resolve()), str(check_host.package_root()), "/opt/tv-pure", "/opt/other"]
+
+
+def _environment_items(tmp_path, monkeypatch, host, route, missing):
+    from lpcam_plugin.check_host import environment
+    from lpcam_plugin.check_host.checklist import Recorder, read_items
+
+    def probe(module):  # the named modules are missing, the other probed packages installed
+        return (None, "ModuleNotFoundError: gone") if module in missing else ("1.0", "")
+
+    monkeypatch.setattr(environment, "module_version", probe)
+    rec = Recorder(tmp_path / f"{host}_{route}.jsonl", tmp_path)
+    environment.check_environment(rec, host, tmp_path, route)
+    return {item.name: item for item in read_items(tmp_path / f"{host}_{route}.jsonl")}
+
+
+def test_environment_requires_only_what_the_route_imports(tmp_path, monkeypatch):
+    missing = ("torchvision", "imageio")
+    loop = _environment_items(tmp_path, monkeypatch, "edam", "loop", missing)
+    assert not [item for item in loop.values() if item.status == "fail"], loop
+    assert loop["torchvision"].status == "info" and "infer_cls.py" in loop["torchvision"].detail
+    infer = _environment_items(tmp_path, monkeypatch, "edam", "infer_cls", missing)
+    assert infer["torchvision"].status == "fail" and "PYTHONPATH" in infer["torchvision"].fix
+    assert infer["imageio"].status == "fail" and "pip install imageio" in infer["imageio"].fix
+    mct = _environment_items(tmp_path, monkeypatch, "mctformer", "patch", ("torchvision", "timm"))
+    assert mct["torchvision"].status == "fail" and "--no-deps" in mct["timm"].fix
+
+
+def test_infer_cls_cuda_failure_points_to_the_documented_cpu_edits(tmp_path):
+    from lpcam_plugin.check_host.checklist import Recorder, StepFailed, read_items
+    from lpcam_plugin.check_host.edam_driver import INFER_CLS_CPU_FIX, INFER_CLS_FIXES
+
+    rec = Recorder(tmp_path / "r.jsonl", tmp_path)
+    with pytest.raises(StepFailed):
+        with rec.step("edam.run_infer_cls (unchanged infer_cls.py)", fixes=INFER_CLS_FIXES):
+            raise AssertionError("Torch not compiled with CUDA enabled")
+    item = read_items(tmp_path / "r.jsonl")[0]
+    assert item.fix == INFER_CLS_CPU_FIX and "docs/hosts/edam.md" in item.fix and "model_replicas" in item.fix
+
+
+def test_edam_and_mctformer_methods_can_be_checked():
+    from lpcam_plugin.check_host.routes import resolve
+
+    assert resolve("edam", "loop", "fcam", "lpcam") == ("loop", "fcam", "lpcam", "random")
+    assert resolve("mctformer", None, "fcam").method == "fcam"
+    assert resolve("edam", "infer_cls", train_cam="pss").train_cam == "pss"
+    with pytest.raises(ValueError, match="F-CAM on mctformer decodes cam or lpcam"):
+        resolve("mctformer", None, "fcam", "recam")
+    with pytest.raises(ValueError, match="--method fcam applies to"):
+        resolve("edam", "infer_cls", "fcam")
+    with pytest.raises(ValueError, match="--train-cam pss"):
+        resolve("mctformer", None, train_cam="pss")
+    args = build_parser().parse_args(["check-host", "edam", ".", "--method", "fcam", "--train-cam", "pss"])
+    assert (args.method, args.train_cam) == ("fcam", "pss")
+
+
+def test_mctformer_driver_namespace_has_what_the_engine_and_datasets_read(tmp_path, monkeypatch):
+    """The real ``engine.py:161`` reads ``args.model``; the stand-in engine and datasets read what upstream reads."""
+    import torch
+    from conftest import HOSTS, standin_host
+
+    from lpcam_plugin.check_host.mctformer_driver import host_args
+
+    root, ids = check_host.write_dataset(tmp_path, "mctformer", num_images=3, num_fit=2, image_size=32)
+    monkeypatch.chdir(tmp_path)
+    gen = standin_host(monkeypatch, HOSTS / "mctformer_host", ("models", "engine", "datasets", "evaluation", "psa"))
+    next(gen)
+    import datasets
+    import engine
+    import models
+
+    model = models.deit_small_MCTformerV2_patch16_224(pretrained=False, num_classes=20).eval()
+    args = host_args({"voc12_root": str(root)}, 8, out_crf=False)
+    assert "MCTformerV2" in args.model
+    dataset, _ = datasets.build_dataset(is_train=False, args=args, gen_attn=True)
+    assert dataset[0][0][0].shape[-2:] == (32, 32)  # gen mode: no Resize + CenterCrop
+    loader = torch.utils.data.DataLoader(dataset, batch_size=1)
+    engine.generate_attention_maps_ms(loader, model, torch.device("cpu"), args)
+    assert sorted(p.stem for p in (tmp_path / "out_npy").glob("*.npy")) == ids
+    del args.model
+    with pytest.raises(AttributeError, match="model"):
+        engine.generate_attention_maps_ms(loader, model, torch.device("cpu"), args)
+    next(gen, None)
+
+
+def _steps_ok(items):
+    steps = [item for item in items if item.section == "steps"]
+    assert steps and all(item.status in ("ok", "skip") for item in steps), \
+        [(item.name, item.detail) for item in steps if item.status not in ("ok", "skip")]
+    return {item.name: item for item in steps}
+
+
+@pytest.mark.slow
+def test_mctformer_fcam_method_runs_on_the_standin(tmp_path):
+    """``--method fcam`` drives mctformer_fcam (the LPCAM route, with main.py + main.patch, ran on the real host)."""
+    fork = Path(__file__).resolve().parents[1] / "hosts" / "mctformer_host"
+    items, _ = check_host.check_host("mctformer", fork, workdir=tmp_path / "fcam", method="fcam", fcam_source="lpcam")
+    steps = _steps_ok(items)
+    assert "mctformer_fcam.run (--cam-npy-dir dicts)" in steps and "mctformer.fit" in " ".join(steps)
+
+
+@pytest.mark.slow
+def test_edam_pss_training_runs_on_the_standin(tmp_path):
+    """``--train-cam pss`` writes EDAM_train.txt, trains one step with edam_pixelsup_train, then runs the route."""
+    fork = Path(__file__).resolve().parents[1] / "hosts" / "edam_host"
+    items, _ = check_host.check_host("edam", fork, workdir=tmp_path / "pss", train_cam="pss")
+    steps = _steps_ok(items)
+    assert "edam_pixelsup_train (RCM + MAM, one step, crop 368)" in steps
+    assert "host network with the trained weights; eval mode without chaining" in steps
+    assert (tmp_path / "pss" / "voc12" / "EDAM_train.txt").read_text().count(".jpg") == 2

@@ -2,6 +2,11 @@
 
 The background score is ``(1 - max_c cam_c) ** alpha`` and all channels go through a dense CRF
 (``pydensecrf``, an optional dependency, or any ``crf_fn`` with the same contract).
+
+Public under the host adapters that write or need such dicts: ``lpcam_plugin.adapters.edam.crf_dict``,
+``lpcam_plugin.adapters.mctformer.crf_dict`` (PSA's ``--la_crf_dir`` / ``--ha_crf_dir``),
+``lpcam_plugin.adapters.edam_fcam.crf_dict`` and ``lpcam_plugin.adapters.mctformer_fcam.crf_dict``;
+this module is where they live (importing it from here keeps working).
 """
 from __future__ import annotations
 

@@ -11,7 +11,8 @@ prototypes with :func:`fit`, score with :func:`evaluate`.
 
 This package is the public face; its modules hold the EDAM family: ``host`` (host facts, maps,
 EDAM's own CAM), ``labels`` (EDAM's label rule), ``loop`` (our own CAM-step loop),
-``forward_cam`` (the patch route), ``fitting``, ``scoring``, ``fcam`` (F-CAM, public face
+``forward_cam`` (the patch route), ``fitting``, ``scoring``, ``pairs`` (the training pair list
+``voc12/EDAM_train.txt``), ``fcam`` (F-CAM, public face
 :mod:`lpcam_plugin.adapters.edam_fcam`) and the RCM+MAM classifier training ``train_options``,
 ``train_host``, ``train`` (public face :mod:`lpcam_plugin.adapters.edam_pixelsup_train`).
 """
@@ -39,9 +40,11 @@ from lpcam_plugin.adapters.edam.host import (
 )
 from lpcam_plugin.adapters.edam.labels import cam_dict_tensor, prediction, read_saliency
 from lpcam_plugin.adapters.edam.loop import run, voc_image_loader
+from lpcam_plugin.adapters.edam.pairs import write_pair_list
 from lpcam_plugin.adapters.edam.scoring import evaluate
 
 __all__ = ["CRF_ALPHA", "CRF_ITERATIONS", "DEFAULT_NETWORK", "FEATURE_LAYER", "HEAD_LAYER", "IOU_MEANS", "METHODS",
            "NO_RECAM_REASON", "NUM_CLASSES", "SPARE_CHANNEL", "CrfFn", "ForwardCamPatch", "backbone_features",
            "cam_dict_tensor", "crf_dict", "evaluate", "fit", "host_cam", "lpcam_maps", "patch", "prediction",
-           "prepare_model", "read_saliency", "run", "run_infer_cls", "selection_weight", "voc_image_loader"]
+           "prepare_model", "read_saliency", "run", "run_infer_cls", "selection_weight", "voc_image_loader",
+           "write_pair_list"]

@@ -98,7 +98,8 @@ def read_item(item: Any) -> Tuple[Sequence[Any], Any, Optional[str]]:
 
 def fit(model: nn.Module, dataset: Any, *, source: Union[str, PrototypeBank, BatchMaps] = "cam",
         weight_mode: str = "sum", batch_size: int = 8, crop_size: int = 448, preset: str = "voc",
-        checkpoint: Optional[PathLike] = None, progress: Optional[bool] = None, **overrides: Any) -> FCAM:
+        checkpoint: Optional[PathLike] = None, restart: bool = False, progress: Optional[bool] = None,
+        **overrides: Any) -> FCAM:
     """Train an F-CAM decoder on EDAM's frozen network.
 
     Args:
@@ -111,14 +112,16 @@ def fit(model: nn.Module, dataset: Any, *, source: Union[str, PrototypeBank, Bat
         batch_size: images per step over all processes (DDP: give each rank the same dataset).
         crop_size: side of the training crops (EDAM trains on 448 crops).
         preset, overrides: :class:`~lpcam_plugin.methods.fcam.config.FCAMConfig` preset and fields.
-        checkpoint: training-state file (resume from it when it exists).
+        checkpoint: training-state file (resume from it when it exists and was written from the
+            same weights, data, source and settings; else a one-line error naming what differs).
+        restart: start over even when ``checkpoint`` exists.
         progress: progress bars.
     """
     fcam = FCAM(NUM_CLASSES, preset, progress=progress, **overrides)
     maps = fcam_source(source, selection_weight(model, mode=weight_mode) if source == "cam" else None)
     loader = ViewCrops(dataset, read_item, batch_size=batch_size, crop_size=crop_size, seed=fcam.config.seed)
     fcam.fit(EDAMBackbone(model), loader, source=maps, feature_layer=FEATURE_LAYER, skip_layers=list(SKIP_LAYERS),
-             checkpoint=checkpoint)
+             checkpoint=checkpoint, restart=restart)
     fcam.metadata.update({"host": "EDAM", "source": source if isinstance(source, str) else type(source).__name__})
     return fcam
 

@@ -13,14 +13,18 @@ Host facts this adapter relies on (docs/design/hosts.md section 5):
   resizing, target masking, min-max normalisation, ``--cam-npy-dir`` dicts and ``--out-crf``
   ``_1``/``_12`` CRF dicts.
 
-Fit the prototypes with :func:`fit`, score with :func:`evaluate` / :func:`host_best`.
+Fit the prototypes with :func:`fit`, score with :func:`evaluate` / :func:`host_best`. The two
+``main.py`` edits of ``examples/mctformer/main.patch`` call :func:`add_arguments` and
+:func:`main_step` (without ``--lpcam-*`` flags the host generates its own maps). PSA's CRF dicts
+of any ``{class: map}`` dict (F-CAM's, for instance): :func:`crf_dict`.
 
 This package is the public face; its modules hold the MCTformer family: ``host`` (host facts,
-features, the host's own CAM), ``head_patch`` (the patch route), ``fitting``, ``scoring`` and
-``fcam`` (F-CAM, public face :mod:`lpcam_plugin.adapters.mctformer_fcam`).
+features, the host's own CAM), ``head_patch`` (the patch route), ``fitting``, ``main_step`` (the
+``main.py`` edit), ``scoring`` and ``fcam`` (F-CAM, public face :mod:`lpcam_plugin.adapters.mctformer_fcam`).
 """
 from __future__ import annotations
 
+from lpcam_plugin.adapters.common.crf import CrfFn, crf_dict, dense_crf
 from lpcam_plugin.adapters.common.scoring import IOU_MEANS
 from lpcam_plugin.adapters.mctformer.fitting import fit
 from lpcam_plugin.adapters.mctformer.head_patch import HeadPatch, LPCAMHeadHook, patch
@@ -36,8 +40,10 @@ from lpcam_plugin.adapters.mctformer.host import (
     host_cam,
     selection_weight,
 )
+from lpcam_plugin.adapters.mctformer.main_step import MAIN_PATCH, add_arguments, apply_patch, main_step
 from lpcam_plugin.adapters.mctformer.scoring import evaluate, host_best
 
-__all__ = ["ATTENTION_TYPES", "HEAD_LAYER", "IOU_MEANS", "LAYER_INDEX", "METHODS", "NO_RECAM_REASON", "NUM_CLASSES",
-           "NUM_CLASS_TOKENS", "HeadPatch", "LPCAMHeadHook", "evaluate", "feature_hook", "fit", "host_best",
-           "host_cam", "patch", "selection_weight"]
+__all__ = ["ATTENTION_TYPES", "HEAD_LAYER", "IOU_MEANS", "LAYER_INDEX", "MAIN_PATCH", "METHODS", "NO_RECAM_REASON",
+           "NUM_CLASSES", "NUM_CLASS_TOKENS", "CrfFn", "HeadPatch", "LPCAMHeadHook", "add_arguments", "apply_patch",
+           "crf_dict", "dense_crf", "evaluate", "feature_hook", "fit", "host_best", "host_cam", "main_step", "patch",
+           "selection_weight"]

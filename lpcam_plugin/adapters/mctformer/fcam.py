@@ -123,7 +123,7 @@ def _minmax(maps: torch.Tensor) -> torch.Tensor:
 
 def fit(model: nn.Module, dataset: Any, *, source: Union[str, PrototypeBank, BatchMaps] = "cam",
         weight_mode: str = "sum", skip_blocks: Optional[Sequence[int]] = None, batch_size: int = 8,
-        crop_size: int = 448, preset: str = "voc", checkpoint: Optional[PathLike] = None,
+        crop_size: int = 448, preset: str = "voc", checkpoint: Optional[PathLike] = None, restart: bool = False,
         progress: Optional[bool] = None, **overrides: Any) -> FCAM:
     """Train an F-CAM decoder on MCTformer-V2's frozen ViT.
 
@@ -135,14 +135,16 @@ def fit(model: nn.Module, dataset: Any, *, source: Union[str, PrototypeBank, Bat
         source: a fitted ``PrototypeBank``, ``"cam"`` (``head`` reduced by ``weight_mode``) or a callable.
         skip_blocks: see :class:`MCTformerBackbone`.
         batch_size, crop_size: images per step over all processes; crop side (a multiple of 16 wastes nothing).
-        preset, overrides: FCAMConfig preset and fields; checkpoint: training-state file (resume).
+        preset, overrides: FCAMConfig preset and fields.
+        checkpoint, restart: training-state file (resumed when it was written from the same weights,
+            data, source and settings); ``restart`` starts over even when it exists.
     """
     fcam = FCAM(NUM_CLASSES, preset, progress=progress, **overrides)
     maps = fcam_source(source, selection_weight(model, mode=weight_mode)[0] if source == "cam" else None)
     encoder = MCTformerBackbone(model, skip_blocks)
     loader = ViewCrops(dataset, read_item, batch_size=batch_size, crop_size=crop_size, seed=fcam.config.seed)
     fcam.fit(encoder, loader, source=maps, feature_layer=FEATURE_LAYER, skip_layers=encoder.skip_layers,
-             checkpoint=checkpoint)
+             checkpoint=checkpoint, restart=restart)
     fcam.metadata.update({"host": "MCTformer-V2", "skip_blocks": encoder.skip_blocks,
                           "source": source if isinstance(source, str) else type(source).__name__})
     return fcam

@@ -424,3 +424,25 @@ def test_bad_inputs_and_optional_crf(host, voc, tmp_path):
     else:
         with pytest.raises(ImportError, match="pip install pydensecrf"):
             shared.crf_dict(cam, image, alpha=1, t=3)
+
+
+def test_pair_list_has_edams_format_and_shared_classes(tmp_path):
+    """voc12/EDAM_train.txt is not in every checkout: write_pair_list makes one that the host's pair reader parses."""
+    ids = ["2007_000032", "2007_000039", "2007_000063", "2007_000068"]
+    labels = {name: np.zeros(20, np.float32) for name in ids}
+    for name, classes in zip(ids, ([0, 14], [14], [0], [6])):
+        labels[name][classes] = 1
+    np.save(tmp_path / "cls_labels.npy", labels, allow_pickle=True)
+    lines = [f"/JPEGImages/{n}.jpg /SegmentationClassAug/{n}.png\n" for n in ids]
+    (tmp_path / "train_aug.txt").write_text("".join(lines))
+    count = edam.write_pair_list(tmp_path / "EDAM_train.txt", tmp_path / "train_aug.txt", tmp_path / "cls_labels.npy",
+                                 epochs=5)
+    lines = (tmp_path / "EDAM_train.txt").read_text().splitlines()
+    assert count == len(lines) == 10
+    for line in lines:  # parsed as voc12/data.py's load_img_name_pair_list does
+        first, second, common = line.split(" ")[0][-15:-4], line.split(" ")[1][-15:-4], int(line.split(" ")[2])
+        assert first != second and labels[first][common] == 1 and labels[second][common] == 1
+        assert "2007_000068" not in (first, second)  # class 6 has no partner
+    np.save(tmp_path / "one.npy", {n: np.eye(20, dtype=np.float32)[i] for i, n in enumerate(ids)}, allow_pickle=True)
+    with pytest.raises(ValueError, match="no two images share a class"):
+        edam.write_pair_list(tmp_path / "x.txt", tmp_path / "train_aug.txt", tmp_path / "one.npy")

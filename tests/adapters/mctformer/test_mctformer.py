@@ -1,6 +1,7 @@
 """MCTformer-V2 adapter against a tiny stand-in of the host (tests/hosts/mctformer_host)."""
 from __future__ import annotations
 
+import argparse
 import json
 from argparse import Namespace
 
@@ -62,13 +63,15 @@ def _model():
 def _loader(root, lists):
     import datasets
 
-    args = Namespace(img_list=str(lists), data_path=str(root), scales=[1.0])
+    args = Namespace(img_list=str(lists), data_path=str(root), scales=[1.0], data_set="VOC12MS", input_size=224,
+                     gen_attention_maps=True)  # what upstream's build_dataset reads
     dataset, _ = datasets.build_dataset(is_train=False, args=args, gen_attn=True)
     return torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False)
 
 
 def _args(lists, out, *, attention_type="fused", out_crf=None):
-    return Namespace(img_list=str(lists), patch_size=8, layer_index=mctformer.LAYER_INDEX, nb_classes=20,
+    return Namespace(model="deit_small_MCTformerV2_patch16_224", img_list=str(lists), patch_size=8,
+                     layer_index=mctformer.LAYER_INDEX, nb_classes=20,
                      attention_type=attention_type, patch_attn_refine=True, visualize_cls_attn=True,
                      cam_npy_dir=str(out), out_crf=out_crf, low_alpha=1, high_alpha=12, attention_dir=None)
 
@@ -312,3 +315,76 @@ def test_evaluate_follows_evaluation_py_curve(host, tmp_path):
         else:
             break
     assert best_t == pytest.approx(walk) and best_m == pytest.approx(top, abs=1e-9)
+
+
+# ------------------------------------------------------------------ main.py edit (examples/mctformer/main.patch)
+
+ROOT = HOST.parents[2]
+
+
+def _patched_main(tmp_path):
+    """The stand-in ``main.py`` with ``examples/mctformer/main.patch`` applied, imported from ``tmp_path``."""
+    import importlib.util
+
+    patch_text = (ROOT / "examples" / "mctformer" / "main.patch").read_text()
+    assert patch_text == mctformer.MAIN_PATCH  # the package applies the file users apply
+    path = tmp_path / "main_lpcam.py"
+    path.write_text(mctformer.apply_patch((HOST / "main.py").read_text(), patch_text))
+    spec = importlib.util.spec_from_file_location("main_lpcam", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _main_argv(root, lists, *extra):
+    return ["--model", "deit_small_MCTformerV2_patch16_224", "--data-set", "VOC12MS", "--scales", "1.0",
+            "--img-list", str(lists), "--data-path", str(root), "--resume", "mct.pth", "--gen_attention_maps",
+            "--patch-size", "8", "--layer-index", "3", "--patch-attn-refine", "--visualize-cls-attn",
+            "--device", "cpu", "--num_workers", "0", *extra]
+
+
+def test_patched_main_keeps_the_host_generation_without_lpcam_flags(host, voc, tmp_path, monkeypatch):
+    root, lists = voc
+    monkeypatch.chdir(tmp_path)
+    torch.save({"model": _model().state_dict()}, "mct.pth")
+    main = _patched_main(tmp_path)
+    parser = argparse.ArgumentParser(parents=[main.get_args_parser()])
+    args = parser.parse_args(_main_argv(root, lists, "--cam-npy-dir", "host_npy"))
+    assert args.lpcam_bank is None and not args.lpcam_fit
+    main.main(args)  # the documented edit before this fix: PrototypeBank.load(None) -> TypeError
+    assert sorted(p.stem for p in (tmp_path / "host_npy").glob("*.npy")) == NAMES
+    main.main(parser.parse_args(_main_argv(root, lists, "--lpcam-fit", "--lpcam-bank", "bank.npz",
+                                           "--lpcam-num-clusters", "2")))
+    assert PrototypeBank.load("bank.npz").feature_dim == D
+    main.main(parser.parse_args(_main_argv(root, lists, "--lpcam-bank", "bank.npz", "--cam-npy-dir", "lpcam_npy")))
+    assert sorted(p.stem for p in (tmp_path / "lpcam_npy").glob("*.npy")) == NAMES
+    with pytest.raises(ValueError, match="--lpcam-fit needs --lpcam-bank"):
+        main.main(parser.parse_args(_main_argv(root, lists, "--lpcam-fit")))
+
+
+def test_the_patch_refuses_a_main_py_it_was_not_written_for():
+    with pytest.raises(ValueError, match="patch hunk 1: its context occurs 0 times"):
+        mctformer.apply_patch("print('not MCTformer')\n")
+
+
+def test_crf_dict_is_public_where_the_dict_hosts_need_it():
+    from lpcam_plugin.adapters import edam, edam_fcam, mctformer_fcam
+    from lpcam_plugin.adapters.common import crf
+
+    for module in (mctformer, mctformer_fcam, edam, edam_fcam):
+        assert module.crf_dict is crf.crf_dict and "crf_dict" in module.__all__
+
+
+def test_standin_dataset_reads_what_upstream_reads(host, voc):
+    """Upstream's build_dataset reads data_set, input_size and gen_attention_maps; without the last its
+    eval transform resizes and centre-crops to input_size (the maps would not match the image)."""
+    import datasets
+
+    root, lists = voc
+    base = dict(img_list=str(lists), data_path=str(root), scales=[1.0], data_set="VOC12MS", input_size=224)
+    with pytest.raises(AttributeError, match="gen_attention_maps"):
+        datasets.build_dataset(is_train=False, args=Namespace(**base), gen_attn=True)
+    cropped, _ = datasets.build_dataset(is_train=False, args=Namespace(**base, gen_attention_maps=False), gen_attn=True)
+    assert cropped[0][0][0].shape == (3, 224, 224)
+    kept, _ = datasets.build_dataset(is_train=False, args=Namespace(**base, gen_attention_maps=True), gen_attn=True)
+    assert kept[0][0][0].shape == (3,) + SIZES[NAMES[0]]

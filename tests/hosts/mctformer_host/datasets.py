@@ -1,7 +1,14 @@
-"""Stand-in for MCTformer's ``datasets.py``: ``VOC12DatasetMS`` and ``build_dataset`` (gen mode).
+"""Stand-in for MCTformer's ``datasets.py``: ``VOC12DatasetMS`` and ``build_dataset`` (eval / gen mode).
 
-Labels come from ``<img_list>/cls_labels.json`` instead of ``voc12/cls_labels.npy``; the
-transform is ToTensor + ImageNet Normalize written with numpy (no torchvision).
+``build_dataset`` reads what upstream reads: ``args.data_set`` (``"VOC12MS"`` here; any other name
+gives ``(None, None)`` as upstream's if-chain does), ``args.img_list``, ``args.data_path``,
+``args.scales``, and, through ``build_transform``, ``args.input_size`` and
+``args.gen_attention_maps``: unless ``gen_attention_maps`` is set, an ``input_size`` above 32 adds
+a Resize of the shorter side to ``input_size * 256 / 224`` and a CenterCrop(``input_size``) before
+the tensor conversion, as upstream's eval transform does. The transform is written with Pillow and
+numpy (no torchvision). Labels: ``voc12/cls_labels.npy`` relative to the working directory
+(``{id: (20,) float32}``), as upstream; a ``cls_labels.json`` in ``args.img_list`` takes its place
+when present (the older form some tests write).
 """
 import json
 import os
@@ -20,17 +27,50 @@ def to_normalized_tensor(img):
     return torch.from_numpy(arr.transpose(2, 0, 1).copy())
 
 
+def resize_shorter(size):
+    def resize(img):
+        w, h = img.size
+        scale = size / min(w, h)
+        return img.resize((max(1, round(w * scale)), max(1, round(h * scale))), resample=PIL.Image.BICUBIC)
+    return resize
+
+
+def center_crop(size):
+    def crop(img):
+        w, h = img.size
+        left, top = int(round((w - size) / 2.0)), int(round((h - size) / 2.0))
+        return img.crop((left, top, left + size, top + size))
+    return crop
+
+
+def compose(steps):
+    def run(img):
+        for step in steps:
+            img = step(img)
+        return img
+    return run
+
+
 def load_img_name_list(dataset_path):
     return [line.strip() for line in open(dataset_path).readlines()]
 
 
+def load_labels(img_list, names):
+    json_path = os.path.join(img_list, "cls_labels.json")
+    if os.path.exists(json_path):
+        with open(json_path) as handle:
+            labels = json.load(handle)
+    else:
+        labels = np.load("voc12/cls_labels.npy", allow_pickle=True).item()
+    return [np.asarray(labels[name], np.float32) for name in names]
+
+
 class VOC12DatasetMS(Dataset):
     def __init__(self, img_name_list_path, voc12_root, scales, train=True, transform=None, gen_attn=False, unit=1):
-        with open(os.path.join(img_name_list_path, "cls_labels.json")) as handle:
-            labels = json.load(handle)
+        img_list = img_name_list_path
         img_name_list_path = os.path.join(img_name_list_path, f'{"train_aug" if train or gen_attn else "val"}_id.txt')
         self.img_name_list = load_img_name_list(img_name_list_path)
-        self.label_list = [np.asarray(labels[name], np.float32) for name in self.img_name_list]
+        self.label_list = load_labels(img_list, self.img_name_list)
         self.voc12_root = voc12_root
         self.transform = transform
         self.unit = unit
@@ -55,7 +95,20 @@ class VOC12DatasetMS(Dataset):
         return len(self.img_name_list)
 
 
+def build_transform(is_train, args):
+    if is_train:
+        raise NotImplementedError("the stand-in builds the eval / gen-mode transform only")
+    steps = []
+    if args.input_size > 32 and not args.gen_attention_maps:
+        steps += [resize_shorter(int((256 / 224) * args.input_size)), center_crop(args.input_size)]
+    steps.append(to_normalized_tensor)
+    return compose(steps)
+
+
 def build_dataset(is_train, args, gen_attn=False):
+    transform = build_transform(is_train, args)
+    if args.data_set != "VOC12MS":
+        return None, None
     dataset = VOC12DatasetMS(img_name_list_path=args.img_list, voc12_root=args.data_path, scales=tuple(args.scales),
-                             train=is_train, gen_attn=gen_attn, transform=to_normalized_tensor)
+                             train=is_train, gen_attn=gen_attn, transform=transform)
     return dataset, 20

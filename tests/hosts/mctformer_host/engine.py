@@ -1,7 +1,9 @@
 """Stand-in for MCTformer's ``engine.generate_attention_maps_ms`` at ``9606597``.
 
-Same loop and math as upstream; differences: the device-generic ``torch.autocast`` (float16,
-also on CPU) replaces ``torch.cuda.amp.autocast()``, no ``MetricLogger``, no heat-map PNGs (cv2).
+Same loop and math as upstream, reading the same ``args`` fields (``args.model`` included: the
+model call depends on whether the name holds ``MCTformerV1`` or ``MCTformerV2``); differences: the
+device-generic ``torch.autocast`` (float16, also on CPU) replaces ``torch.cuda.amp.autocast()``, no
+``MetricLogger``, no heat-map PNGs (cv2), and V1 (not built by the stand-in ``models.py``) is refused.
 """
 import os
 from pathlib import Path
@@ -39,6 +41,10 @@ def generate_attention_maps_ms(data_loader, model, device, args):
                 w, h = images.shape[2] - images.shape[2] % args.patch_size, images.shape[3] - images.shape[3] % args.patch_size
                 w_featmap = w // args.patch_size
                 h_featmap = h // args.patch_size
+                if "MCTformerV1" in args.model:
+                    raise NotImplementedError("the stand-in models.py builds MCTformer-V2 only")
+                if "MCTformerV2" not in args.model:  # upstream: patch_attn is never assigned
+                    raise UnboundLocalError(f"args.model {args.model!r} names neither MCTformerV1 nor MCTformerV2")
                 output, cls_attentions, patch_attn = model(images, return_att=True, n_layers=args.layer_index,
                                                            attention_type=args.attention_type)
                 patch_attn = torch.sum(patch_attn, dim=0)

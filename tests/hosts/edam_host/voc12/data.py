@@ -1,8 +1,9 @@
 """Stand-in for EDAM's ``voc12/data.py``: EDAM list format, the 8-view MSF dataset and the
 training pairs ``VOC12EDAMClsDataset`` (label sampling with the global ``random``, as upstream).
 
-Labels come from ``<voc12_root>/cls_labels.json`` ({id: [20 floats]}) instead of the pickled
-``voc12/cls_labels.npy``.
+Labels: ``voc12/cls_labels.npy`` relative to the working directory (``{id: (20,) float32}``), as
+upstream; a ``<voc12_root>/cls_labels.json`` ({id: [20 floats]}) takes its place when present (the
+older form some tests write).
 """
 import json
 import os.path
@@ -29,9 +30,8 @@ class VOC12ClsDatasetMSF(Dataset):
     def __init__(self, img_name_list_path, voc12_root, scales, inter_transform=None, unit=1):
         self.img_name_list = load_img_name_list(img_name_list_path)
         self.voc12_root = voc12_root
-        with open(os.path.join(voc12_root, "cls_labels.json")) as handle:
-            labels = json.load(handle)
-        self.label_list = [np.asarray(labels[name], np.float32) for name in self.img_name_list]
+        labels = _labels(voc12_root)
+        self.label_list = [labels[name] for name in self.img_name_list]
         self.scales = scales
         self.unit = unit
         self.inter_transform = inter_transform
@@ -56,8 +56,12 @@ class VOC12ClsDatasetMSF(Dataset):
 
 
 def _labels(voc12_root):
-    with open(os.path.join(voc12_root, "cls_labels.json")) as handle:
-        return {name: np.asarray(vec, np.float32) for name, vec in json.load(handle).items()}
+    json_path = os.path.join(voc12_root, "cls_labels.json")
+    if os.path.exists(json_path):
+        with open(json_path) as handle:
+            return {name: np.asarray(vec, np.float32) for name, vec in json.load(handle).items()}
+    table = np.load("voc12/cls_labels.npy", allow_pickle=True).item()
+    return {name: np.asarray(vec, np.float32) for name, vec in table.items()}
 
 
 def load_img_name_pair_list(dataset_path):
