@@ -78,6 +78,10 @@ class DemoConfig:
     :data:`lpcam_plugin.benchmark.readouts.READOUTS`, in its order).
     ``rcm_form``: RCM's loss form for the ``+pss`` networks (``None``: the preset's).
     ``overlay_images``: images (distinct, one per class first) in each ``overlays_<network>.png``.
+    ``validation_images``: size of a held-out split with masks, generated per seed from another
+    seed (:func:`validation_seed`), on which F-CAM chooses its seed settings as its paper does
+    (``FCAM.fit(..., validation=...)``); the reported numbers stay those of the training images.
+    0 (default): no split, F-CAM's data rules.
     """
 
     seeds: Tuple[int, ...] = (0,)
@@ -92,6 +96,7 @@ class DemoConfig:
     curve_window: float = 0.1
     overlay_images: int = 6
     export_host_files: bool = True
+    validation_images: int = 0
 
     @classmethod
     def full(cls, seeds: Sequence[int] = (0, 1, 2)) -> "DemoConfig":
@@ -108,6 +113,15 @@ class DemoConfig:
         out = dataclasses.asdict(self)
         out["data"] = self.data.to_dict()
         return out
+
+
+def validation_seed(seed: int) -> int:
+    """The generator seed of seed ``seed``'s held-out validation split (never a training seed in use)."""
+    return VALIDATION_SEED_OFFSET + seed
+
+
+#: Offset of the validation splits' generator seeds from the training seeds.
+VALIDATION_SEED_OFFSET = 1_000_000
 
 
 @dataclass

@@ -58,6 +58,8 @@ class SeedContext:
         recam_selection: ReCAM+LPCAM's selection weight (``"sce"``, ``"bce"``, ``"sce*bce"``;
             None: the ReCAM preset's).
         progress: progress-bar switch to pass on (``None``: automatic, ``False``: hidden).
+        validation: ``(images (V, 3, S, S), labels (V, C), masks (V, S, S))`` of the held-out split
+            (:attr:`~lpcam_plugin.benchmark.config.DemoConfig.validation_images`), or None.
         notes: JSON-able facts per read-out name, shown in the report's per-seed rows.
     """
 
@@ -73,6 +75,7 @@ class SeedContext:
     lpcam_overrides: Dict[str, Any] = field(default_factory=dict)
     recam_selection: Optional[str] = None
     progress: Optional[bool] = None
+    validation: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
     notes: Dict[str, str] = field(default_factory=dict)
     _memo: Dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -185,6 +185,7 @@ def fit_fcam(ctx: SeedContext, source: str) -> Tuple[FCAM, ToyClassifier]:
     fcam = FCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **FCAM_DEMO_OVERRIDES)
     key = json.loads(json.dumps({**ctx.classifier_key, "source": label, "source_key": source_key,
                                  "source_sha256": value_digest(maps),
+                                 "validation_sha256": None if ctx.validation is None else value_digest(ctx.validation),
                                  "fcam": fcam.config.to_dict(), "batch": FCAM_BATCH, "skip_layers": model.SKIP_LAYERS}))
     path = ctx.folder / f"fcam_{map_key(label)}.npz"
     if path.is_file():
@@ -196,7 +197,7 @@ def fit_fcam(ctx: SeedContext, source: str) -> Tuple[FCAM, ToyClassifier]:
             if cached.metadata.get("key") == key:
                 return cached, model
     fcam.fit(model, ShuffledBatches(ctx.images, ctx.labels, FCAM_BATCH, ctx.seed), source=maps,
-             feature_layer=model.FEATURE_LAYER, skip_layers=list(model.SKIP_LAYERS))
+             feature_layer=model.FEATURE_LAYER, skip_layers=list(model.SKIP_LAYERS), validation=ctx.validation)
     fcam.metadata = {"key": key}
     fcam.save(path)
     return fcam, model
@@ -209,6 +210,9 @@ def fcam_readout(ctx: SeedContext, source: str) -> torch.Tensor:
     name = registry.label("fcam", source)
     ctx.notes[name] = (f"last epoch: seg {last['seg']:.3f}, crf {last['crf']:.3f}, "
                        f"size {last['size']:.3f}" if last else "")
+    if fcam.selection_:
+        ctx.notes[name] += "; bg_fraction chosen on the validation split: " + ", ".join(
+            f"{entry['settings']['bg_fraction']} {100 * entry['miou']:.1f}" for entry in fcam.selection_)
     starts = range(0, ctx.images.shape[0], PREDICT_BATCH)
     return torch.cat([fcam.predict(model, ctx.images[i:i + PREDICT_BATCH], ctx.labels[i:i + PREDICT_BATCH])
                       for i in progress_bar(starts, progress=ctx.progress, desc=f"{name} maps",

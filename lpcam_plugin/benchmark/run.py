@@ -18,9 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lpcam_plugin.benchmark.config import DemoConfig, NetworkConfig, SeedResult, pixelsup_overrides
+from lpcam_plugin.benchmark.config import DemoConfig, NetworkConfig, SeedResult, pixelsup_overrides, validation_seed
 from lpcam_plugin.benchmark.readouts import SeedContext, map_key, select_readouts
-from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticDataset, images_to_tensor
+from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticDataset, generate, images_to_tensor
 from lpcam_plugin.benchmark.toynet import ToyClassifier
 from lpcam_plugin.benchmark.training import extract_features, load_or_train, set_torch_seed, train_classifier
 from lpcam_plugin.core.evaluate import maps_to_prediction, sweep
@@ -50,6 +50,17 @@ def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor,
 
     model, stats, cached = load_or_train(path, key, fit, {"class_names": data.class_names})
     return model, {**stats, "cached": float(cached)}, {**key, "weights_sha256": module_digest(model)}
+
+
+def _validation_split(data: SyntheticDataset, images: int, progress: Optional[bool]
+                      ) -> Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``images`` held-out images with masks, generated like ``data`` from :func:`validation_seed`; None for 0."""
+    if images == 0:
+        return None
+    split = generate(dataclasses.replace(data.config, seed=validation_seed(data.config.seed), num_images=images),
+                     progress=progress)
+    return (images_to_tensor(split.images), torch.from_numpy(split.labels),
+            torch.from_numpy(split.masks.astype(np.int64)))
 
 
 def _feature_stats(features: torch.Tensor, masks: np.ndarray) -> Dict[str, float]:
@@ -173,7 +184,7 @@ def run_seed(network: NetworkConfig, data: SyntheticDataset, config: DemoConfig,
     ctx = SeedContext(seed=seed, network=network.name, model=model, images=x, features=features,
                       labels=torch.from_numpy(data.labels), data=data, folder=folder, classifier_key=key,
                       lpcam_overrides=dict(config.lpcam_overrides), recam_selection=config.recam_selection,
-                      progress=progress)
+                      progress=progress, validation=_validation_split(data, config.validation_images, progress))
     n, c = len(data), data.config.num_classes
     maps: Dict[str, torch.Tensor] = {}
     readouts = select_readouts(config.methods)

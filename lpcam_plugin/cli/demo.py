@@ -55,6 +55,8 @@ def _run_cli(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, recam_selection=args.recam_selection)
     if args.rcm_form is not None:
         config = dataclasses.replace(config, rcm_form=args.rcm_form)
+    if args.validation_images is not None:
+        config = dataclasses.replace(config, validation_images=args.validation_images)
     if args.retrain:
         for network in config.networks:
             for seed in seeds:
@@ -105,6 +107,9 @@ def register_cli(subparsers: Any) -> None:
                         help="ReCAM+LPCAM selection weight (default: the ReCAM preset's, bce)")
     parser.add_argument("--rcm-form", choices=RCM_FORMS, default=None,
                         help="RCM loss of the +pss networks' training (default: the preset's)")
+    parser.add_argument("--validation-images", type=positive_int, default=None, metavar="N",
+                        help="a held-out split of N images with masks (another seed) on which F-CAM chooses its "
+                             "seed settings, as its paper does (default: none, F-CAM's data rules)")
     parser.add_argument("--no-figures", action="store_true", help="skip the PNGs (no matplotlib needed)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     parser.set_defaults(func=_run_cli)

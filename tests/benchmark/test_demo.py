@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lpcam_plugin import PrototypeBank
+from lpcam_plugin import FCAM, PrototypeBank
 from lpcam_plugin.benchmark import readouts
 from lpcam_plugin.benchmark.config import DemoConfig, NetworkConfig, pixelsup_overrides, pixelsup_pairs
 from lpcam_plugin.benchmark.demo import run_demo
@@ -259,3 +259,22 @@ def test_a_deleted_or_swapped_cached_file_is_recomputed_not_trusted(tmp_path, mo
     before = stamps()
     run_demo(config, out, progress=False, figures=False)
     assert [a != b for a, b in zip(stamps(), before)] == [False, True, True, True]  # nothing cached from it kept
+
+
+@pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
+def test_a_validation_split_chooses_fcams_seed_settings_and_is_not_scored(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(readouts, "FCAM_DEMO_OVERRIDES", {**readouts.FCAM_DEMO_OVERRIDES, **FAST_FCAM})
+    config = dataclasses.replace(TINY, seeds=(0,), networks=TINY_NETWORKS[:1], methods=("F-CAM(CAM)",),
+                                 overlay_images=0, export_host_files=False, validation_images=6)
+    out = tmp_path / "demo"
+    summaries = run_demo(config, out, progress=False, figures=False)
+    decoder = FCAM.load(out / "toyresnet" / "seed0" / "fcam_cam.npz")
+    assert [entry["settings"]["bg_fraction"] for entry in decoder.selection_] == ["auto", 0.1, 0.3, 0.5, 0.7]
+    chosen = max(decoder.selection_, key=lambda entry: entry["miou"])["settings"]["bg_fraction"]
+    assert decoder.config.bg_fraction == chosen
+    assert "bg_fraction chosen on the validation split" in (out / "report.md").read_text()
+    results = json.loads((out / "results.json").read_text())
+    assert results["config"]["validation_images"] == 6
+    assert results["networks"]["toyresnet"]["per_seed"][0]["sweeps"]["F-CAM(CAM)"]["num_images"] == 20
+    assert summaries["toyresnet"]["table"]["F-CAM(CAM)"]["miou"]["mean"] >= 0

@@ -40,6 +40,14 @@ from lpcam_plugin.core.version import __version__
 from lpcam_plugin.methods.fcam.config import AUTO, FCAMConfig, odd_stride
 from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
 from lpcam_plugin.methods.fcam.seeds import make_seeds
+from lpcam_plugin.methods.fcam.selection import (
+    DEFAULT_CANDIDATES,
+    Validation,
+    candidate_checkpoint,
+    check_candidates,
+    check_validation,
+    validation_score,
+)
 from lpcam_plugin.methods.fcam.training import (
     CHECKPOINT_FORMAT,
     TIE_STREAM,
@@ -113,6 +121,8 @@ class FCAM:
         loss_history_: per epoch ``{"epoch", "seg", "crf", "size", "total", "elb_t"}`` means.
         seed_settings_: the seed settings the fit used, ``"auto"`` ones derived from the data:
             ``{"erosion_size": int, "bg_fraction": float or None (Otsu), "source_stride": float}``.
+        selection_: with ``fit(..., validation=...)``, per candidate ``{"settings", "miou",
+            "threshold", "seed_settings"}`` (saved with the decoder); else empty.
 
     Attributes:
         metadata: JSON-able facts saved with the decoder by :meth:`save` (set by the caller,
@@ -132,13 +142,15 @@ class FCAM:
         self.n_steps_ = 0
         self.loss_history_: List[Dict[str, float]] = []
         self.seed_settings_: Dict[str, Any] = {}
+        self.selection_: List[Dict[str, Any]] = []
         #: JSON-able facts saved with the decoder (what it was trained from, set by the caller).
         self.metadata: Dict[str, Any] = {}
 
     # ------------------------------------------------------------------ fitting
     def fit(self, model: nn.Module, loader: Iterable[Sequence[Any]], *, source: Source, feature_layer: str = "stage4",
             skip_layers: Sequence[str] = DEFAULT_SKIP_LAYERS, checkpoint: Optional[PathLike] = None,
-            restart: bool = False) -> "FCAM":
+            restart: bool = False, validation: Optional[Sequence[torch.Tensor]] = None,
+            candidates: Sequence[Mapping[str, Any]] = DEFAULT_CANDIDATES) -> "FCAM":
         """Train the decoder on ``model``'s frozen features; set the fitted attributes.
 
         The model is never changed: it runs without gradient with every module in eval mode
@@ -167,9 +179,24 @@ class FCAM:
                 attributes, or code and what it closes over); a checkpoint that differs in any of
                 them is refused with a one-line ``ValueError`` naming what differs.
             restart: start over even when ``checkpoint`` exists (it is overwritten after the first epoch).
+            validation: a held-out split with masks, ``(images (V, 3, H, W), labels (V, C),
+                masks (V, H, W))`` (0 background, ``c + 1`` class c, 255 ignored), the paper's way
+                to choose the seed settings: one decoder is trained per entry of ``candidates``
+                (each a dict of :class:`FCAMConfig` fields over this config; with a ``checkpoint``,
+                each candidate resumes from its own file,
+                :func:`~lpcam_plugin.methods.fcam.selection.candidate_checkpoint`),
+                scored by seed-mask mIoU on the split at its best background threshold, and the
+                best is kept (the first on ties): ``config`` becomes its settings and
+                ``selection_`` lists every candidate's score. Training costs one fit per candidate.
+            candidates: the settings tried with ``validation`` (default: ``bg_fraction`` ``"auto"``,
+                0.1, 0.3, 0.5, 0.7, the paper's range).
         """
         if not callable(source):
             raise TypeError(f"source must be a callable source(features, labels) -> maps, got {type(source).__name__}")
+        if validation is not None:
+            return self._select(model, loader, source, check_validation(validation, self.num_classes),
+                                check_candidates(candidates), feature_layer=feature_layer, skip_layers=skip_layers,
+                                checkpoint=checkpoint, restart=restart)
         skip_layers = self._check_layers(feature_layer, skip_layers)
         encoder = FrozenEncoder(model, feature_layer, skip_layers)
         device = model_device(model)
@@ -189,7 +216,7 @@ class FCAM:
             start_epoch, history, n_steps = trainer.resume(state)
             logger.info("F-CAM: resuming from %s after epoch %d of %d", checkpoint, start_epoch, self.config.epochs)
         generator = torch.Generator(device=device)
-        self.seed_settings_ = {}
+        self.seed_settings_, self.selection_ = {}, []
         modes = freeze(model)
         try:
             for epoch in range(start_epoch, self.config.epochs):
@@ -244,6 +271,30 @@ class FCAM:
         self.feature_dim_ = trainer.feature_dim
         self.n_steps_ = n_steps
         self.loss_history_ = history
+        return self
+
+    def _select(self, model: nn.Module, loader: Iterable[Sequence[Any]], source: Source, validation: Validation,
+                candidates: Sequence[Dict[str, Any]], *, checkpoint: Optional[PathLike], **fit_args: Any) -> "FCAM":
+        """Fit one decoder per candidate, score each on ``validation``, keep the best (see :meth:`fit`)."""
+        scored: List[Dict[str, Any]] = []
+        best: Optional[FCAM] = None
+        best_miou = -1.0
+        for index, candidate in enumerate(candidates):
+            trial = FCAM(self.num_classes, config=self.config.replace(**candidate), progress=self.progress)
+            trial.fit(model, loader, source=source, checkpoint=candidate_checkpoint(checkpoint, index), **fit_args)
+            miou, threshold = validation_score(trial, model, validation)
+            scored.append({"settings": candidate, "miou": miou, "threshold": threshold,
+                           "seed_settings": trial.seed_settings_})
+            logger.info("F-CAM candidate %d/%d %s: validation mIoU %.4f at threshold %.2f", index + 1, len(candidates),
+                        candidate, miou, threshold)
+            if miou > best_miou:  # the first on ties
+                best, best_miou = trial, miou
+        assert best is not None  # check_candidates refuses an empty grid
+        metadata = self.metadata
+        self.__dict__.update({k: v for k, v in vars(best).items() if k != "progress"})
+        self.metadata, self.selection_ = metadata, scored
+        logger.info("F-CAM: kept bg_fraction %s (validation mIoU %.4f on %d images)", self.config.bg_fraction,
+                    best_miou, validation[0].shape[0])
         return self
 
     def _check_layers(self, feature_layer: str, skip_layers: Sequence[str]) -> List[str]:
@@ -351,7 +402,7 @@ class FCAM:
         header = {"num_classes": self.num_classes, "config": self.config.to_dict(),
                   "feature_layer": self.feature_layer_, "skip_layers": self.skip_layers_,
                   "skip_channels": self.skip_channels_, "feature_dim": self.feature_dim_, "n_steps": self.n_steps_,
-                  "seed_settings": self.seed_settings_,
+                  "seed_settings": self.seed_settings_, "selection": self.selection_,
                   "loss_history": self.loss_history_, "metadata": self.metadata,
                   "version": __version__}
         write_archive(path, FORMAT_NAME, FORMAT_VERSION, header, arrays)
@@ -369,6 +420,7 @@ class FCAM:
         model.seed_settings_ = dict(header.get("seed_settings", {}))
         model.loss_history_ = list(header.get("loss_history", []))
         model.metadata = dict(header.get("metadata", {}))
+        model.selection_ = list(header.get("selection", []))
         decoder = model._new_decoder(model.feature_dim_, model.skip_channels_)
         state = {name[len("decoder."):]: torch.from_numpy(np.array(value)) for name, value in arrays.items()
                  if name.startswith("decoder.")}
