@@ -263,6 +263,16 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _fit_recam_and_fcam(model: nn.Module, data: list, device: torch.device) -> Dict[str, Any]:
+    """ReCAM (on a copy of ``model``) and F-CAM with deterministic seeds, fitted on ``data``: the
+    weights to compare, ``{"sce": (C, D), "decoder": state dict}`` on the CPU."""
+    recam = lp.ReCAM(CLASSES, epochs=1, progress=False).fit(copy.deepcopy(model), data, feature_layer="stage4",
+                                                            head="classifier", device=device)
+    fcam = lp.FCAM(CLASSES, progress=False, fg_samples=None, bg_samples=None, **FCAM_SETTINGS)
+    fcam.fit(model, data, source=cam_source(model), feature_layer="stage4", skip_layers=["stage1"])
+    return {"sce": recam.sce_weight_.cpu(), "decoder": {k: v.cpu() for k, v in fcam.decoder_.state_dict().items()}}
+
+
 def _ddp_worker(rank: int, world: int, port: int, sizes: Sizes, out: str) -> None:
     import torch.distributed as dist
 
@@ -273,13 +283,9 @@ def _ddp_worker(rank: int, world: int, port: int, sizes: Sizes, out: str) -> Non
         torch.manual_seed(0)
         model = SmokeNet(sizes.width).to(device).eval()
         shards = [(x[rank::world], y[rank::world]) for x, y in batches(sizes, device)]
-        recam = lp.ReCAM(CLASSES, epochs=1, progress=False).fit(copy.deepcopy(model), shards, feature_layer="stage4",
-                                                                head="classifier", device=device)
-        fcam = lp.FCAM(CLASSES, progress=False, fg_samples=None, bg_samples=None, **FCAM_SETTINGS)
-        fcam.fit(model, shards, source=cam_source(model), feature_layer="stage4", skip_layers=["stage1"])
+        weights = _fit_recam_and_fcam(model, shards, device)
         if rank == 0:
-            torch.save({"sce": recam.sce_weight_.cpu(),
-                        "decoder": {k: v.cpu() for k, v in fcam.decoder_.state_dict().items()}}, out)
+            torch.save(weights, out)
     finally:
         dist.destroy_process_group()
 
@@ -295,20 +301,16 @@ def run_ddp_check(sizes: Sizes, rows: List[Dict[str, Any]]) -> None:
         device = torch.device("cuda", 0)
         torch.manual_seed(0)
         model = SmokeNet(sizes.width).to(device).eval()
-        data = batches(sizes, device)
-        recam = lp.ReCAM(CLASSES, epochs=1, progress=False).fit(copy.deepcopy(model), data, feature_layer="stage4",
-                                                                head="classifier", device=device)
-        fcam = lp.FCAM(CLASSES, progress=False, fg_samples=None, bg_samples=None, **FCAM_SETTINGS)
-        fcam.fit(model, data, source=cam_source(model), feature_layer="stage4", skip_layers=["stage1"])
+        single = _fit_recam_and_fcam(model, batches(sizes, device), device)
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "ddp.pt")
             start = time.perf_counter()
             mp.spawn(_ddp_worker, args=(2, _free_port(), sizes, out), nprocs=2, join=True)
             seconds = time.perf_counter() - start
             shared = torch.load(out, weights_only=True)
-        diff = max(float((shared["sce"] - recam.sce_weight_.cpu()).abs().max()),
-                   max(float((shared["decoder"][k] - v.cpu()).abs().max())
-                       for k, v in fcam.decoder_.state_dict().items() if v.is_floating_point()))
+        diff = max(float((shared["sce"] - single["sce"]).abs().max()),
+                   max(float((shared["decoder"][k] - v).abs().max())
+                       for k, v in single["decoder"].items() if v.is_floating_point()))
         status = "ok" if diff < 1e-3 else f"FAIL: weights differ by {diff:.2e}"
         rows.append({**row, "status": status, "seconds": seconds, "diff": diff})
     except Exception as error:

@@ -203,10 +203,12 @@ class FCAM:
         steps_per_epoch = len(loader) if hasattr(loader, "__len__") else None  # type: ignore[arg-type]
         if steps_per_epoch == 0:
             raise ValueError("the loader is empty")
-        fingerprint = {"config": self.config.to_dict(), "num_classes": self.num_classes, "feature_layer": feature_layer,
-                       "skip_layers": list(skip_layers), "steps_per_epoch": steps_per_epoch,
-                       "model_weights": module_digest(model), "data": data_identity(loader),
-                       "source": value_digest(source)}
+        fingerprint = {}  # the digests read every weight and the source's arrays: only a checkpoint needs them
+        if checkpoint is not None:
+            fingerprint = {"config": self.config.to_dict(), "num_classes": self.num_classes,
+                           "feature_layer": feature_layer, "skip_layers": list(skip_layers),
+                           "steps_per_epoch": steps_per_epoch, "model_weights": module_digest(model),
+                           "data": data_identity(loader), "source": value_digest(source)}
         distributed = dist.is_available() and dist.is_initialized()
         rank = dist.get_rank() if distributed else 0
         trainer = DecoderTrainer(self.config, self._new_decoder, device, distributed)

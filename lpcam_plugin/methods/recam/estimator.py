@@ -161,9 +161,11 @@ class ReCAM:
             raise ValueError("the loader is empty")
         learning_rate = self._budget(self.config.epochs * steps_per_epoch)
         optimizer = self._optimizer(model, head_ref, sce, learning_rate)
-        fingerprint = {"config": self.config.training_settings(), "num_classes": self.num_classes,
-                       "feature_layer": feature_layer, "head": head, "steps_per_epoch": steps_per_epoch,
-                       "model_weights": module_digest(model), "data": data_identity(loader)}
+        fingerprint = {}  # the digests read every weight (and in-memory data): only a checkpoint needs them
+        if checkpoint is not None:
+            fingerprint = {"config": self.config.training_settings(), "num_classes": self.num_classes,
+                           "feature_layer": feature_layer, "head": head, "steps_per_epoch": steps_per_epoch,
+                           "model_weights": module_digest(model), "data": data_identity(loader)}
         state_before = snapshot_state(model)
         kept = ("The model was put back as it was before fit (its parameters and buffers); no checkpoint holds a "
                 "non-finite value.")
