@@ -14,6 +14,7 @@ from lpcam_plugin.core.formats import read_class_dict, read_irn_cam
 from lpcam_plugin.core.hooks import FeatureHook, TokensToMap, tokens_to_map
 from lpcam_plugin.core.io import atomic_write, save_npy_atomic
 from lpcam_plugin.core.maps import max_normalize
+from lpcam_plugin.core.threshold import ThresholdChoice, ThresholdHistogram, auto_threshold, choose_threshold
 from lpcam_plugin.core.version import __version__
 from lpcam_plugin.distributed.api import fit_distributed, fit_prototypes_distributed, infer_distributed
 from lpcam_plugin.methods.cam import cam_map
@@ -47,9 +48,13 @@ __all__ = [
     "ReCAM",
     "ReCAMConfig",
     "SweepResult",
+    "ThresholdChoice",
+    "ThresholdHistogram",
     "TokensToMap",
     "atomic_write",
+    "auto_threshold",
     "cam_map",
+    "choose_threshold",
     "confusion_matrix",
     "fit_distributed",
     "fit_prototypes_distributed",

@@ -46,7 +46,7 @@ from lpcam_plugin.adapters.resnet.amn_host import (
 )
 from lpcam_plugin.adapters.resnet.host import HostSpec
 from lpcam_plugin.adapters.resnet.options import add_lpcam_arguments
-from lpcam_plugin.adapters.resnet.runner import require_spawn_devices, run_in_process, work
+from lpcam_plugin.adapters.resnet.runner import require_spawn_devices, run_in_process, threshold_in_process, work
 
 MAKE_AMN_CAM_MODULE = "step.make_amn_cam"
 ROUTES = ("a", "b")
@@ -85,6 +85,14 @@ def run(args: argparse.Namespace, route: str = "b", method: Optional[str] = None
     return run_in_process(_spec_from_args(args), args, method)
 
 
+def write_threshold(args: argparse.Namespace, route: str = "b", method: Optional[str] = None) -> float:
+    """The background threshold of the maps ``route`` wrote, chosen without masks (``lpcam_threshold.json``
+    beside them, ``args.cam_eval_thres``; see :func:`lpcam_plugin.adapters.irn.write_threshold`)."""
+    if _check_route(route) == "a":
+        return irn.write_threshold(args, method)
+    return threshold_in_process(_spec_from_args(args), args, method)
+
+
 def _work(process_id: int, model: nn.Module, dataset: Sequence[Any], args: argparse.Namespace) -> None:
     """Replacement for ``step.make_amn_cam._work(process_id, model, dataset, args)`` (route "b")."""
     work(_spec_from_args(args), process_id, model, dataset, args)
@@ -117,4 +125,5 @@ def unpatch(route: str = "b") -> None:
 
 
 __all__ = ["HEAD_REDUCTIONS", "MAKE_AMN_CAM_MODULE", "ROUTES", "ROUTE_B_METHODS", "add_arguments",
-           "aspp_selection_weight", "host_cams", "patch", "run", "selection_weight", "spec", "unpatch", "write"]
+           "aspp_selection_weight", "host_cams", "patch", "run", "selection_weight", "spec", "unpatch", "write",
+           "write_threshold"]

@@ -30,7 +30,7 @@ from torch import nn
 from lpcam_plugin.adapters.common.patching import patch_attribute, unpatch_attribute
 from lpcam_plugin.adapters.resnet.irn_host import SPEC, host_cams, selection_weight, write
 from lpcam_plugin.adapters.resnet.options import add_lpcam_arguments
-from lpcam_plugin.adapters.resnet.runner import require_spawn_devices, run_in_process, work
+from lpcam_plugin.adapters.resnet.runner import require_spawn_devices, run_in_process, threshold_in_process, work
 
 MAKE_CAM_MODULE = "step.make_cam"
 
@@ -48,6 +48,13 @@ def run(args: argparse.Namespace, method: Optional[str] = None) -> int:
     method needs (LPCAM bank, ReCAM step, F-CAM decoder over ``--lpcam_fcam_source``). Returns the
     number of files written (files already written by the same producer are skipped)."""
     return run_in_process(SPEC, args, method)
+
+
+def write_threshold(args: argparse.Namespace, method: Optional[str] = None) -> float:
+    """The background threshold of the maps in ``args.cam_out_dir``, chosen without masks: written to
+    ``lpcam_threshold.json`` there and set as ``args.cam_eval_thres`` (``run`` does this itself with
+    ``--lpcam_auto_threshold true``; call it after the patched ``step.make_cam.run(args)``)."""
+    return threshold_in_process(SPEC, args, method)
 
 
 def _work(process_id: int, model: nn.Module, dataset: Sequence[Any], args: argparse.Namespace) -> None:
@@ -75,4 +82,4 @@ def unpatch() -> None:
 
 
 __all__ = ["MAKE_CAM_MODULE", "SPEC", "add_arguments", "host_cams", "patch", "run", "selection_weight", "unpatch",
-           "write"]
+           "write", "write_threshold"]

@@ -142,6 +142,7 @@ class SeedResult:
     network_stats: Dict[str, float]
     notes: Dict[str, str]
     seconds: Dict[str, float]
+    automatic: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
 def pixelsup_pairs(config: DemoConfig) -> List[Tuple[NetworkConfig, NetworkConfig]]:

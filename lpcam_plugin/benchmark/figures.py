@@ -1,7 +1,7 @@
 """The figures of a ``lpcam demo`` run: what each one shows, drawn with :mod:`lpcam_plugin.benchmark.viz`.
 
 ``threshold_curve_<network>.png`` (:func:`write_threshold_curve`): mIoU vs background threshold,
-one line per method, mean ± std over seeds, both optima marked. ``overlays_<network>.png``
+one line per method, mean ± std over seeds, both optima and the automatic threshold marked. ``overlays_<network>.png``
 (:func:`write_overlays`): for the first seed, per image a row of maps and a row of seed masks.
 matplotlib (the ``[viz]`` extra) is needed only when a figure is drawn.
 """
@@ -71,17 +71,21 @@ def write_overlays(path: Path, network: NetworkConfig, result: SeedResult, data:
 
 
 def write_threshold_curve(path: Path, network: NetworkConfig, results: Sequence[SeedResult]) -> None:
-    """``threshold_curve_<network>.png``: mIoU vs t per method, mean ± std over seeds, both optima marked."""
+    """``threshold_curve_<network>.png``: mIoU vs t per method, mean ± std over seeds, both optima and the
+    automatic threshold marked."""
     curves = {}
     for name in results[0].sweeps:
         stack = 100.0 * np.stack([r.sweeps[name].miou for r in results])
         bests = [r.sweeps[name].best for r in results]
         t_best, v_best = mean_std([b["threshold"] for b in bests], 1.0), mean_std([b["miou"] for b in bests])
         several = len(results) > 1
+        autos = [r.automatic[name] for r in results if name in r.automatic]
+        automatic = ((float(np.mean([a["threshold"] for a in autos])), 100 * float(np.mean([a["miou"] for a in autos])))
+                     if len(autos) == len(results) else None)
         curves[name] = ThresholdCurve(results[0].sweeps[name].thresholds, stack.mean(axis=0),
                                       stack.std(axis=0, ddof=1) if several else None,
                                       ((t_best["mean"], t_best["std"], v_best["mean"], v_best["std"])
-                                       if several else None))
+                                       if several else None), automatic)
     seeds = ", ".join(str(r.seed) for r in results)
     which = f"seeds {seeds}; mean ± std band" if len(results) > 1 else f"seed {seeds}"
     plot_threshold_curves(curves, path, title=f"{network.name}: seed-mask mIoU vs background threshold ({which})")

@@ -33,6 +33,8 @@ TARGETS: List[Tuple[str, str, str, str, float]] = [
     ("ReCAM+LPCAM mIoU > ReCAM mIoU", "ReCAM+LPCAM", "ReCAM", "miou", 0.0),
 ] + [(f"{registry.label('fcam', source)} mIoU > {registry.label(source)} mIoU (bilinear)",
       registry.label("fcam", source), registry.label(source), "miou", 0.0) for source in registry.fcam_sources()]
+#: The automatic threshold's target: its mIoU within this many points of the best threshold's, on every seed.
+AUTO_THRESHOLD_TOLERANCE = 1.5
 #: Diagnostics shown per method (:func:`lpcam_plugin.benchmark.run.part_diagnostics`), in column order.
 DIAGNOSTIC_KEYS = ("recall_head", "recall_body", "recall_legs", "context_fp", "act_head", "act_body", "act_legs",
                    "act_background", "act_other_objects", "auc")
@@ -47,10 +49,12 @@ def mean_std(values: Sequence[float], scale: float = 100.0) -> Dict[str, float]:
 def summarize(results: Sequence[SeedResult], window: float = 0.1) -> Dict[str, Any]:
     """One network's table: per method the mean ± std over seeds (in %) of the best-threshold metrics.
 
-    Returns ``{"table": {method: {metric: {"mean", "std"}, "threshold", "curve_drop", "diagnostics"}},
-    "targets": {text: {"margin", "required", "met"}}, "seeds": [...], "network": {key: {"mean", "std"}}}``,
-    where ``"network"`` holds the classifier's train accuracy and the features' zero fraction (in %),
-    their mean L2 norms on object / background cells, D, grid side and output stride.
+    Returns ``{"table": {method: {metric: {"mean", "std"}, "threshold", "curve_drop", "diagnostics",
+    "automatic"}}, "targets": {text: {"margin", "required", "met"}}, "seeds": [...],
+    "network": {key: {"mean", "std"}}}``, where ``"automatic"`` (when every seed has it) holds the
+    threshold chosen without masks, the mIoU there, its gap to the best threshold's (mean ± std, and
+    the worst seed's) and the rule, and ``"network"`` holds the classifier's train accuracy and the
+    features' zero fraction (in %), their mean L2 norms on object / background cells, D, grid side and output stride.
     """
     table: Dict[str, Dict[str, Any]] = {}
     for name in results[0].sweeps:
@@ -60,6 +64,13 @@ def summarize(results: Sequence[SeedResult], window: float = 0.1) -> Dict[str, A
         row["curve_drop"] = mean_std([r.sweeps[name].curve_drop(window) for r in results])
         row["diagnostics"] = {key: mean_std([r.diagnostics[name][key] for r in results])
                               for key in results[0].diagnostics[name]}
+        if all(name in r.automatic for r in results):
+            autos = [r.automatic[name] for r in results]
+            row["automatic"] = {"threshold": mean_std([a["threshold"] for a in autos], 1.0),
+                                "miou": mean_std([a["miou"] for a in autos]),
+                                "gap": mean_std([a["gap"] for a in autos]),
+                                "worst_gap": 100 * min(a["gap"] for a in autos),
+                                "rule": "/".join(sorted({a["rule"] for a in autos}))}
         table[name] = row
     targets = {}
     for text, a, b, key, need in TARGETS:
@@ -112,6 +123,7 @@ def _render_network(network: NetworkConfig, summary: Dict[str, Any], results: Se
         cells = [_fmt(row[key], spread=spread) for _, key in TABLE_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells)
                      + f" | {_fmt(row['threshold'], 2, spread)} | {_fmt(row['curve_drop'], spread=spread)} |")
+    lines += _render_automatic(table, config, spread)
     if summary["targets"]:
         lines += ["", "### Targets (from the means)", "", "| target | margin | met |", "|---|---|---|"]
         for text, row in summary["targets"].items():
@@ -141,6 +153,26 @@ def _render_network(network: NetworkConfig, summary: Dict[str, Any], results: Se
                   f"![mIoU vs background threshold, {network.name}](threshold_curve_{network.name}.png)", "",
                   f"![maps and seed masks, {network.name}, seed {results[0].seed}](overlays_{network.name}.png)"]
     return lines + [""]
+
+
+def _render_automatic(table: Dict[str, Any], config: DemoConfig, spread: bool) -> List[str]:
+    """The table of the threshold chosen without masks beside the best one (empty when not computed)."""
+    methods = [name for name in table if "automatic" in table[name]]
+    if not methods:
+        return []
+    lines = ["", "### Seed masks at the threshold chosen without masks (`auto_threshold`; docs/evaluation.md)", "",
+             "Rule `share`: the share of pixels that Otsu's cut keeps on this classifier's CAM; `otsu`: Otsu over "
+             "the method's own positive values (no CAM in the run). "
+             f"Target: gap within {AUTO_THRESHOLD_TOLERANCE:.1f} points of the best t's mIoU.", "",
+             "| method | best t | mIoU at best t | automatic t | rule | mIoU at automatic t | gap | worst seed's gap "
+             "| within target |", "|---|---|---|---|---|---|---|---|---|"]
+    for name in methods:
+        row, auto = table[name], table[name]["automatic"]
+        met = auto["worst_gap"] >= -AUTO_THRESHOLD_TOLERANCE
+        lines.append(f"| {name} | {_fmt(row['threshold'], 2, spread)} | {_fmt(row['miou'], spread=spread)} | "
+                     f"{_fmt(auto['threshold'], 2, spread)} | {auto['rule']} | {_fmt(auto['miou'], spread=spread)} | "
+                     f"{_fmt(auto['gap'], spread=spread)} | {auto['worst_gap']:+.1f} | {'yes' if met else 'no'} |")
+    return lines
 
 
 def _render_pixelsup(summaries: Dict[str, Dict[str, Any]], config: DemoConfig) -> List[str]:
@@ -208,7 +240,8 @@ def render_report(summaries: Dict[str, Dict[str, Any]], results: Dict[str, List[
             "How to read the figures. Threshold curve: the seed-mask mIoU for every background threshold t, one "
             "line per method (mean over seeds, shaded ± sample std). The dot marks the peak of the mean curve (the "
             "best single t for all seeds); the cross with error bars the mean ± std of each seed's own best "
-            "(t, mIoU), which is what the table reports and is never below the mean curve's peak. A flat curve "
+            "(t, mIoU), which is what the table reports and is never below the mean curve's peak; the triangle the "
+            "threshold chosen without masks (`auto_threshold`, mean over seeds) and the mIoU there. A flat curve "
             "around the optimum means the method is insensitive to t. Overlays (first seed): for each image, the "
             "top row shows the image and each method's map of the named class (max-normalised, colour bar), the "
             "bottom row the ground truth and each method's seed mask at that method's best t of that seed (class "
@@ -244,7 +277,8 @@ def write_results(path: Path, config: DemoConfig, seconds: float, summaries: Dic
                 "summary": summaries[name],
                 "per_seed": [
                     {"seed": r.seed, "seconds": r.seconds, "network": r.network_stats, "notes": r.notes,
-                     "diagnostics": r.diagnostics, "sweeps": {m: s.to_dict() for m, s in r.sweeps.items()}}
+                     "diagnostics": r.diagnostics, "automatic": r.automatic,
+                     "sweeps": {m: s.to_dict() for m, s in r.sweeps.items()}}
                     for r in rs
                 ],
             }

@@ -23,12 +23,13 @@ from lpcam_plugin.benchmark.readouts import SeedContext, map_key, select_readout
 from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticDataset, generate, images_to_tensor
 from lpcam_plugin.benchmark.toynet import ToyClassifier
 from lpcam_plugin.benchmark.training import extract_features, load_or_train, set_torch_seed, train_classifier
-from lpcam_plugin.core.evaluate import maps_to_prediction, sweep
+from lpcam_plugin.core.evaluate import SweepResult, maps_to_prediction, sweep
 from lpcam_plugin.core.formats import write_class_dict, write_label_png
 from lpcam_plugin.core.identity import module_digest
 from lpcam_plugin.core.io import atomic_write
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.core.threshold import ThresholdHistogram, choose_threshold, collect_histogram
 
 
 def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor, config: DemoConfig, seed: int,
@@ -146,6 +147,32 @@ def part_diagnostics(maps: torch.Tensor, data: SyntheticDataset, threshold: floa
     return out
 
 
+def automatic_thresholds(maps: Dict[str, torch.Tensor], data: SyntheticDataset, sweeps: Dict[str, SweepResult],
+                         reference: Optional[str] = "CAM") -> Dict[str, Dict[str, Any]]:
+    """Per method, the threshold chosen without masks and the mIoU it gives (:attr:`SeedResult.automatic`).
+
+    The maps are read as the sweep reads them (upsampled, max-normalised); ``reference`` names the
+    method whose maps are the classifier's CAM (``auto_threshold(..., reference=cam)``), None or
+    absent from ``maps`` for the two-argument form.
+    """
+    size, num_classes = data.config.image_size, data.config.num_classes
+
+    def histogram(name: str) -> ThresholdHistogram:
+        return collect_histogram(per_image_maps(maps[name], data.labels, size), num_classes=num_classes,
+                                 progress=False)
+
+    ref = histogram(reference) if reference in maps else None
+    out = {}
+    for name, method_maps in maps.items():
+        choice = choose_threshold(ref if name == reference else histogram(name), ref)
+        at_t = sweep(per_image_maps(method_maps, data.labels, size), (m.astype(np.int64) for m in data.masks),
+                     [choice.threshold], num_classes + 1, progress=False)
+        miou = float(at_t.miou[0])
+        out[name] = {"threshold": choice.threshold, "rule": choice.rule, "miou": miou,
+                     "gap": miou - float(sweeps[name].best["miou"])}
+    return out
+
+
 def _export_host_files(folder: Path, data: SyntheticDataset, maps: torch.Tensor, progress: Optional[bool]) -> None:
     """Write maps as EDAM/MCTformer ``{class: (H, W)}`` dicts under ``lpcam/``, GT PNGs and an id list."""
     size = data.config.image_size
@@ -209,6 +236,8 @@ def run_seed(network: NetworkConfig, data: SyntheticDataset, config: DemoConfig,
         sweeps[name] = sweep(per_image_maps(method_maps, data.labels, size), (m.astype(np.int64) for m in data.masks),
                              config.thresholds, c + 1, progress=progress, total=n)
         diagnostics[name] = part_diagnostics(method_maps, data, sweeps[name].best_threshold)
+    automatic = automatic_thresholds(maps, data, sweeps)
     lap("evaluation")
     seconds["total"] = sum(seconds.values())
-    return SeedResult(seed, network.name, sweeps, diagnostics, network_stats, dict(ctx.notes), seconds), maps
+    return SeedResult(seed, network.name, sweeps, diagnostics, network_stats, dict(ctx.notes), seconds,
+                      automatic), maps

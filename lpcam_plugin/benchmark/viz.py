@@ -102,12 +102,15 @@ class ThresholdCurve:
         std: ``(T,)`` sample std over seeds, or ``None`` (one seed: no band).
         seed_best: per-seed optima as ``(mean t, std t, mean value, std value)``, or ``None``
             (one seed: the curve's peak is the seed's best).
+        automatic: the threshold chosen without masks (:func:`lpcam_plugin.core.threshold.auto_threshold`)
+            as ``(mean t, mean value at it)`` over seeds, or ``None``.
     """
 
     thresholds: np.ndarray
     mean: np.ndarray
     std: Optional[np.ndarray] = None
     seed_best: Optional[Tuple[float, float, float, float]] = None
+    automatic: Optional[Tuple[float, float]] = None
 
 
 def plot_threshold_curves(
@@ -123,7 +126,8 @@ def plot_threshold_curves(
     dot on the **peak of the mean curve** (the best single threshold for all seeds), and a
     cross with ±std error bars at the **mean of the per-seed bests** (each seed at its own best
     threshold; what a mean ± std table of best-threshold rows reports; never below the mean
-    curve's peak). The legend under the axes gives both as numbers.
+    curve's peak). The legend under the axes gives both as numbers. A curve with an
+    ``automatic`` threshold gets a triangle there (the t chosen without masks, and its value).
     """
     matplotlib = _matplotlib()
     from matplotlib.lines import Line2D
@@ -139,6 +143,8 @@ def plot_threshold_curves(
         if curve.seed_best is not None:
             t_mean, t_std, v_mean, v_std = curve.seed_best
             label += f"; mean of per-seed bests {v_mean:.1f} ± {v_std:.1f} @ t={t_mean:.2f} ± {t_std:.2f}"
+        if curve.automatic is not None:
+            label += f"; automatic t={curve.automatic[0]:.2f}: {curve.automatic[1]:.1f}"
         (line,) = ax.plot(t, m, label=label, linewidth=1.8)
         colour = line.get_color()
         if curve.std is not None:
@@ -148,12 +154,19 @@ def plot_threshold_curves(
         if curve.seed_best is not None:
             ax.errorbar([t_mean], [v_mean], xerr=[t_std], yerr=[v_std], marker="x", markersize=8, color=colour,
                         capsize=3, linewidth=1)
+        if curve.automatic is not None:
+            ax.plot([curve.automatic[0]], [curve.automatic[1]], marker="v", color=colour, markersize=7,
+                    markeredgecolor="black", markeredgewidth=0.6)
         handles.append(line)
     handles.append(Line2D([], [], marker="o", color="grey", linestyle="none",
                           label="peak of the mean curve" if several else "peak of the curve"))
     if several:
         handles.append(Line2D([], [], marker="x", color="grey", linestyle="none",
                               label="mean ± std of per-seed best (t, mIoU)"))
+    if any(curve.automatic is not None for curve in curves.values()):
+        handles.append(Line2D([], [], marker="v", color="grey", markeredgecolor="black", linestyle="none",
+                              label="automatic t (chosen without masks) and its mIoU" + (", mean over seeds"
+                                                                                          if several else "")))
     ax.set_xlabel("background threshold t")
     ax.set_ylabel(ylabel)
     ax.set_xlim(0.0, 1.0)

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import importlib
 import io
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable, Dict, Sequence
@@ -44,7 +45,7 @@ def _resnet_args(config: Dict[str, Any]) -> argparse.Namespace:
                   lpcam_method=config.get("method", "lpcam"), lpcam_recam_epochs=1, lpcam_recam_batch_size=4,
                   lpcam_recam_crop_size=64, lpcam_fcam_source=config.get("fcam_source", "cam"),
                   lpcam_fcam_epochs=1, lpcam_fcam_batch_size=4, lpcam_fcam_crop_size=64,
-                  lpcam_fcam_decoder_channels=[16, 8])
+                  lpcam_fcam_decoder_channels=[16, 8], lpcam_auto_threshold=True)
     for key, value in values.items():
         setattr(args, key, value)
     for folder in ("sess", args.cam_out_dir, args.ir_label_out_dir, args.amn_cam_out_dir, args.amn_ir_label_out_dir):
@@ -154,6 +155,7 @@ def drive_resnet(rec: Recorder, host: str, route: str, config: Dict[str, Any]) -
                               else f'lpcam_amn.run(args, route="a") ({args.lpcam_method})') as info:
                     written = irn.run(args) if host == "irn" else amn.run(args, route="a")
                     info["detail"] = f"{written} files written"
+            _threshold_beside(rec, args, args.cam_out_dir, patched=route == "patch")
         _host_reads_files(rec, args, ids, labels, args.cam_out_dir, "cam_to_ir_label", args.ir_label_out_dir,
                           "eval_cam", background=False)
     if host == "amn" and route == "b":
@@ -162,6 +164,7 @@ def drive_resnet(rec: Recorder, host: str, route: str, config: Dict[str, Any]) -
             info["detail"] = f"{args.amn_network}.CAM -> {args.amn_weights_name}.pth"
         with offline_weights(), rec.step('lpcam_amn.run(args, route="b") (LPCAM instead of make_amn_cam)') as info:
             info["detail"] = f"{amn.run(args, route='b')} files written"
+        _threshold_beside(rec, args, args.amn_cam_out_dir, patched=False)
         _host_reads_files(rec, args, ids, labels, args.amn_cam_out_dir, "amn_cam_to_ir_label",
                           args.amn_ir_label_out_dir, "eval_amn_cam", background=True)
 
@@ -189,6 +192,24 @@ def _train_cam_pss(rec: Recorder, args: argparse.Namespace) -> None:
         model = importlib.import_module(args.cam_network).CAM()
         model.load_state_dict(torch.load(args.cam_weights_name + ".pth", weights_only=True), strict=True)
         info["detail"] = f"{args.cam_network}.CAM <- {args.cam_weights_name}.pth"
+
+
+def _threshold_beside(rec: Recorder, args: argparse.Namespace, cam_dir: str, *, patched: bool) -> None:
+    """``--lpcam_auto_threshold``: ``lpcam_threshold.json`` beside the maps and ``args.cam_eval_thres`` set to it
+    (the patch route calls ``irn.write_threshold(args)`` after the step, as the docs say)."""
+    from lpcam_plugin.adapters import irn
+    from lpcam_plugin.adapters.resnet.threshold import THRESHOLD_FILE
+
+    with rec.step("threshold chosen without masks, beside the maps" + (" (irn.write_threshold)" if patched else "")
+                  ) as info:
+        if patched:
+            irn.write_threshold(args)
+        record = json.loads((Path(cam_dir) / THRESHOLD_FILE).read_text())
+        if args.cam_eval_thres != record["threshold"]:
+            raise AssertionError(f"args.cam_eval_thres is {args.cam_eval_thres}, {THRESHOLD_FILE} says "
+                                 f"{record['threshold']}")
+        info["detail"] = (f"t = {record['threshold']:.3f} ({record['rule']} rule, {record['num_images']} images) "
+                          "in args.cam_eval_thres")
 
 
 def _patched_make_cam(rec: Recorder, module: str, patch: Callable[[], None], args: argparse.Namespace) -> None:

@@ -1,17 +1,19 @@
-"""``lpcam eval``: seed-mask metrics of CAM files on disk over a threshold sweep."""
+"""``lpcam eval``: seed-mask metrics of CAM files on disk over a threshold sweep, and the threshold
+chosen without masks (``--auto-threshold``)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from lpcam_plugin.core.evaluate import DEFAULT_THRESHOLDS, MEAN_METRICS, SweepResult, evaluate_folder
-from lpcam_plugin.core.formats import read_id_list
+from lpcam_plugin.core.formats import check_unique, read_id_list
 from lpcam_plugin.core.io import atomic_write
+from lpcam_plugin.core.threshold import ThresholdChoice, folder_threshold
 
 
 def format_result(result: SweepResult, class_names: Optional[Sequence[str]] = None) -> str:
@@ -57,24 +59,48 @@ def _threshold_number(text: str) -> float:
         raise ValueError(f"bad --thresholds: {text!r} is not a number") from None
 
 
+def format_automatic(choice: ThresholdChoice, result: Optional[SweepResult], at_t: Optional[Dict[str, Any]]) -> str:
+    """The automatic threshold's line; with masks, its metrics ``at_t`` beside the best of the sweep ``result``."""
+    line = (f"automatic threshold: {choice.threshold:.3f} ({choice.rule} rule"
+            + ("" if choice.reference_threshold is None else
+               f"; the reference CAM's Otsu threshold {choice.reference_threshold:.3f}")
+            + f"; {100 * choice.foreground_share:.1f} % of the pixels foreground)")
+    if result is None or at_t is None:
+        return line
+    best = result.best
+    return (line + f"\nmIoU at the automatic threshold {100 * at_t['miou']:.2f} vs {100 * best['miou']:.2f} at the "
+            f"best threshold {best['threshold']:.2f} ({100 * (at_t['miou'] - best['miou']):+.2f})")
+
+
 def _run_eval(args: argparse.Namespace) -> int:
-    thresholds = _parse_thresholds(args.thresholds)
     ids = read_id_list(args.list)
-    result = evaluate_folder(
-        args.cams,
-        args.gt,
-        ids,
-        fmt=args.format,
-        allow_pickle=args.allow_pickle,
-        thresholds=thresholds,
-        num_classes=args.num_classes,
-        ignore_index=args.ignore_index,
-        progress=False if args.no_progress else None,
-    )
-    sys.stdout.write(format_result(result) + "\n")
+    check_unique(ids)
+    if args.reference is not None and not args.auto_threshold:
+        raise ValueError("--reference is read only with --auto-threshold")
+    if args.gt is None and not args.auto_threshold:
+        raise ValueError("--gt is needed to score the maps (or pass --auto-threshold to only choose t)")
+    choice = folder_threshold(args.cams, ids, reference_dir=args.reference, fmt=args.format,
+                              allow_pickle=args.allow_pickle, num_classes=args.num_classes - 1,
+                              progress=False if args.no_progress else None) if args.auto_threshold else None
+    result = at_t = None
+    if args.gt is not None:
+        def scored(thresholds: Sequence[float]) -> SweepResult:
+            return evaluate_folder(args.cams, args.gt, ids, fmt=args.format, allow_pickle=args.allow_pickle,
+                                   thresholds=thresholds, num_classes=args.num_classes,
+                                   ignore_index=args.ignore_index, progress=False if args.no_progress else None)
+
+        result = scored(_parse_thresholds(args.thresholds))
+        sys.stdout.write(format_result(result) + "\n")
+        at_t = None if choice is None else scored([choice.threshold]).best
+    if choice is not None:
+        sys.stdout.write(format_automatic(choice, result, at_t) + "\n")
     if args.json:
+        payload: Dict[str, Any] = {} if result is None else result.to_dict()
+        if choice is not None:
+            payload["automatic"] = {**choice.to_dict(),
+                                    **({} if at_t is None else {name: at_t[name] for name in MEAN_METRICS})}
         with atomic_write(args.json) as tmp:
-            Path(tmp).write_text(json.dumps(result.to_dict(), indent=2))
+            Path(tmp).write_text(json.dumps(payload, indent=2))
     return 0
 
 
@@ -90,7 +116,8 @@ def register_cli(subparsers: Any) -> None:
     )
     parser.add_argument("--cams", required=True, type=Path,
                         help="folder with <id>.npy CAM files (<id>.npz with --format npz)")
-    parser.add_argument("--gt", required=True, type=Path, help="folder with <id>.png ground-truth label maps")
+    parser.add_argument("--gt", type=Path, default=None,
+                        help="folder with <id>.png ground-truth label maps (optional with --auto-threshold)")
     parser.add_argument("--list", required=True, type=Path, help="image-id list (plain ids or EDAM/PSA lines)")
     parser.add_argument("--format", choices=("irn", "dict", "npz", "auto"), default="auto",
                         help="CAM files: irn (IRN/AMN dicts), dict (EDAM/MCTformer), npz (lpcam infer), "
@@ -104,6 +131,12 @@ def register_cli(subparsers: Any) -> None:
     )
     parser.add_argument("--num-classes", type=int, default=21, help="labels including background (default 21)")
     parser.add_argument("--ignore-index", type=int, default=255, help="ground-truth value not scored")
+    parser.add_argument("--auto-threshold", action="store_true",
+                        help="choose t without masks (lpcam_plugin.auto_threshold) and print it, with its mIoU beside "
+                             "the best threshold's when --gt is given")
+    parser.add_argument("--reference", type=Path, default=None,
+                        help="with --auto-threshold: the classifier's plain CAM files of the same images (same "
+                             "format); t then keeps the share of pixels Otsu keeps on them (for LPCAM and the like)")
     parser.add_argument("--json", type=Path, default=None, help="also write the curves and best metrics here")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=_run_eval)

@@ -83,6 +83,12 @@ def test_every_readout_runs_on_both_networks_with_report_figures_and_cached_reru
                        for line in section.splitlines()) == 2
             row = summaries[network]["table"][name]
             assert 0.0 <= row["miou"]["mean"] <= 100.0 and row["miou"]["std"] >= 0.0
+            # the threshold chosen without masks: against the run's CAM, scored beside the best t
+            for per_seed in results["networks"][network]["per_seed"]:
+                auto, best = per_seed["automatic"][name], per_seed["sweeps"][name]["best"]["miou"]
+                assert auto["rule"] == "share" and auto["gap"] == pytest.approx(auto["miou"] - best)
+                assert 0.0 <= auto["threshold"] < 1.0 and 0.0 <= auto["miou"] <= 1.0
+        assert "### Seed masks at the threshold chosen without masks" in section
         for figure in (f"threshold_curve_{network}.png", f"overlays_{network}.png"):
             assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             assert f"]({figure})" in section  # embedded in that network's section

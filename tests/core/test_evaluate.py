@@ -219,3 +219,38 @@ def test_eval_cli_reads_native_npz_maps_without_pickle(tmp_path, capsys) -> None
     capsys.readouterr()
     assert main(argv) == 2
     assert "not an LPCAM map file" in capsys.readouterr().err
+
+
+def test_eval_cli_auto_threshold_with_and_without_masks(tmp_path, capsys) -> None:
+    from lpcam_plugin.cli import main
+    from lpcam_plugin.core.threshold import auto_threshold
+
+    cams, gts, ids, items = _write_host_files(tmp_path)
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    for image_id, (keys, maps, _) in zip(ids, items):
+        maps = np.asarray(maps, np.float32) / np.max(maps, axis=(1, 2), keepdims=True)
+        np.savez(cams / f"{image_id}.npz", keys=np.asarray(keys, np.int64), high_res=maps ** 0.2)
+        np.savez(reference / f"{image_id}.npz", keys=np.asarray(keys, np.int64), high_res=maps)
+    (tmp_path / "list.txt").write_text("\n".join(ids) + "\n")
+    out = tmp_path / "res.json"
+    base = ["eval", "--cams", str(cams), "--list", str(tmp_path / "list.txt"), "--format", "npz",
+            "--json", str(out), "--no-progress", "--auto-threshold"]
+    pairs = [(np.asarray(k, np.int64), np.asarray(m, np.float32) / np.max(m, axis=(1, 2), keepdims=True))
+             for k, m, _ in items]
+    assert main(base) == 0  # no masks: t only
+    alone = json.loads(out.read_text())["automatic"]
+    assert alone["rule"] == "otsu" and "miou" not in alone
+    assert alone["threshold"] == pytest.approx(auto_threshold(((k, m ** 0.2) for k, m in pairs), num_classes=20))
+    assert main(base + ["--reference", str(reference), "--gt", str(gts)]) == 0
+    data = json.loads(out.read_text())
+    shared = auto_threshold(((k, m ** 0.2) for k, m in pairs), num_classes=20,
+                            reference=iter(pairs))
+    assert data["automatic"]["rule"] == "share" and data["automatic"]["threshold"] == pytest.approx(shared)
+    at_t = ev.sweep(((k, m ** 0.2) for k, m in pairs), (g for *_, g in items), [shared], 21)
+    assert data["automatic"]["miou"] == pytest.approx(at_t.best["miou"])
+    assert "automatic threshold" in capsys.readouterr().out
+    assert main(base[:-1] + ["--reference", str(reference), "--gt", str(gts)]) == 2
+    assert "--reference is read only with --auto-threshold" in capsys.readouterr().err
+    assert main(base[:-1]) == 2
+    assert "--gt is needed" in capsys.readouterr().err

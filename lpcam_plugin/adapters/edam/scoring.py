@@ -13,6 +13,7 @@ from lpcam_plugin.core import evaluate as ev
 from lpcam_plugin.core.formats import load_class_dict, read_label_png
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.progress import progress_bar
+from lpcam_plugin.core.threshold import folder_threshold
 
 
 def evaluate(
@@ -27,6 +28,8 @@ def evaluate(
     sal_path: Optional[PathLike] = None,
     allow_pickle: bool = False,
     mean: str = "all",
+    auto_threshold: bool = False,
+    reference_dir: Optional[PathLike] = None,
     progress: Optional[bool] = None,
 ) -> ev.SweepResult:
     """Score EDAM-format dicts with ``eval.py``'s npy rule through :mod:`lpcam_plugin.core.evaluate`.
@@ -42,9 +45,20 @@ def evaluate(
     any subset; ``mean="present"`` averages over the classes that occur (same on VOC train, where
     every class occurs).
 
+    ``auto_threshold=True`` scores one ``theta`` instead of ``thetas``: the background score chosen
+    without masks (:func:`lpcam_plugin.core.threshold.folder_threshold`, against the classifier's
+    CAM dicts in ``reference_dir`` when given); not with saliency or CRF dicts, whose cut is another.
+
     Returns:
         :class:`lpcam_plugin.core.evaluate.SweepResult` over ``thetas``.
     """
+    if auto_threshold:
+        if sal_path is not None or crf:
+            raise ValueError("auto_threshold chooses the background score of CAM dicts, not a saliency or CRF cut")
+        thetas = folder_threshold(predict_dir, names, reference_dir=reference_dir, fmt="dict",
+                                  allow_pickle=allow_pickle, num_classes=NUM_CLASSES, progress=progress).threshold
+    elif reference_dir is not None:
+        raise ValueError("reference_dir is read only with auto_threshold=True")
     values = [float(thetas)] if np.isscalar(thetas) else [float(t) for t in thetas]
     if not values:
         raise ValueError("thetas must not be empty")

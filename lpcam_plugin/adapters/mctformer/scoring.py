@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Optional, Sequence, Tuple
 
 from lpcam_plugin.adapters.common.scoring import IOU_MEANS, with_iou_mean
+from lpcam_plugin.adapters.mctformer.host import NUM_CLASSES
 from lpcam_plugin.core import evaluate as ev
 from lpcam_plugin.core.io import PathLike
+from lpcam_plugin.core.threshold import folder_threshold
 
 
 def evaluate(
@@ -18,6 +20,8 @@ def evaluate(
     end: int = 60,
     allow_pickle: bool = False,
     mean: str = "all",
+    auto_threshold: bool = False,
+    reference_dir: Optional[PathLike] = None,
     progress: Optional[bool] = None,
 ) -> ev.SweepResult:
     """Score ``--cam-npy-dir`` dicts with ``evaluation.py``'s rule over ``t = start/100 .. (end-1)/100``.
@@ -30,6 +34,10 @@ def evaluate(
     truth and prediction counting 0, as ``evaluation.py`` does (its number on any subset);
     ``mean="present"`` averages over the classes that occur.
 
+    ``auto_threshold=True`` scores one ``t`` instead of the range: the one chosen without masks
+    (:func:`lpcam_plugin.core.threshold.folder_threshold`, against the classifier's CAM dicts in
+    ``reference_dir`` when given).
+
     Returns:
         :class:`lpcam_plugin.core.evaluate.SweepResult`.
     """
@@ -38,6 +46,12 @@ def evaluate(
     if mean not in IOU_MEANS:
         raise ValueError(f"mean must be one of {IOU_MEANS}, got {mean!r}")
     thresholds = [i / 100.0 for i in range(start, end)]
+    if auto_threshold:
+        thresholds = [folder_threshold(predict_dir, names, reference_dir=reference_dir, fmt="dict",
+                                       allow_pickle=allow_pickle, num_classes=NUM_CLASSES,
+                                       progress=progress).threshold]
+    elif reference_dir is not None:
+        raise ValueError("reference_dir is read only with auto_threshold=True")
     result = ev.evaluate_folder(predict_dir, gt_dir, list(names), fmt="dict", allow_pickle=allow_pickle,
                                 thresholds=thresholds, progress=progress)
     return with_iou_mean(result, mean)

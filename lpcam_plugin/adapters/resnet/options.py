@@ -124,6 +124,10 @@ def add_lpcam_arguments(parser: argparse.ArgumentParser, *, preset: str = "voc")
                        help="ReCAM step: batch size over all processes (default: the host's cam_batch_size, 16)")
     group.add_argument("--lpcam_recam_crop_size", type=int, default=None,
                        help="ReCAM step: random crop size (default: the host's cam_crop_size, 512)")
+    group.add_argument("--lpcam_auto_threshold", type=str2bool, default=False,
+                       help="after writing the maps, choose the background threshold without masks (the host CAM's "
+                            "Otsu share; docs/evaluation.md), write it to <out dir>/lpcam_threshold.json and set "
+                            "args.cam_eval_thres to it (run(args) and torchrun only; default: %(default)s)")
     group.add_argument("--lpcam_fcam_source", default="cam", choices=FCAM_SOURCES,
                        help="F-CAM: the read-out whose maps seed the decoder (default: %(default)s)")
     fcam_voc, fcam_coco = FCAM_PRESETS["voc"], FCAM_PRESETS["coco"]
@@ -169,6 +173,7 @@ class LPCAMOptions:
     fcam_source: str = "cam"
     fcam_batch_size: Optional[int] = None
     fcam_crop_size: Optional[int] = None
+    auto_threshold: bool = False
     voc12_root: Optional[str] = None
     train_list: Optional[str] = None
     cam_scales: Optional[Tuple[float, ...]] = None
@@ -230,6 +235,7 @@ class LPCAMOptions:
                    recam_crop_size=getattr(args, "lpcam_recam_crop_size", None), fcam=fcam,
                    fcam_source=fcam_source, fcam_batch_size=getattr(args, "lpcam_fcam_batch_size", None),
                    fcam_crop_size=getattr(args, "lpcam_fcam_crop_size", None),
+                   auto_threshold=bool(getattr(args, "lpcam_auto_threshold", False)),
                    cam_batch_size=getattr(args, "cam_batch_size", 16),
                    cam_crop_size=getattr(args, "cam_crop_size", 512),
                    **host)

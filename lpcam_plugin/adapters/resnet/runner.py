@@ -21,6 +21,7 @@ from lpcam_plugin.adapters.resnet.files import write_shard
 from lpcam_plugin.adapters.resnet.host import HostSpec, msf_dataset
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.adapters.resnet.prepare import prepare_readout
+from lpcam_plugin.adapters.resnet.threshold import write_threshold
 from lpcam_plugin.core.torchrun import init_from_env
 
 
@@ -29,7 +30,9 @@ def run_in_process(spec: HostSpec, args: argparse.Namespace, method: Optional[st
     ``args.train_list`` in this process (fitting or training what the method needs first).
 
     Under ``torchrun`` (an initialised process group) rank r writes images r, r + world, ...
-    after the shared preparation (the ReCAM step and the F-CAM decoder train in DDP)."""
+    after the shared preparation (the ReCAM step and the F-CAM decoder train in DDP). With
+    ``--lpcam_auto_threshold`` the threshold of the written maps is then chosen without masks
+    (:func:`~lpcam_plugin.adapters.resnet.threshold.write_threshold`, which sets ``args.cam_eval_thres``)."""
     opts = LPCAMOptions.from_args(args)
     if method is not None:
         opts = dataclasses.replace(opts, method=method)
@@ -40,9 +43,24 @@ def run_in_process(spec: HostSpec, args: argparse.Namespace, method: Optional[st
     dataset = msf_dataset(opts.train_list, opts, opts.scales())
     if distributed():
         rank, world = dist.get_rank(), dist.get_world_size()
-        return write_shard(spec, model, readout, Subset(dataset, list(range(rank, len(dataset), world))), opts,
-                           device, process_id=rank, n_procs=world)
-    return write_shard(spec, model, readout, dataset, opts, device)
+        written = write_shard(spec, model, readout, Subset(dataset, list(range(rank, len(dataset), world))), opts,
+                              device, process_id=rank, n_procs=world)
+        dist.barrier()
+    else:
+        written = write_shard(spec, model, readout, dataset, opts, device)
+    if opts.auto_threshold:
+        write_threshold(spec, opts, device, args)
+    return written
+
+
+def threshold_in_process(spec: HostSpec, args: argparse.Namespace, method: Optional[str] = None) -> float:
+    """Choose the background threshold of maps the step has already written (``run`` or the patched step),
+    write ``lpcam_threshold.json`` beside them and set ``args.cam_eval_thres``; returns the threshold."""
+    opts = LPCAMOptions.from_args(args)
+    if method is not None:
+        opts = dataclasses.replace(opts, method=method)
+    device = resolve_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")))
+    return write_threshold(spec, opts, device, args).threshold
 
 
 def work(spec: HostSpec, process_id: int, model: nn.Module, dataset: Sequence[Any], args: argparse.Namespace) -> None:
@@ -69,4 +87,4 @@ def require_spawn_devices(step_module: str, alternative: str) -> None:
                            f"workers and write nothing; call {alternative} instead of {step_module}.run(args)")
 
 
-__all__ = ["require_spawn_devices", "run_in_process", "work"]
+__all__ = ["require_spawn_devices", "run_in_process", "threshold_in_process", "work"]

@@ -15,6 +15,7 @@ from lpcam_plugin.adapters import edam
 from lpcam_plugin.adapters.common import crf as shared
 from lpcam_plugin.core import evaluate as ev
 from lpcam_plugin.core.formats import write_class_dict
+from lpcam_plugin.core.threshold import folder_threshold
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+. empty foreground pool:RuntimeWarning")
 
@@ -398,6 +399,24 @@ def test_evaluate_follows_eval_py_rule(host, tmp_path, voc):
         edam.evaluate(pred_dir, root / "gt", NAMES, thetas=0.5, allow_pickle=True, mean="some")
     with pytest.raises(ValueError, match="allow_pickle"):
         edam.evaluate(pred_dir, root / "gt", NAMES, thetas=0.5)
+    # auto_threshold: one theta, chosen from the dicts alone (or matched to a reference CAM's share).
+    auto = edam.evaluate(pred_dir, root / "gt", NAMES, auto_threshold=True, allow_pickle=True, progress=False)
+    chosen = folder_threshold(pred_dir, NAMES, fmt="dict", allow_pickle=True)
+    assert auto.thresholds.tolist() == [chosen.threshold] and chosen.rule == "otsu"
+    iou, _ = _eval_oracle(dicts, gts, chosen.threshold, 0, 1, False, None)
+    assert auto.miou[0] == pytest.approx(iou.mean(), abs=1e-9)
+    squeezed_dir = tmp_path / "squeezed"
+    for name in NAMES:
+        write_class_dict(squeezed_dir / f"{name}.npy", {c: m ** 0.2 for c, m in dicts[name].items()})
+    matched = edam.evaluate(squeezed_dir, root / "gt", NAMES, auto_threshold=True, reference_dir=pred_dir,
+                            allow_pickle=True, progress=False)
+    share = folder_threshold(squeezed_dir, NAMES, reference_dir=pred_dir, fmt="dict", allow_pickle=True)
+    assert share.rule == "share" and matched.thresholds.tolist() == [share.threshold]
+    assert share.foreground_share == pytest.approx(chosen.foreground_share, abs=0.01)
+    with pytest.raises(ValueError, match="not a saliency or CRF cut"):
+        edam.evaluate(pred_dir, root / "gt", NAMES, auto_threshold=True, sal_path=root / "sal", allow_pickle=True)
+    with pytest.raises(ValueError, match="only with auto_threshold"):
+        edam.evaluate(pred_dir, root / "gt", NAMES, reference_dir=pred_dir, allow_pickle=True)
 
 
 def test_bad_inputs_and_optional_crf(host, voc, tmp_path):

@@ -15,6 +15,7 @@ import lpcam_plugin.methods.lpcam.maps
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.adapters import mctformer
 from lpcam_plugin.core.formats import write_class_dict
+from lpcam_plugin.core.threshold import folder_threshold
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+. empty foreground pool:RuntimeWarning")
 
@@ -306,6 +307,12 @@ def test_evaluate_follows_evaluation_py_curve(host, tmp_path):
         assert result.at(i)["miou"] == pytest.approx(result.miou[i])
         assert in_present.miou[i] == pytest.approx(oracle_miou(result.thresholds[i], present), abs=1e-9)
         assert in_present.miou[i] > result.miou[i]
+    auto = mctformer.evaluate(pred_dir, gt_dir, NAMES, auto_threshold=True, allow_pickle=True, progress=False)
+    chosen = folder_threshold(pred_dir, NAMES, fmt="dict", allow_pickle=True)
+    assert auto.thresholds.tolist() == [chosen.threshold]
+    assert auto.miou[0] == pytest.approx(oracle_miou(chosen.threshold), abs=1e-9)
+    with pytest.raises(ValueError, match="only with auto_threshold"):
+        mctformer.evaluate(pred_dir, gt_dir, NAMES, reference_dir=pred_dir, allow_pickle=True)
     best_t, best_m = mctformer.host_best(result)
     walk, top = 0.0, -1.0
     for t in [i / 100 for i in range(60)]:

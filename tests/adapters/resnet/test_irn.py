@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import pickle
@@ -23,6 +24,7 @@ from lpcam_plugin.adapters.resnet.files import DONE_LOG_PREFIX, lpcam_written_id
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.core.evaluate import maps_to_prediction, sweep
 from lpcam_plugin.core.formats import read_irn_cam, read_label_png
+from lpcam_plugin.core.threshold import choose_threshold, collect_histogram
 
 pytestmark = pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning")
 
@@ -142,6 +144,37 @@ def test_in_process_run_equals_spawned_output_and_resumes(pipeline, caplog):
         assert f"skipped {N_IMAGES - 1} already written" in caplog.text
         assert {p.name: p.stat().st_mtime_ns for p in mine.glob("*.npy") if p != victim} == before
         np.testing.assert_allclose(voc_standin.load_host_dict(victim)["high_res"], reference["high_res"], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_auto_threshold_is_written_beside_the_maps_and_set_for_eval_cam(pipeline):
+    host = pipeline["host"]
+    with voc_standin.imported_host(host):
+        args = host_args(host, pipeline["voc"], cam_out_dir="result/cam_auto", lpcam_auto_threshold=True)
+        assert irn.run(args) == N_IMAGES
+        record = json.loads((host / "result/cam_auto" / "lpcam_threshold.json").read_text())
+        # The same choice from the written LPCAM files and the host's own CAM of the same images.
+        model = hosts.load_host_model(irn.SPEC, args, torch.device("cpu"))
+        dataset = hosts.msf_dataset(args.train_list, args, args.cam_scales)
+        from step import make_cam
+        host_cam = host_args(host, pipeline["voc"], cam_out_dir=str(host / "result" / "host_cam_auto"))
+        os.makedirs(host_cam.cam_out_dir)
+        make_cam._work(0, model, [dataset], host_cam)
+        ids = [dataset[i]["name"] for i in range(len(dataset))]
+        written = collect_histogram((read_irn_cam(host / "result/cam_auto" / f"{i}.npy", allow_pickle=True)
+                                     for i in ids), num_classes=20)
+        cams = collect_histogram((read_irn_cam(host / "result/host_cam_auto" / f"{i}.npy", allow_pickle=True)
+                                  for i in ids), num_classes=20)
+        expected = choose_threshold(written, cams)
+    assert record["rule"] == "share" and record["method"] == "lpcam" and record["num_images"] == N_IMAGES
+    assert record["threshold"] == pytest.approx(expected.threshold)
+    assert args.cam_eval_thres == record["threshold"] != EVAL_THRESHOLD
+    # Without the option nothing is chosen and the host's threshold stays.
+    with voc_standin.imported_host(host):
+        plain = host_args(host, pipeline["voc"], cam_out_dir="result/cam_auto")
+        assert irn.run(plain) == 0 and plain.cam_eval_thres == EVAL_THRESHOLD
+        assert irn.write_threshold(plain) == pytest.approx(expected.threshold)
+        assert plain.cam_eval_thres == pytest.approx(expected.threshold)
 
 
 @pytest.mark.slow
