@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_BINS = 1000
 #: Images per vectorised chunk when whole ``(N, C, H, W)`` arrays are given.
 CHUNK_IMAGES = 256
+#: Maps held at most per group when a stream is counted (images of one size are counted together).
+STREAM_BUFFER_BYTES = 32 * 2 ** 20
 #: Tolerance above 1 for max-normalised maps (float16 storage rounds 1 up to 1 + 2**-11).
 RANGE_TOLERANCE = 1e-3
 
@@ -84,17 +86,23 @@ class ThresholdHistogram:
 
     def add(self, keys: Any, maps: Any) -> "ThresholdHistogram":
         """Add one image: ``keys`` ``(K,)`` its present classes (0-based), ``maps`` ``(K, H, W)`` in [0, 1]."""
-        keys_arr, maps_arr = check_keyed_maps(keys, maps)
-        where = f"image {self.num_images}"
-        if keys_arr.size == 0:
-            raise ValueError(f"{where} has no present class: every image needs one (its labels are empty)")
-        if keys_arr.max() >= self.num_classes:
-            raise ValueError(f"{where}: class {int(keys_arr.max())} is outside the {self.num_classes} classes")
-        if np.unique(keys_arr).size != keys_arr.size:
-            raise ValueError(f"{where}: keys {keys_arr.tolist()} name a class twice")
-        values = _checked_values(maps_arr.reshape(keys_arr.size, -1), where)
-        self._add_best(values.max(axis=0), keys_arr[values.argmax(axis=0)])
-        self.num_images += 1
+        return self.add_images([(keys, maps)])
+
+    def add_images(self, images: Sequence[Tuple[Any, Any]]) -> "ThresholdHistogram":
+        """Add images given as ``(keys (K,), maps (K, H, W))`` pairs, all with the same number of pixels."""
+        values, image, cls = [], [], []
+        for offset, (keys, maps) in enumerate(images):
+            keys_arr, maps_arr = check_keyed_maps(keys, maps)
+            self._check_keys(keys_arr, f"image {self.num_images + offset}")
+            values.append(_as_array(maps_arr).reshape(keys_arr.size, -1))
+            image.append(np.full(keys_arr.size, offset))
+            cls.append(keys_arr)
+        if len({v.shape[1] for v in values}) > 1:
+            raise ValueError(f"images {self.num_images}+: add_images takes images of one size at a time")
+        if values:
+            self._add_present(np.concatenate(values), np.concatenate(image), np.concatenate(cls),
+                              f"images {self.num_images}-{self.num_images + len(values) - 1}")
+        self.num_images += len(values)
         return self
 
     def add_batch(self, maps: Any, labels: Any) -> "ThresholdHistogram":
@@ -108,19 +116,33 @@ class ThresholdHistogram:
             present = maps.detach()[torch.from_numpy(image), torch.from_numpy(cls)].float().cpu().numpy()
         else:
             present = np.asarray(maps)[image, cls]
-        values = _checked_values(present.reshape(image.size, -1), f"images {self.num_images}+")
-        starts = np.flatnonzero(np.r_[True, image[1:] != image[:-1]])
-        rank = np.arange(image.size) - np.repeat(starts, np.diff(np.r_[starts, image.size]))  # k-th class of its image
-        best = values[starts].copy()  # (B, H*W)
-        winner = np.repeat(cls[starts, None].astype(np.int32), values.shape[1], axis=1)
-        for k in range(1, int(rank.max()) + 1):  # a later class wins only where strictly higher, as argmax
-            rows = np.flatnonzero(rank == k)
-            own, current = values[rows], best[image[rows]]
-            winner[image[rows]] = np.where(own > current, cls[rows, None].astype(np.int32), winner[image[rows]])
-            best[image[rows]] = np.maximum(own, current)
-        self._add_best(best.ravel(), winner.ravel())
+        self._add_present(present.reshape(image.size, -1), image, cls, f"images {self.num_images}+")
         self.num_images += label_array.shape[0]
         return self
+
+    def _check_keys(self, keys: np.ndarray, where: str) -> None:
+        if keys.size == 0:
+            raise ValueError(f"{where} has no present class: every image needs one (its labels are empty)")
+        if keys.max() >= self.num_classes:
+            raise ValueError(f"{where}: class {int(keys.max())} is outside the {self.num_classes} classes")
+        if np.unique(keys).size != keys.size:
+            raise ValueError(f"{where}: keys {keys.tolist()} name a class twice")
+
+    def _add_present(self, maps: np.ndarray, image: np.ndarray, cls: np.ndarray, where: str) -> None:
+        """Count the maps ``(P, H*W)`` of the present (image, class) pairs ``(P,)``, grouped by image
+        (0, 1, ...); per pixel the best value, won by the first of the image's classes reaching it (argmax)."""
+        values = _checked_values(maps, where)
+        starts = np.flatnonzero(np.r_[True, image[1:] != image[:-1]])
+        group = np.repeat(np.arange(starts.size), np.diff(np.r_[starts, image.size]))
+        rank = np.arange(image.size) - starts[group]  # k-th class of its image
+        best = values[starts].copy()  # (images, H*W)
+        winner = np.repeat(cls[starts, None].astype(np.int32), values.shape[1], axis=1)
+        for k in range(1, int(rank.max()) + 1):  # a later class wins only where strictly higher
+            rows = np.flatnonzero(rank == k)
+            own, current = values[rows], best[group[rows]]
+            winner[group[rows]] = np.where(own > current, cls[rows, None].astype(np.int32), winner[group[rows]])
+            best[group[rows]] = np.maximum(own, current)
+        self._add_best(best.ravel(), winner.ravel())
 
     def update(self, other: "ThresholdHistogram") -> "ThresholdHistogram":
         """Add another histogram's counts (another shard of the same data; e.g. one rank's)."""
@@ -215,26 +237,48 @@ def _histogram_and_items(maps: MapsInput, labels: Any, num_classes: Optional[int
     return histogram, _labelled_items(maps, label_array)
 
 
+def _buffered(pairs: Iterable[Tuple[np.ndarray, np.ndarray]]) -> Iterator[Any]:
+    """Callables adding ``(keys, maps)`` pairs to a histogram in groups of one image size (at most
+    :data:`STREAM_BUFFER_BYTES` of maps each), so a stream is counted as fast as an array."""
+    group: List[Tuple[np.ndarray, np.ndarray]] = []
+    size = held = 0
+    for keys, maps in pairs:
+        pixels = int(np.prod(maps.shape[1:]))
+        if group and (pixels != size or held + maps.nbytes > STREAM_BUFFER_BYTES):
+            yield lambda h, group=group: h.add_images(group)
+            group, held = [], 0
+        group.append((keys, maps))
+        size, held = pixels, held + maps.nbytes
+    if group:
+        yield lambda h, group=group: h.add_images(group)
+
+
 def _pair_items(maps: Iterable[Any]) -> Iterator[Any]:
-    for index, item in enumerate(maps):
-        if not (isinstance(item, tuple) and len(item) == 2):
-            raise ValueError(f"image {index}: without labels, maps must yield (keys, (K, H, W) maps) pairs")
-        yield lambda h, item=item: h.add(item[0], _as_array(item[1]))
+    def pairs() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        for index, item in enumerate(maps):
+            if not (isinstance(item, tuple) and len(item) == 2):
+                raise ValueError(f"image {index}: without labels, maps must yield (keys, (K, H, W) maps) pairs")
+            yield check_keyed_maps(item[0], _as_array(item[1]))
+
+    return _buffered(pairs())
 
 
 def _labelled_items(maps: Iterable[Any], labels: np.ndarray) -> Iterator[Any]:
-    count = 0
-    for index, image_maps in enumerate(maps):
-        if index >= labels.shape[0]:
-            raise ValueError(f"maps yield more images than the {labels.shape[0]} rows of labels")
-        image = _as_array(image_maps)
-        if image.ndim != 3 or image.shape[0] != labels.shape[1]:
-            raise ValueError(f"image {index}: maps must be (C={labels.shape[1]}, H, W), got {image.shape}")
-        keys = np.flatnonzero(labels[index] > 0)
-        yield lambda h, keys=keys, image=image: h.add(keys, image[keys])
-        count += 1
-    if count != labels.shape[0]:
-        raise ValueError(f"maps yield {count} images but labels have {labels.shape[0]} rows")
+    def pairs() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        count = 0
+        for index, image_maps in enumerate(maps):
+            if index >= labels.shape[0]:
+                raise ValueError(f"maps yield more images than the {labels.shape[0]} rows of labels")
+            image = _as_array(image_maps)
+            if image.ndim != 3 or image.shape[0] != labels.shape[1]:
+                raise ValueError(f"image {index}: maps must be (C={labels.shape[1]}, H, W), got {image.shape}")
+            keys = np.flatnonzero(labels[index] > 0)
+            yield keys, image[keys]
+            count += 1
+        if count != labels.shape[0]:
+            raise ValueError(f"maps yield {count} images but labels have {labels.shape[0]} rows")
+
+    return _buffered(pairs())
 
 
 # ----------------------------------------------------------------------------------------- rules

@@ -131,3 +131,19 @@ def test_streams_are_checked_against_the_labels_and_the_reference():
         auto_threshold(iter([]), num_classes=3)
     with pytest.raises(ValueError, match=r"maps must be \(N, C, H, W\)"):
         auto_threshold(maps, labels, reference=maps[:, :, :4, :4][:3])
+
+
+def test_a_stream_of_images_of_several_sizes_counts_as_each_image_alone():
+    small, labels, _ = _scene(n=10, size=16, seed=9)
+    large, _, _ = _scene(n=10, size=24, seed=10)
+    pairs = []
+    for i in range(10):
+        keys = np.flatnonzero(labels[i])
+        pairs.append((keys, (small if i % 3 else large)[i, keys]))
+    streamed = collect_histogram(iter(pairs), num_classes=3)
+    alone = ThresholdHistogram(3)
+    for keys, maps in pairs:
+        alone.update(ThresholdHistogram(3).add(keys, maps))
+    assert np.array_equal(streamed.counts, alone.counts) and streamed.num_images == alone.num_images == 10
+    with pytest.raises(ValueError, match="one size at a time"):
+        ThresholdHistogram(3).add_images(pairs[:3])
