@@ -57,17 +57,20 @@ PAPER_PSS_STEPS = 20 * math.ceil(10582 / 16)
 PAPER_MAM_START_FRACTION = 6 / 20
 
 
-def pixelsup_overrides(train: TrainConfig, num_images: int, rcm_form: Optional[str] = None) -> Dict[str, Any]:
+def pixelsup_overrides(train: TrainConfig, num_images: int, rcm_form: Optional[str] = None,
+                       loss_reduction: Optional[str] = None) -> Dict[str, Any]:
     """RCM + MAM on the benchmark: the VOC preset with its two schedule-bound settings scaled to the
     demo's schedule (decided before any result was seen). The EMA keeps the paper's horizon as a
     fraction of training: ``0.997 ** (13,240 / steps)`` (0.78 for the default 160 steps; at 0.997 the
     SupportNet would still be 62 % its random initialisation after 160 steps); MAM starts at the
-    paper's 30 % of the epochs (epoch 3 of 10). ``rcm_form``: None for the preset's (always written
-    out, so a checkpoint trained with the default form is reused when that form is asked for by name)."""
+    paper's 30 % of the epochs (epoch 3 of 10). ``rcm_form`` / ``loss_reduction``: None for the preset's
+    (always written out, so a checkpoint trained with the default is reused when it is asked for by name)."""
     steps = train.epochs * math.ceil(num_images / train.batch_size)
     return {"ema_momentum": round(0.997 ** (PAPER_PSS_STEPS / steps), 4),
             "mam_start_epoch": int(round(PAPER_MAM_START_FRACTION * train.epochs)), "seed": train.seed,
-            "rcm_form": rcm_form if rcm_form is not None else PixelSupConfig.preset("voc").rcm_form}
+            "rcm_form": rcm_form if rcm_form is not None else PixelSupConfig.preset("voc").rcm_form,
+            "loss_reduction": (loss_reduction if loss_reduction is not None
+                               else PixelSupConfig.preset("voc").loss_reduction)}
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class DemoConfig:
     ``methods``: read-out names to run (``None``: every row of
     :data:`lpcam_plugin.benchmark.readouts.READOUTS`, in its order).
     ``rcm_form``: RCM's loss form for the ``+pss`` networks (``None``: the preset's).
+    ``pss_reduction``: RCM's and MAM's reduction over pixels for the ``+pss`` networks (``None``: the preset's).
     ``overlay_images``: images (distinct, one per class first) in each ``overlays_<network>.png``.
     ``validation_images``: size of a held-out split with masks, generated per seed from another
     seed (:func:`validation_seed`), on which F-CAM chooses its seed settings as its paper does
@@ -92,6 +96,7 @@ class DemoConfig:
     lpcam_overrides: Dict[str, Any] = field(default_factory=dict)
     recam_selection: Optional[str] = None
     rcm_form: Optional[str] = None
+    pss_reduction: Optional[str] = None
     thresholds: Tuple[float, ...] = DEFAULT_THRESHOLDS
     curve_window: float = 0.1
     overlay_images: int = 6

@@ -40,7 +40,8 @@ def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor,
     retrained or swapped ``classifier.pt`` is never read with another's cached files."""
     train = dataclasses.replace(config.train, seed=seed)
     if network.pixelsup:
-        train = dataclasses.replace(train, pixelsup=pixelsup_overrides(train, len(data), config.rcm_form))
+        train = dataclasses.replace(train, pixelsup=pixelsup_overrides(train, len(data), config.rcm_form,
+                                                                           config.pss_reduction))
     key = {"data": data.config.fingerprint(), "train": train.to_dict(), "network": network.kind,
            "architecture": network.build(data.config.num_classes).architecture()}
 

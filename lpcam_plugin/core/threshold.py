@@ -11,7 +11,7 @@ off the histogram (:func:`choose_threshold`):
 - **without a reference** (``"otsu"``): Otsu's cut (the one that maximises the between-class
   variance) over the *positive* values. A ReLU map's exact zeros are no evidence either way, and
   on the hosts' maps they are a third or more of all pixels: left in, their spike drags Otsu's cut
-  down (on the demo's CAM from 0.41 to 0.34).
+  down (on the default demo's CAM from 0.39 to 0.34; its best t is 0.44).
 - **with a reference** (``"share"``): ``reference`` holds the classifier's plain CAM of the same
   images. Its values are the ones Otsu reads well (a decline from zero plus the objects), so
   Otsu's cut on them gives the share of pixels that are foreground; ``t`` of the maps is then the

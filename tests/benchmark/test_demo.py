@@ -180,6 +180,8 @@ def test_pixelsup_settings_keep_the_papers_ema_horizon_and_mam_start_as_fraction
     longer = pixelsup_overrides(TrainConfig(epochs=20), 500, rcm_form="infonce")
     assert longer["ema_momentum"] > default["ema_momentum"] and longer["mam_start_epoch"] == 6
     assert longer["rcm_form"] == "infonce"
+    assert default["loss_reduction"] == PixelSupConfig().loss_reduction  # the preset's, written out
+    assert pixelsup_overrides(TrainConfig(), 500, loss_reduction="sum")["loss_reduction"] == "sum"
 
 
 @pytest.mark.filterwarnings("ignore:class:RuntimeWarning")

@@ -11,6 +11,9 @@ from lpcam_plugin.core.settings import MethodSettings, is_int
 #: The two readings of the RCM loss (Eq. 5): as printed (negative softmax probability, no log)
 #: and the usual InfoNCE form (negative log-probability).
 RCM_FORMS = ("paper", "infonce")
+#: How RCM and MAM reduce over the pixels of the feature map: the mean (ours) or the sum that Eq. 5
+#: and Eq. 8 write (the sum is the mean times the pixels per map, h x w).
+LOSS_REDUCTIONS = ("mean", "sum")
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,9 @@ class PixelSupConfig(MethodSettings):
         rcm_form: ``"paper"`` (Eq. 5 as printed, ``-p``) or ``"infonce"`` (``-log p``). The printed
             form is the default: it was ahead on every seed of the benchmark's comparison of the
             two (``toyresnet+pss``; the numbers are in docs/benchmark.md).
+        loss_reduction: ``"mean"`` over the pixels of the feature map (ours: lambda_2 and lambda_3
+            act on the scale of L_cls at any resolution) or ``"sum"`` (Eq. 5 and Eq. 8 as written:
+            h x w times the mean, 576 on the paper's 24 x 24 maps).
         cls_weight: lambda_1 (paper: 1).
         rcm_weight: lambda_2 (paper: 1).
         mam_weight: lambda_3 once MAM is on (paper: 1).
@@ -48,6 +54,7 @@ class PixelSupConfig(MethodSettings):
     threshold: float = 0.20
     temperature: float = 0.5
     rcm_form: str = "paper"
+    loss_reduction: str = "mean"
     cls_weight: float = 1.0
     rcm_weight: float = 1.0
     mam_weight: float = 1.0
@@ -67,6 +74,8 @@ class PixelSupConfig(MethodSettings):
              f"threshold must be in [0, 1) (maps are max-normalised), got {self.threshold}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
             (self.rcm_form in RCM_FORMS, f"rcm_form must be one of {RCM_FORMS}, got {self.rcm_form!r}"),
+            (self.loss_reduction in LOSS_REDUCTIONS,
+             f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}"),
             (all(w >= 0 for w in weights.values()), f"loss weights must be >= 0, got {weights}"),
             (is_int(self.mam_start_epoch) and self.mam_start_epoch >= 0,
              f"mam_start_epoch must be an int >= 0, got {self.mam_start_epoch!r}"),

@@ -107,14 +107,14 @@ def update_prototypes(memory: torch.Tensor, seen: torch.Tensor, sums: torch.Tens
 
 
 def rcm_loss(features: torch.Tensor, targets: torch.Tensor, prototypes: torch.Tensor, seen: torch.Tensor,
-             temperature: float, form: str) -> torch.Tensor:
+             temperature: float, form: str, reduction: str = "mean") -> torch.Tensor:
     """Eq. 4-5: each pixel of F's embedding against the prototypes, pulled toward its region's.
 
     Per pixel p with region index ``t(p)``, ``q(p) = softmax_w(x_p . pt_w / T)[t(p)]`` over the
     prototypes that were ever filled, with ``x_p`` and ``pt_w`` L2-normalised. The loss is the
     mean over pixels and images of ``-q`` (``form="paper"``, Eq. 5 as printed) or ``-log q``
-    (``"infonce"``). The paper sums over pixels; the mean keeps lambda_2 = 1 on the scale of
-    L_cls at any resolution.
+    (``"infonce"``). The paper sums over pixels (``reduction="sum"``: the sum over each image's
+    pixels, averaged over images); the mean keeps lambda_2 = 1 on the scale of L_cls at any resolution.
 
     Args:
         features: ``(B, E, h, w)`` F's embedding X^F (graph kept).
@@ -136,16 +136,25 @@ def rcm_loss(features: torch.Tensor, targets: torch.Tensor, prototypes: torch.Te
     logits = torch.einsum("behw,ke->bkhw", x, protos) / temperature
     logits = logits.masked_fill(~seen[None, :, None, None], float("-inf"))
     log_q = torch.log_softmax(logits, dim=1).gather(1, targets[:, None]).squeeze(1)
-    return -log_q.exp().mean() if form == "paper" else -log_q.mean()
+    per_pixel = -log_q.exp() if form == "paper" else -log_q
+    return per_pixel.mean() * pixel_factor(per_pixel.shape[-2:], reduction)
 
 
-def mam_loss(cams_f: torch.Tensor, cams_g: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def pixel_factor(size: Sequence[int], reduction: str) -> int:
+    """What turns a mean over the pixels of an ``(h, w)`` map into the loss's ``reduction``: 1 or h x w."""
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}")
+    return int(size[0]) * int(size[1]) if reduction == "sum" else 1
+
+
+def mam_loss(cams_f: torch.Tensor, cams_g: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+             ) -> torch.Tensor:
     """Eq. 6-8: F's multi-scale CAMs toward cosine-distance-weighted sums of G's.
 
     For image b, present class k and scales i, j: ``xi_ij = 2 - cos(A_i^F, A_j^G)`` (maps as
     vectors); target ``T_i = (1/S) sum_j xi_ij A_j^G`` (a constant: no gradient); loss
-    ``sum_k sum_i mean_p |T_i - A_i^F|``, averaged over images. The paper's L1 sums over pixels;
-    the mean keeps lambda_3 = 1 on the scale of L_cls at any resolution.
+    ``sum_k sum_i mean_p |T_i - A_i^F|``, averaged over images. The paper's L1 sums over pixels
+    (``reduction="sum"``); the mean keeps lambda_3 = 1 on the scale of L_cls at any resolution.
 
     Args:
         cams_f: ``(S, B, C, h, w)`` F's max-normalised CAMs (graph kept).
@@ -164,7 +173,7 @@ def mam_loss(cams_f: torch.Tensor, cams_g: torch.Tensor, labels: torch.Tensor) -
         target = torch.einsum("bcij,jbcp->ibcp", 2.0 - cos, g) / s
     per_map = (target - f).abs().mean(dim=-1)                       # (S, B, C)
     present = (labels > 0).to(per_map.dtype)
-    return (per_map * present[None]).sum(dim=(0, 2)).mean()
+    return (per_map * present[None]).sum(dim=(0, 2)).mean() * pixel_factor(cams_f.shape[-2:], reduction)
 
 
 def scaled_images(images: torch.Tensor, scales: Sequence[float]) -> Tuple[torch.Tensor, ...]:

@@ -227,9 +227,9 @@ class PixelSelfSupervision(nn.Module):
         self.__dict__["_main"] = _Branch(model, feature_layer, head, self.projection, forward_args)
         self.__dict__["_ddp"] = None
         self.__dict__["_mam_on"] = False
-        logger.info("pixel self-supervision: F=%s, layer %r, head %r (C=%d, D=%d), scales %s, embed %d, rcm %s",
-                    type(model).__name__, feature_layer, getattr(head, "__name__", head), num_classes, dim,
-                    self.config.scales, embed, self.config.rcm_form)
+        logger.info("pixel self-supervision: F=%s, layer %r, head %r (C=%d, D=%d), scales %s, embed %d, rcm %s, "
+                    "losses' pixel %s", type(model).__name__, feature_layer, getattr(head, "__name__", head),
+                    num_classes, dim, self.config.scales, embed, self.config.rcm_form, self.config.loss_reduction)
 
     @property
     def model(self) -> nn.Module:
@@ -293,13 +293,15 @@ class PixelSelfSupervision(nn.Module):
                 dist.all_reduce(sums)
                 dist.all_reduce(counts)
             memory, seen = update_prototypes(self.prototypes, self.prototype_seen, sums, counts)
-        rcm = rcm_loss(embedding, targets, memory, seen, self.config.temperature, self.config.rcm_form)
+        rcm = rcm_loss(embedding, targets, memory, seen, self.config.temperature, self.config.rcm_form,
+                       self.config.loss_reduction)
         if logits is None:  # a callable head: the host adds its own classification loss
             cls = torch.zeros((), dtype=rcm.dtype, device=rcm.device)
         else:
             cls = F.multilabel_soft_margin_loss(logits, labels.to(logits.dtype))
         if mam_on:
-            mam = mam_loss(torch.stack([resize_normalize(c, size) for c in f_cams]), g_cams, labels)
+            mam = mam_loss(torch.stack([resize_normalize(c, size) for c in f_cams]), g_cams, labels,
+                           self.config.loss_reduction)
             total = w_cls * cls + w_rcm * rcm + w_mam * mam
         else:
             mam = torch.zeros((), dtype=cls.dtype, device=cls.device)
@@ -366,7 +368,8 @@ class PixelSelfSupervision(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"C={self.num_classes}, layer={self.feature_layer!r}, head={self.head!r}, scales={self.config.scales}, "
-                f"rcm={self.config.rcm_form}, mam from epoch {self.config.mam_start_epoch}")
+                f"rcm={self.config.rcm_form}, reduction={self.config.loss_reduction}, "
+                f"mam from epoch {self.config.mam_start_epoch}")
 
 
 def _distributed() -> bool:

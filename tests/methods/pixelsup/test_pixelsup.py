@@ -212,6 +212,26 @@ def test_mam_loss_matches_a_plain_reference_and_only_f_gets_gradients():
     assert cams_f.grad[:, 0, 1].abs().sum() == 0 and cams_f.grad[:, 0, 0].abs().sum() > 0
 
 
+def test_sum_reduction_is_eq5_and_eq8_as_written_a_sum_over_each_images_pixels():
+    g = torch.Generator().manual_seed(6)
+    feats = torch.randn(2, E, 3, 4, generator=g)
+    protos = F.normalize(torch.randn(C + 1, E, generator=g), dim=1)
+    seen = torch.ones(C + 1, dtype=torch.bool)
+    targets = torch.randint(0, C + 1, (2, 3, 4), generator=g)
+    for form in ("paper", "infonce"):
+        summed = rcm_loss(feats, targets, protos, seen, 0.5, form, "sum")
+        per_image = reference_rcm(feats, targets, protos, seen, 0.5, form) * 2 * 3 * 4 / 2  # sum over pixels / B
+        assert summed.item() == pytest.approx(per_image, rel=1e-5)
+    cams_f, cams_g = torch.rand(3, 2, C, 4, 5, generator=g), torch.rand(3, 2, C, 4, 5, generator=g)
+    labels = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0]], dtype=torch.float32)
+    l1_sums = reference_mam(cams_f, cams_g, labels) * 4 * 5  # Eq. 8: ||.||_1 sums the 4 x 5 pixels
+    assert mam_loss(cams_f, cams_g, labels, "sum").item() == pytest.approx(l1_sums, rel=1e-5)
+    with pytest.raises(ValueError, match="reduction must be"):
+        mam_loss(cams_f, cams_g, labels, "max")
+    with pytest.raises(ValueError, match="loss_reduction must be one of"):
+        PixelSupConfig(loss_reduction="max")
+
+
 # ----------------------------------------------------------------------------- config, schedule
 
 
