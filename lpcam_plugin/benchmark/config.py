@@ -18,7 +18,7 @@ from lpcam_plugin.benchmark.synthetic import SyntheticConfig
 from lpcam_plugin.benchmark.toynet import ToyClassifier, build_network
 from lpcam_plugin.benchmark.training import TrainConfig
 from lpcam_plugin.core.evaluate import DEFAULT_THRESHOLDS, SweepResult
-from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
+from lpcam_plugin.methods.pixelsup.config import PixelSupConfig, schedule_settings
 
 
 @dataclass(frozen=True)
@@ -51,12 +51,6 @@ BOTTLENECK_PSS = dataclasses.replace(BOTTLENECK, name="bottleneck+pss", pixelsup
 #: Networks selectable by name on the command line, in report order.
 NETWORK_PRESETS: Dict[str, NetworkConfig] = {n.name: n for n in (TOYRESNET, BOTTLENECK, TOYRESNET_PSS, BOTTLENECK_PSS)}
 
-#: The paper's schedule for RCM + MAM (Yoon et al.): 20 epochs of VOC train_aug (10,582 images) in batches
-#: of 16, MAM from epoch 6.
-PAPER_PSS_STEPS = 20 * math.ceil(10582 / 16)
-PAPER_MAM_START_FRACTION = 6 / 20
-
-
 def pixelsup_overrides(train: TrainConfig, num_images: int, rcm_form: Optional[str] = None,
                        loss_reduction: Optional[str] = None) -> Dict[str, Any]:
     """RCM + MAM on the benchmark: the VOC preset with its two schedule-bound settings scaled to the
@@ -66,8 +60,7 @@ def pixelsup_overrides(train: TrainConfig, num_images: int, rcm_form: Optional[s
     paper's 30 % of the epochs (epoch 3 of 10). ``rcm_form`` / ``loss_reduction``: None for the preset's
     (always written out, so a checkpoint trained with the default is reused when it is asked for by name)."""
     steps = train.epochs * math.ceil(num_images / train.batch_size)
-    return {"ema_momentum": round(0.997 ** (PAPER_PSS_STEPS / steps), 4),
-            "mam_start_epoch": int(round(PAPER_MAM_START_FRACTION * train.epochs)), "seed": train.seed,
+    return {**schedule_settings(steps, train.epochs), "seed": train.seed,
             "rcm_form": rcm_form if rcm_form is not None else PixelSupConfig.preset("voc").rcm_form,
             "loss_reduction": (loss_reduction if loss_reduction is not None
                                else PixelSupConfig.preset("voc").loss_reduction)}

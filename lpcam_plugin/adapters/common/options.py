@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any, Dict, Optional, Tuple
 
-from lpcam_plugin.methods.pixelsup.config import RCM_FORMS, PixelSupConfig
+from lpcam_plugin.methods.pixelsup.config import PAPER_MAM_FRACTION, RCM_FORMS, PixelSupConfig, schedule_settings
 
-#: The paper turns MAM on at epoch 6 of 20; on another schedule the same fraction is used.
-PAPER_MAM_FRACTION = 6 / 20
 #: PixelSupConfig fields exposed as ``--lpcam_pss_<field>``: (argparse type, nargs, help).
 PSS_CONFIG_OPTIONS: Dict[str, Tuple[Any, Optional[str], str]] = {
     "scales": (float, "+", "input scales through F and G, must include 1.0"),
-    "ema_momentum": (float, None, "EMA momentum of the SupportNet G"),
+    "ema_momentum": (float, None, "EMA momentum of the SupportNet G (default: 0.997 ** (13240 / the run's "
+                                  "steps), the paper's horizon as a fraction of training)"),
     "embed_dim": (int, None, "channels of the RCM projection"),
     "threshold": (float, None, "region-mask threshold on G's fused CAMs"),
     "temperature": (float, None, "RCM softmax temperature"),
@@ -63,16 +63,21 @@ def add_config_options(group: Any, preset: str = "voc", *, mam_help: Optional[st
                            help=f"{text} (preset: {getattr(base, name)!r})")
 
 
-def config_from_args(args: argparse.Namespace, default_mam_start: int) -> Tuple[PixelSupConfig, str, Dict[str, Any]]:
-    """``(config, preset, overrides)`` from the ``--lpcam_pss_*`` attributes of ``args`` (missing
-    ones take the preset's values; ``mam_start_epoch`` defaults to ``default_mam_start``); one-line
-    ``ValueError`` on a bad value."""
+def config_from_args(args: argparse.Namespace, total_steps: int, epochs: float
+                     ) -> Tuple[PixelSupConfig, str, Dict[str, Any]]:
+    """``(config, preset, overrides)`` from the ``--lpcam_pss_*`` attributes of ``args``: missing ones
+    take the preset's values, except ``ema_momentum`` and ``mam_start_epoch``, which follow the run's
+    ``total_steps`` and ``epochs`` (:func:`~lpcam_plugin.methods.pixelsup.config.schedule_settings`; the
+    EMA keeps the preset's when ``total_steps`` is 0, not yet known). One-line ``ValueError`` on a bad value."""
     preset = getattr(args, "lpcam_pss_preset", None) or "voc"
     overrides = {name: getattr(args, f"lpcam_pss_{name}") for name in PSS_CONFIG_OPTIONS
                  if getattr(args, f"lpcam_pss_{name}", None) is not None}
     if "scales" in overrides:
         overrides["scales"] = tuple(overrides["scales"])
-    overrides.setdefault("mam_start_epoch", default_mam_start)
+    schedule = (schedule_settings(total_steps, epochs) if total_steps > 0
+                else {"mam_start_epoch": math.floor(PAPER_MAM_FRACTION * epochs + 0.5)})
+    for name, value in schedule.items():
+        overrides.setdefault(name, value)
     try:
         config = PixelSupConfig.preset(preset, **overrides)
     except (TypeError, ValueError) as error:

@@ -97,8 +97,9 @@ def train(args: argparse.Namespace) -> Tuple[nn.Module, PixelSelfSupervision]:
     seeded = SeededItems(dataset, opts.config.seed)
     bce = nn.BCEWithLogitsLoss()
     logger.info("EDAM RCM+MAM: %s, %d epochs of %d steps (batch %d pairs, crop %d), pss epoch = step // %d, MAM "
-                "from pss epoch %d, rcm %s, device %s", opts.network, opts.epochs, steps_per_epoch, opts.batch_size,
-                opts.crop_size, opts.epoch_steps, opts.config.mam_start_epoch, opts.config.rcm_form, device)
+                "from pss epoch %d, EMA momentum %s, rcm %s, device %s", opts.network, opts.epochs, steps_per_epoch,
+                opts.batch_size, opts.crop_size, opts.epoch_steps, opts.config.mam_start_epoch,
+                opts.config.ema_momentum, opts.config.rcm_form, device)
 
     def save() -> None:
         step = int(optimizer.global_step)

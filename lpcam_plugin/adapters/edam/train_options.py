@@ -3,13 +3,11 @@ names and defaults) plus the ``--lpcam_pss_*`` options, resolved once into :clas
 from __future__ import annotations
 
 import argparse
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from lpcam_plugin.adapters.common.options import (
-    PAPER_MAM_FRACTION,
     add_config_options,
     add_run_options,
     config_from_args,
@@ -79,8 +77,8 @@ class TrainOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, pairs: Optional[int] = None) -> "TrainOptions":
-        """Read ``args``; ``pairs`` (the dataset's length) sets the default MAM start. One-line
-        ``ValueError`` on a bad value."""
+        """Read ``args``; ``pairs`` (the dataset's length) sets the default MAM start and EMA momentum.
+        One-line ``ValueError`` on a bad value."""
         for name in ("network", "weights", "train_list", "voc12_root", "session_name"):
             if not getattr(args, name, None):
                 raise ValueError(f"args.{name} is missing: pass train_EDAM_cls.py's arguments")
@@ -92,7 +90,7 @@ class TrainOptions:
         if epoch_steps < 1:
             raise ValueError(f"--lpcam_pss_epoch_steps must be >= 1, got {epoch_steps}")
         max_step = (pairs // args.batch_size) * args.max_epoches if pairs is not None else 0
-        config, _, _ = config_from_args(args, math.floor(PAPER_MAM_FRACTION * max_step / epoch_steps + 0.5))
+        config, _, _ = config_from_args(args, max_step, max_step / epoch_steps)
         config = config.replace(cls_weight=0.0)  # EDAM's own BCE is the classification term
         workers = loader_workers(args, getattr(args, "num_workers", 0))
         checkpoint = getattr(args, "lpcam_pss_checkpoint", None) or args.session_name + ".pss_train.pt"

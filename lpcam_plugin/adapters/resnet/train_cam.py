@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +52,6 @@ from torch import nn
 
 from lpcam_plugin.adapters.common.checkpoints import cpu_state, save_state_dict
 from lpcam_plugin.adapters.common.options import (
-    PAPER_MAM_FRACTION,
     add_config_options,
     add_run_options,
     config_from_args,
@@ -117,9 +115,9 @@ class TrainOptions:
     voc12_root: str = ""
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "TrainOptions":
-        """Read ``args`` (missing ``--lpcam_pss_*`` attributes take their defaults); one-line
-        ``ValueError`` on a bad value."""
+    def from_args(cls, args: argparse.Namespace, steps_per_epoch: int = 0) -> "TrainOptions":
+        """Read ``args`` (missing ``--lpcam_pss_*`` attributes take their defaults; ``steps_per_epoch``,
+        once the loader is built, sets the EMA's default); one-line ``ValueError`` on a bad value."""
         for name in ("cam_network", "cam_weights_name", "train_list", "voc12_root"):
             if not getattr(args, name, None):
                 raise ValueError(f"args.{name} is missing: pass the host's run_sample.py arguments")
@@ -127,8 +125,8 @@ class TrainOptions:
         for name in ("cam_batch_size", "cam_num_epoches"):
             if not isinstance(host[name], int) or isinstance(host[name], bool) or host[name] < 1:
                 raise ValueError(f"args.{name} must be an int >= 1, got {host[name]!r}")
-        config, preset, overrides = config_from_args(
-            args, math.floor(PAPER_MAM_FRACTION * host["cam_num_epoches"] + 0.5))
+        epochs = host["cam_num_epoches"]
+        config, preset, overrides = config_from_args(args, steps_per_epoch * epochs, epochs)
         crop = getattr(args, "lpcam_pss_crop_size", None) or HOST_CROP_SIZE
         if crop < 1:
             raise ValueError(f"--lpcam_pss_crop_size must be >= 1, got {crop}")
@@ -222,6 +220,10 @@ def train(args: argparse.Namespace) -> Tuple[nn.Module, PixelSelfSupervision]:
     world = dist.get_world_size() if distributed() else 1
     if opts.batch_size % world:
         raise ValueError(f"cam_batch_size {opts.batch_size} is not a multiple of the {world} processes")
+    loader = crop_loader(opts, opts.batch_size, opts.crop_size, opts.workers, opts.config.seed, seeded_items=True)
+    if len(loader) == 0:
+        raise ValueError(f"{opts.train_list} has fewer images than one batch of {opts.batch_size}")
+    opts = TrainOptions.from_args(args, steps_per_epoch=len(loader))  # the EMA follows the run's steps
     torch.manual_seed(opts.config.seed)
     model = importlib.import_module(opts.network).Net()
     model = model.to(device)
@@ -229,16 +231,14 @@ def train(args: argparse.Namespace) -> Tuple[nn.Module, PixelSelfSupervision]:
     _broadcast_model(model)
     pss = PixelSelfSupervision(model, feature_layer="stage4", head="classifier", num_classes=20,
                                config=opts.config).to(device)
-    loader = crop_loader(opts, opts.batch_size, opts.crop_size, opts.workers, opts.config.seed, seeded_items=True)
-    if len(loader) == 0:
-        raise ValueError(f"{opts.train_list} has fewer images than one batch of {opts.batch_size}")
     optimizer = build_optimizer(model, pss, opts, len(loader) * opts.epochs)
     fingerprint = {**opts.fingerprint(), "model_weights": module_digest(model)}
     history: List[Dict[str, float]] = []
     start = _resume(opts, fingerprint, model, pss, optimizer, history)
     logger.info("RCM+MAM train_cam: %s, %d epochs of %d steps (batch %d over %d process(es), crop %d), MAM from "
-                "epoch %d, rcm %s, device %s", opts.network, opts.epochs, len(loader), opts.batch_size, world,
-                opts.crop_size, opts.config.mam_start_epoch, opts.config.rcm_form, device)
+                "epoch %d, EMA momentum %s, rcm %s, device %s", opts.network, opts.epochs, len(loader),
+                opts.batch_size, world, opts.crop_size, opts.config.mam_start_epoch, opts.config.ema_momentum,
+                opts.config.rcm_form, device)
     for epoch in range(start, opts.epochs):
         loader.set_epoch(epoch)
         means = _train_epoch(pss, optimizer, loader, epoch, opts, device)

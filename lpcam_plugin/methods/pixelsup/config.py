@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Mapping, Tuple
+from typing import Any, ClassVar, Dict, Mapping, Tuple
 
 from lpcam_plugin.core.settings import MethodSettings, is_int
 
@@ -14,6 +14,24 @@ RCM_FORMS = ("paper", "infonce")
 #: How RCM and MAM reduce over the pixels of the feature map: the mean (ours) or the sum that Eq. 5
 #: and Eq. 8 write (the sum is the mean times the pixels per map, h x w).
 LOSS_REDUCTIONS = ("mean", "sum")
+#: The paper's schedule: 20 epochs of VOC train_aug (10,582 images) in batches of 16, EMA 0.997, MAM
+#: from epoch 6.
+PAPER_STEPS = 20 * math.ceil(10582 / 16)
+PAPER_EMA_MOMENTUM = 0.997
+PAPER_MAM_FRACTION = 6 / 20
+
+
+def schedule_settings(total_steps: int, epochs: float) -> Dict[str, Any]:
+    """The two settings tied to the paper's schedule, for a run of ``total_steps`` optimiser steps over
+    ``epochs`` epochs: ``ema_momentum = 0.997 ** (13,240 / total_steps)`` (the SupportNet keeps the
+    same weight on its initialisation at the end of the run as in the paper: its horizon is the same
+    fraction of training), rounded to 4 decimals, and ``mam_start_epoch = floor(0.3 epochs + 0.5)``
+    (the paper's epoch 6 of 20). On the paper's schedule they are the preset's 0.997 and 6.
+    """
+    if total_steps < 1 or epochs <= 0:
+        raise ValueError(f"need total_steps >= 1 and epochs > 0, got {total_steps} and {epochs}")
+    return {"ema_momentum": round(PAPER_EMA_MOMENTUM ** (PAPER_STEPS / total_steps), 4),
+            "mam_start_epoch": math.floor(PAPER_MAM_FRACTION * epochs + 0.5)}
 
 
 @dataclass(frozen=True)

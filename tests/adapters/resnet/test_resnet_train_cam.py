@@ -18,6 +18,7 @@ import lpcam_plugin.adapters.irn as irn
 import lpcam_plugin.adapters.pixelsup_train as pss_train
 from lpcam_plugin.adapters.resnet import train_cam
 from lpcam_plugin.adapters.resnet.crop_batches import crop_loader
+from lpcam_plugin.methods.pixelsup.config import PixelSupConfig, schedule_settings
 
 pytestmark = [pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning"), pytest.mark.slow]
 
@@ -189,6 +190,12 @@ def test_parser_options_and_a_changed_setting_refuses_the_old_state(host, refere
     opts = pss_train.TrainOptions.from_args(argparse.Namespace(**{**vars(host_args(host, "p")), **vars(parsed)}))
     assert opts.config.scales == (1.0, 0.5) and opts.config.mam_start_epoch == 0
     assert opts.config.rcm_form == "infonce" and opts.progress is False
+    # the EMA follows the run's steps once the loader is known; a given value is kept
+    assert opts.config.ema_momentum == PixelSupConfig().ema_momentum
+    stepped = pss_train.TrainOptions.from_args(host_args(host, "p"), steps_per_epoch=10)
+    assert stepped.config.ema_momentum == schedule_settings(10 * stepped.epochs, stepped.epochs)["ema_momentum"] < 0.997
+    given = pss_train.TrainOptions.from_args(host_args(host, "p", lpcam_pss_ema_momentum=0.9), steps_per_epoch=10)
+    assert given.config.ema_momentum == 0.9
     with voc_standin.imported_host(host["host"]):
         args = host_args(host, "full", lpcam_pss_temperature=0.1)
         with pytest.raises(ValueError, match="different config") as error:

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from conftest import gloo_group, spawn_gloo
 from torch import nn
 
-from lpcam_plugin.methods.pixelsup.config import PixelSupConfig
+from lpcam_plugin.methods.pixelsup.config import PAPER_STEPS, PixelSupConfig, schedule_settings
 from lpcam_plugin.methods.pixelsup.losses import (
     fuse_scales,
     mam_loss,
@@ -244,6 +244,16 @@ def test_config_presets_replace_and_dict_round_trip():
     changed = PixelSupConfig.preset("coco", rcm_form="infonce", scales=[1, 2])
     assert changed.scales == (1.0, 2.0)
     assert PixelSupConfig.from_dict(changed.to_dict()) == changed
+
+
+def test_schedule_settings_keep_the_papers_fractions_of_training():
+    assert schedule_settings(PAPER_STEPS, 20) == {"ema_momentum": 0.997, "mam_start_epoch": 6}
+    short = schedule_settings(PAPER_STEPS // 4, 5)  # IRN's 5 epochs of train_aug
+    assert short["mam_start_epoch"] == 2  # 1.5 rounds half up
+    # the weight left on G's initialisation at the end of the run is the paper's
+    assert short["ema_momentum"] ** (PAPER_STEPS // 4) == pytest.approx(0.997 ** PAPER_STEPS, rel=0.02)
+    with pytest.raises(ValueError, match="total_steps"):
+        schedule_settings(0, 5)
 
 
 def test_mam_joins_the_total_from_mam_start_epoch():
