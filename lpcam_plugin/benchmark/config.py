@@ -52,18 +52,21 @@ BOTTLENECK_PSS = dataclasses.replace(BOTTLENECK, name="bottleneck+pss", pixelsup
 NETWORK_PRESETS: Dict[str, NetworkConfig] = {n.name: n for n in (TOYRESNET, BOTTLENECK, TOYRESNET_PSS, BOTTLENECK_PSS)}
 
 def pixelsup_overrides(train: TrainConfig, num_images: int, rcm_form: Optional[str] = None,
-                       loss_reduction: Optional[str] = None) -> Dict[str, Any]:
+                       loss_reduction: Optional[str] = None, projection: Optional[str] = None) -> Dict[str, Any]:
     """RCM + MAM on the benchmark: the VOC preset with its two schedule-bound settings scaled to the
     demo's schedule (decided before any result was seen). The EMA keeps the paper's horizon as a
     fraction of training: ``0.997 ** (13,240 / steps)`` (0.78 for the default 160 steps; at 0.997 the
     SupportNet would still be 62 % its random initialisation after 160 steps); MAM starts at the
-    paper's 30 % of the epochs (epoch 3 of 10). ``rcm_form`` / ``loss_reduction``: None for the preset's
-    (always written out, so a checkpoint trained with the default is reused when it is asked for by name)."""
+    paper's 30 % of the epochs (epoch 3 of 10); both by
+    :func:`~lpcam_plugin.methods.pixelsup.config.schedule_settings`. ``rcm_form``, ``loss_reduction``,
+    ``projection``: None for the preset's (always written out, so a checkpoint trained with the default
+    is reused when it is asked for by name)."""
     steps = train.epochs * math.ceil(num_images / train.batch_size)
     return {**schedule_settings(steps, train.epochs), "seed": train.seed,
             "rcm_form": rcm_form if rcm_form is not None else PixelSupConfig.preset("voc").rcm_form,
             "loss_reduction": (loss_reduction if loss_reduction is not None
-                               else PixelSupConfig.preset("voc").loss_reduction)}
+                               else PixelSupConfig.preset("voc").loss_reduction),
+            "projection": projection if projection is not None else PixelSupConfig.preset("voc").projection}
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,7 @@ class DemoConfig:
     :data:`lpcam_plugin.benchmark.readouts.READOUTS`, in its order).
     ``rcm_form``: RCM's loss form for the ``+pss`` networks (``None``: the preset's).
     ``pss_reduction``: RCM's and MAM's reduction over pixels for the ``+pss`` networks (``None``: the preset's).
+    ``pss_projection``: where the RCM projection sits in the ``+pss`` networks (``None``: the preset's).
     ``overlay_images``: images (distinct, one per class first) in each ``overlays_<network>.png``.
     ``validation_images``: size of a held-out split with masks, generated per seed from another
     seed (:func:`validation_seed`), on which F-CAM chooses its seed settings as its paper does
@@ -90,6 +94,7 @@ class DemoConfig:
     recam_selection: Optional[str] = None
     rcm_form: Optional[str] = None
     pss_reduction: Optional[str] = None
+    pss_projection: Optional[str] = None
     thresholds: Tuple[float, ...] = DEFAULT_THRESHOLDS
     curve_window: float = 0.1
     overlay_images: int = 6

@@ -41,7 +41,7 @@ def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor,
     train = dataclasses.replace(config.train, seed=seed)
     if network.pixelsup:
         train = dataclasses.replace(train, pixelsup=pixelsup_overrides(train, len(data), config.rcm_form,
-                                                                           config.pss_reduction))
+                                                                           config.pss_reduction, config.pss_projection))
     key = {"data": data.config.fingerprint(), "train": train.to_dict(), "network": network.kind,
            "architecture": network.build(data.config.num_classes).architecture()}
 

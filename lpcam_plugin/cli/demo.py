@@ -16,7 +16,7 @@ from lpcam_plugin.benchmark.config import NETWORK_PRESETS, DemoConfig
 from lpcam_plugin.benchmark.demo import run_demo
 from lpcam_plugin.benchmark.readouts import READOUTS, select_readouts
 from lpcam_plugin.cli.arguments import output_folder, positive_int
-from lpcam_plugin.methods.pixelsup.config import LOSS_REDUCTIONS, RCM_FORMS
+from lpcam_plugin.methods.pixelsup.config import LOSS_REDUCTIONS, PROJECTIONS, RCM_FORMS
 from lpcam_plugin.methods.recam.config import WEIGHT_KINDS
 
 logger = logging.getLogger(__name__)
@@ -31,7 +31,8 @@ def _command(args: argparse.Namespace) -> str:
               (("networks", args.networks), ("methods", args.methods)) if values]
     parts += [f"--{name.replace('_', '-')} {value}" for name, value in
               (("num_images", args.num_images), ("epochs", args.epochs), ("recam_selection", args.recam_selection),
-               ("rcm_form", args.rcm_form), ("pss_reduction", args.pss_reduction))
+               ("rcm_form", args.rcm_form), ("pss_reduction", args.pss_reduction),
+               ("pss_projection", args.pss_projection))
               if value is not None]
     return " ".join(parts)
 
@@ -57,6 +58,8 @@ def _run_cli(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, rcm_form=args.rcm_form)
     if args.pss_reduction is not None:
         config = dataclasses.replace(config, pss_reduction=args.pss_reduction)
+    if args.pss_projection is not None:
+        config = dataclasses.replace(config, pss_projection=args.pss_projection)
     if args.validation_images is not None:
         config = dataclasses.replace(config, validation_images=args.validation_images)
     if args.retrain:
@@ -112,6 +115,9 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--pss-reduction", choices=LOSS_REDUCTIONS, default=None,
                         help="RCM's and MAM's reduction over the feature map's pixels in the +pss networks' training: "
                              "mean, or sum as Eq. 5 and 8 write it (default: the preset's)")
+    parser.add_argument("--pss-projection", choices=PROJECTIONS, default=None,
+                        help="where the RCM projection sits in the +pss networks: side (beside the head) or in_path "
+                             "(the paper: the CAMs read the projected features) (default: the preset's)")
     parser.add_argument("--validation-images", type=positive_int, default=None, metavar="N",
                         help="a held-out split of N images with masks (another seed) on which F-CAM chooses its "
                              "seed settings, as its paper does (default: none, F-CAM's data rules)")

@@ -182,6 +182,8 @@ def test_pixelsup_settings_keep_the_papers_ema_horizon_and_mam_start_as_fraction
     assert longer["rcm_form"] == "infonce"
     assert default["loss_reduction"] == PixelSupConfig().loss_reduction  # the preset's, written out
     assert pixelsup_overrides(TrainConfig(), 500, loss_reduction="sum")["loss_reduction"] == "sum"
+    assert default["projection"] == PixelSupConfig().projection
+    assert pixelsup_overrides(TrainConfig(), 500, projection="in_path")["projection"] == "in_path"
 
 
 @pytest.mark.filterwarnings("ignore:class:RuntimeWarning")

@@ -6,7 +6,14 @@ import argparse
 import math
 from typing import Any, Dict, Optional, Tuple
 
-from lpcam_plugin.methods.pixelsup.config import PAPER_MAM_FRACTION, RCM_FORMS, PixelSupConfig, schedule_settings
+from lpcam_plugin.methods.pixelsup.config import (
+    LOSS_REDUCTIONS,
+    PAPER_MAM_FRACTION,
+    PROJECTIONS,
+    RCM_FORMS,
+    PixelSupConfig,
+    schedule_settings,
+)
 
 #: PixelSupConfig fields exposed as ``--lpcam_pss_<field>``: (argparse type, nargs, help).
 PSS_CONFIG_OPTIONS: Dict[str, Tuple[Any, Optional[str], str]] = {
@@ -17,6 +24,8 @@ PSS_CONFIG_OPTIONS: Dict[str, Tuple[Any, Optional[str], str]] = {
     "threshold": (float, None, "region-mask threshold on G's fused CAMs"),
     "temperature": (float, None, "RCM softmax temperature"),
     "rcm_form": (str, None, f"RCM loss form, one of {RCM_FORMS}"),
+    "projection": (str, None, f"where the RCM projection sits, one of {PROJECTIONS} (in_path: IRN/AMN only)"),
+    "loss_reduction": (str, None, f"RCM's and MAM's reduction over pixels, one of {LOSS_REDUCTIONS}"),
     "rcm_weight": (float, None, "lambda_2, weight of the RCM loss"),
     "mam_weight": (float, None, "lambda_3 once MAM is on"),
     "mam_start_epoch": (int, None, "first 0-based epoch with MAM (default: round(0.3 x cam_num_epoches), "

@@ -14,6 +14,9 @@ RCM_FORMS = ("paper", "infonce")
 #: How RCM and MAM reduce over the pixels of the feature map: the mean (ours) or the sum that Eq. 5
 #: and Eq. 8 write (the sum is the mean times the pixels per map, h x w).
 LOSS_REDUCTIONS = ("mean", "sum")
+#: Where the RCM projection sits: beside the CAM head (ours) or in its path, the paper's "additional
+#: intermediate 1x1 convolution" whose output both RCM and the CAMs read.
+PROJECTIONS = ("side", "in_path")
 #: The paper's schedule: 20 epochs of VOC train_aug (10,582 images) in batches of 16, EMA 0.997, MAM
 #: from epoch 6.
 PAPER_STEPS = 20 * math.ceil(10582 / 16)
@@ -43,6 +46,10 @@ class PixelSupConfig(MethodSettings):
             whose feature-map size every map is resized to (paper: 0.5, 1.0, 2.0).
         ema_momentum: alpha of ``theta_G <- alpha theta_G + (1 - alpha) theta_F`` (paper: 0.997).
         embed_dim: output channels of the 1x1 projection giving the RCM embedding X (paper: 256).
+        projection: ``"side"`` (ours: the projection is a branch beside the host's head, which keeps
+            reading the features) or ``"in_path"`` (the paper: the CAMs and logits read the projected
+            features through a ``(C, embed_dim)`` head factor; the host's head is kept equal to the
+            product, so the host reads the same CAMs; the projection then has no bias).
         threshold: a pixel joins a present class's region mask when that class wins the argmax
             of G's fused multi-scale CAMs and its score exceeds this (paper: 0.20).
         temperature: T of the RCM softmax over the prototypes (paper: 0.5).
@@ -69,6 +76,7 @@ class PixelSupConfig(MethodSettings):
     scales: Tuple[float, ...] = (0.5, 1.0, 2.0)
     ema_momentum: float = 0.997
     embed_dim: int = 256
+    projection: str = "side"
     threshold: float = 0.20
     temperature: float = 0.5
     rcm_form: str = "paper"
@@ -91,6 +99,7 @@ class PixelSupConfig(MethodSettings):
             (0.0 <= self.threshold < 1.0,
              f"threshold must be in [0, 1) (maps are max-normalised), got {self.threshold}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (self.projection in PROJECTIONS, f"projection must be one of {PROJECTIONS}, got {self.projection!r}"),
             (self.rcm_form in RCM_FORMS, f"rcm_form must be one of {RCM_FORMS}, got {self.rcm_form!r}"),
             (self.loss_reduction in LOSS_REDUCTIONS,
              f"loss_reduction must be one of {LOSS_REDUCTIONS}, got {self.loss_reduction!r}"),

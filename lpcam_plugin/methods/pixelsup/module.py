@@ -61,13 +61,22 @@ class _Branch(nn.Module):
     """
 
     def __init__(self, model: nn.Module, feature_layer: str, head: Union[str, CamHead], projection: nn.Conv2d,
-                 forward_args: Tuple[Any, ...] = ()) -> None:
+                 forward_args: Tuple[Any, ...] = (), head_factor: Optional[nn.Parameter] = None) -> None:
         super().__init__()
         self.model = model
         self.projection = projection
         self.feature_layer = feature_layer
         self.head = head
         self.forward_args = forward_args
+        self.head_factor = head_factor  # (C, E) with an in-path projection: the head reads X = P f
+
+    def head_weight(self) -> torch.Tensor:
+        """The ``(C, D)`` weight the CAMs and logits use: the host head's, or ``head_factor @ P`` in path."""
+        if self.head_factor is not None:
+            return self.head_factor @ self.projection.weight.reshape(self.projection.out_channels, -1)
+        weight = functools.reduce(getattr, self.head.split("."), self.model)
+        weight = weight.weight if isinstance(weight, nn.Module) else weight
+        return weight.reshape(weight.shape[0], weight.shape[1])
 
     def forward(self, inputs: Sequence[torch.Tensor], base: int, with_cams: bool
                 ) -> Tuple[torch.Tensor, torch.Tensor, List[torch.Tensor]]:
@@ -87,11 +96,9 @@ class _Branch(nn.Module):
         layer = self.model.get_submodule(self.feature_layer)
         if callable(self.head):
             return self._forward_cam_head(layer, inputs, base, with_cams)
-        weight = functools.reduce(getattr, self.head.split("."), self.model)
-        bias = None
-        if isinstance(weight, nn.Module):
-            weight, bias = weight.weight, weight.bias
-        weight = weight.reshape(weight.shape[0], weight.shape[1])
+        target = functools.reduce(getattr, self.head.split("."), self.model)
+        bias = target.bias if isinstance(target, nn.Module) else None
+        weight = self.head_weight()
         cams: List[torch.Tensor] = []
         logits = embedding = None
         for index, images in enumerate(inputs):
@@ -164,6 +171,8 @@ class PixelSelfSupervision(nn.Module):
     Attributes:
         config: the :class:`PixelSupConfig`.
         projection: F's 1x1 convolution D -> ``embed_dim`` (the RCM embedding X^F); trainable.
+        head_factor: ``(C, embed_dim)`` with ``projection="in_path"`` (the CAMs and logits use
+            ``head_factor @ P``, which is also written into the host's head), else None; trainable.
         support: G, a :class:`_Branch` holding the model copy and projection copy, parameters as buffers.
         prototypes: ``(C + 1, embed_dim)`` buffer, the L2-normalised prototype memory (row 0 background).
         prototype_seen: ``(C + 1,)`` bool buffer, rows ever filled.
@@ -193,6 +202,9 @@ class PixelSelfSupervision(nn.Module):
         self.head = head
         layer = get_submodule(model, feature_layer)
         forward_args = tuple(forward_args)
+        if callable(head) and self.config.projection == "in_path":
+            raise ValueError("projection='in_path' needs a GAP-linear head to factor (a callable CAM head has none); "
+                             "use projection='side'")
         if callable(head):
             if self.config.cls_weight != 0:
                 raise ValueError(f"a callable head gives no GAP-linear logits: set cls_weight=0 (got "
@@ -212,19 +224,23 @@ class PixelSelfSupervision(nn.Module):
                 raise ValueError(f"feature_dim={feature_dim} but the head {head!r} takes D={dim}")
         if not isinstance(dim, int) or isinstance(dim, bool) or dim < 1:
             raise ValueError(f"feature_dim must be a positive int, got {dim!r}")
-        self.projection = self._new_projection(dim).to(device)
+        in_path = self.config.projection == "in_path"
+        self.projection = self._new_projection(dim, bias=not in_path).to(device)
+        self.head_factor = self._new_head_factor(model) if in_path else None
         try:
             support_model = copy.deepcopy(model)
         except Exception as exc:  # a module holding something deepcopy cannot copy
             raise TypeError(f"cannot copy the model for the SupportNet ({type(exc).__name__}: {exc})") from None
-        support = _Branch(support_model, feature_layer, head, copy.deepcopy(self.projection), forward_args)
+        support = _Branch(support_model, feature_layer, head, copy.deepcopy(self.projection), forward_args,
+                          copy.deepcopy(self.head_factor))
         _parameters_to_buffers(support)
         self.support = support.train(False)
         embed = self.config.embed_dim
         self.register_buffer("prototypes", torch.zeros(num_classes + 1, embed, device=device))
         self.register_buffer("prototype_seen", torch.zeros(num_classes + 1, dtype=torch.bool, device=device))
         # F and its projection in one module, kept out of this module's tree (the host owns F).
-        self.__dict__["_main"] = _Branch(model, feature_layer, head, self.projection, forward_args)
+        self.__dict__["_main"] = _Branch(model, feature_layer, head, self.projection, forward_args, self.head_factor)
+        self._sync_host_head()
         self.__dict__["_ddp"] = None
         self.__dict__["_mam_on"] = False
         logger.info("pixel self-supervision: F=%s, layer %r, head %r (C=%d, D=%d), scales %s, embed %d, rcm %s, "
@@ -236,17 +252,36 @@ class PixelSelfSupervision(nn.Module):
         """MainNet F, the host's model (not a submodule of this one)."""
         return self._main.model
 
-    def _new_projection(self, dim: int) -> nn.Conv2d:
+    def _new_projection(self, dim: int, bias: bool = True) -> nn.Conv2d:
         """The D -> ``embed_dim`` 1x1 convolution, PyTorch's default init bounds (U(+-1/sqrt(D))), seeded."""
         embed = self.config.embed_dim
-        projection = nn.Conv2d(dim, embed, 1)
+        projection = nn.Conv2d(dim, embed, 1, bias=bias)
         generator = torch.Generator().manual_seed(self.config.seed)
         bound = 1.0 / math.sqrt(dim)
         with torch.no_grad():
             projection.weight.copy_((torch.rand(embed, dim, 1, 1, generator=generator) * 2 - 1) * bound)
-            assert projection.bias is not None
-            projection.bias.copy_((torch.rand(embed, generator=generator) * 2 - 1) * bound)
+            if projection.bias is not None:
+                projection.bias.copy_((torch.rand(embed, generator=generator) * 2 - 1) * bound)
         return projection
+
+    def _new_head_factor(self, model: nn.Module) -> nn.Parameter:
+        """``(C, E)`` H with ``H P`` the least-squares fit of the host head's ``(C, D)`` weight (exact when
+        E >= D): the in-path head starts where the host's head is."""
+        assert isinstance(self.head, str)
+        host = LinearHead.resolve(model, self.head).parameter.detach()
+        weight = host.reshape(host.shape[0], host.shape[1]).float()
+        projection = self.projection.weight.detach().reshape(self.config.embed_dim, -1).float()
+        return nn.Parameter((weight @ torch.linalg.pinv(projection)).to(host.dtype))
+
+    @torch.no_grad()
+    def _sync_host_head(self) -> None:
+        """With an in-path projection, write ``head_factor @ P`` into the host's head, so that the
+        host's own CAM step (and its checkpoint) reads the CAMs this module trains."""
+        if self.head_factor is None:
+            return
+        assert isinstance(self.head, str)
+        host = LinearHead.resolve(self._main.model, self.head).parameter
+        host.copy_(self._main.head_weight().reshape(host.shape).to(host.dtype))
 
     def train(self, mode: bool = True) -> "PixelSelfSupervision":
         """Set the projection's mode; G always stays in eval mode (F's mode is the host's)."""
@@ -339,8 +374,9 @@ class PixelSelfSupervision(nn.Module):
         A non-finite parameter of F raises :class:`~lpcam_plugin.core.divergence.TrainingDiverged`
         before G changes.
 
-        Covers F's parameters, the projection and F's floating buffers (BatchNorm statistics);
-        integer buffers are copied.
+        Covers F's parameters, the projection (and the in-path head factor) and F's floating buffers
+        (BatchNorm statistics); integer buffers are copied. With an in-path projection it then writes
+        ``head_factor @ P`` into the host's head.
         """
         problem = non_finite_parameters(self._main.named_parameters())
         if problem is not None:
@@ -365,10 +401,12 @@ class PixelSelfSupervision(nn.Module):
             for target in synced:
                 target.copy_(flat[offset:offset + target.numel()].view_as(target))
                 offset += target.numel()
+        self._sync_host_head()
 
     def extra_repr(self) -> str:
         return (f"C={self.num_classes}, layer={self.feature_layer!r}, head={self.head!r}, scales={self.config.scales}, "
-                f"rcm={self.config.rcm_form}, reduction={self.config.loss_reduction}, "
+                f"projection={self.config.projection}, rcm={self.config.rcm_form}, "
+                f"reduction={self.config.loss_reduction}, "
                 f"mam from epoch {self.config.mam_start_epoch}")
 
 

@@ -230,3 +230,14 @@ def test_a_state_trained_from_other_initial_weights_is_refused(host, reference, 
         message = r"full.pth.pss_train.pt was written by RCM\+MAM classifier training with a different model_weights;"
         with pytest.raises(ValueError, match=message):
             pss_train.run(host_args(host, "full"))
+
+
+def test_an_in_path_projection_writes_the_product_into_irns_classifier(host):
+    weights = trained(host, "inpath", lpcam_pss_projection="in_path")
+    state = torch.load(host["host"] / "sess/inpath.pth.pss_train.pt", weights_only=True)
+    factor, projection = state["pss"]["head_factor"], state["pss"]["projection.weight"]
+    assert "projection.bias" not in state["pss"]
+    product = factor @ projection.reshape(projection.shape[0], -1)
+    # IRN's own classifier, as make_cam reads it, is the in-path head that trained
+    torch.testing.assert_close(weights["classifier.weight"].reshape(product.shape), product)
+    assert state["fingerprint"]["config"]["projection"] == "in_path"

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from conftest import gloo_group, spawn_gloo
 from torch import nn
 
+from lpcam_plugin.core.modules import LinearHead
 from lpcam_plugin.methods.pixelsup.config import PAPER_STEPS, PixelSupConfig, schedule_settings
 from lpcam_plugin.methods.pixelsup.losses import (
     fuse_scales,
@@ -256,6 +257,40 @@ def test_schedule_settings_keep_the_papers_fractions_of_training():
         schedule_settings(0, 5)
 
 
+@pytest.mark.parametrize("head, embed", [("conv", E), ("linear", E), ("param", 2 * D)])
+def test_an_in_path_projection_feeds_the_cams_and_keeps_the_host_head_equal_to_the_product(head, embed):
+    torch.manual_seed(0)
+    model = TinyNet(head)
+    original = LinearHead.resolve(model, "classifier").parameter.detach().clone().reshape(C, D)
+    pss = PixelSelfSupervision(model, num_classes=C, embed_dim=embed, projection="in_path")
+    factor, projection = pss.head_factor, pss.projection
+    assert factor.shape == (C, embed) and projection.bias is None
+    product = factor.detach() @ projection.weight.detach().reshape(embed, D)
+    host = LinearHead.resolve(model, "classifier").parameter.detach().reshape(C, D)
+    torch.testing.assert_close(host, product)
+    if embed >= D:  # the in-path head starts where the host's head was
+        torch.testing.assert_close(product, original, atol=1e-5, rtol=1e-4)
+    images, labels = make_data()
+    logits, embedding, cams = pss._main([images], 0, True)
+    features = model.stage4(model.stem(images))
+    torch.testing.assert_close(cams[0], torch.relu(torch.einsum("cd,bdhw->bchw", product, features)))
+    assert embedding.shape == (4, embed) + features.shape[-2:]
+    optimizer = torch.optim.SGD(list(model.parameters()) + list(pss.parameters()), lr=0.1)
+    train_steps(model, pss, optimizer, 2)
+    trained = pss.head_factor.detach() @ pss.projection.weight.detach().reshape(embed, D)
+    assert not torch.allclose(trained, product)  # both factors learn
+    torch.testing.assert_close(LinearHead.resolve(model, "classifier").parameter.detach().reshape(C, D), trained)
+    assert "head_factor" in dict(pss.support.named_buffers())  # G's EMA copy
+    with pytest.raises(ValueError, match="projection must be one of"):
+        PixelSupConfig(projection="middle")
+
+
+def test_an_in_path_projection_needs_a_gap_linear_head():
+    with pytest.raises(ValueError, match="in_path.*GAP-linear head"):
+        PixelSelfSupervision(TinyNet(), num_classes=C, embed_dim=E, projection="in_path", cls_weight=0.0,
+                             head=lambda model, features: torch.relu(model.classifier(features)))
+
+
 def test_mam_joins_the_total_from_mam_start_epoch():
     torch.manual_seed(0)
     model = TinyNet()
@@ -368,14 +403,14 @@ def test_state_dict_round_trip_resumes_identically():
 # ----------------------------------------------------------------------------- DDP
 
 
-def _ddp_worker(rank, world, port, start, out):
+def _ddp_worker(rank, world, port, start, out, projection):
     import torch.distributed as dist
 
     with gloo_group(rank, world, port):
         model = TinyNet()
         model.load_state_dict(start)
         model.eval()  # BatchNorm on running statistics: no per-shard batch statistics
-        pss = make_pss(model, mam_start_epoch=1)
+        pss = make_pss(model, mam_start_epoch=1, projection=projection)
         optimizer = torch.optim.SGD(list(model.parameters()) + list(pss.parameters()), lr=0.1)
         record = []
         for step in range(2):
@@ -395,16 +430,17 @@ def _ddp_worker(rank, world, port, start, out):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_equal_one_process(tmp_path):
+@pytest.mark.parametrize("projection", ["side", "in_path"])
+def test_ddp_two_processes_equal_one_process(tmp_path, projection):
     torch.manual_seed(0)
     model = TinyNet()
     start = copy.deepcopy(model.state_dict())
     model.eval()
-    pss = make_pss(model, mam_start_epoch=1)
+    pss = make_pss(model, mam_start_epoch=1, projection=projection)
     optimizer = torch.optim.SGD(list(model.parameters()) + list(pss.parameters()), lr=0.1)
     single = train_steps(model, pss, optimizer, 2)
     out = tmp_path / "ddp.pt"
-    spawn_gloo(_ddp_worker, start, str(out))
+    spawn_gloo(_ddp_worker, start, str(out), projection)
     ranks = [torch.load(f"{out}.{r}", weights_only=True) for r in range(2)]
     assert pss.prototype_seen[4]                                        # class 3 was only on rank 1
     for result in ranks:
