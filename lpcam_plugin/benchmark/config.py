@@ -78,6 +78,7 @@ class DemoConfig:
     ``rcm_form``: RCM's loss form for the ``+pss`` networks (``None``: the preset's).
     ``pss_reduction``: RCM's and MAM's reduction over pixels for the ``+pss`` networks (``None``: the preset's).
     ``pss_projection``: where the RCM projection sits in the ``+pss`` networks (``None``: the preset's).
+    ``fcam_crf_kernel``: F-CAM's CRF kernel, ``"window"`` or ``"dense"`` (``None``: the preset's).
     ``overlay_images``: images (distinct, one per class first) in each ``overlays_<network>.png``.
     ``validation_images``: size of a held-out split with masks, generated per seed from another
     seed (:func:`validation_seed`), on which F-CAM chooses its seed settings as its paper does
@@ -95,6 +96,7 @@ class DemoConfig:
     rcm_form: Optional[str] = None
     pss_reduction: Optional[str] = None
     pss_projection: Optional[str] = None
+    fcam_crf_kernel: Optional[str] = None
     thresholds: Tuple[float, ...] = DEFAULT_THRESHOLDS
     curve_window: float = 0.1
     overlay_images: int = 6

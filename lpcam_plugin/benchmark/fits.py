@@ -60,6 +60,7 @@ class SeedContext:
         progress: progress-bar switch to pass on (``None``: automatic, ``False``: hidden).
         validation: ``(images (V, 3, S, S), labels (V, C), masks (V, S, S))`` of the held-out split
             (:attr:`~lpcam_plugin.benchmark.config.DemoConfig.validation_images`), or None.
+        fcam_crf_kernel: F-CAM's CRF kernel of this run (``"window"``, ``"dense"``; None: the preset's).
         notes: JSON-able facts per read-out name, shown in the report's per-seed rows.
     """
 
@@ -76,6 +77,7 @@ class SeedContext:
     recam_selection: Optional[str] = None
     progress: Optional[bool] = None
     validation: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
+    fcam_crf_kernel: Optional[str] = None
     notes: Dict[str, str] = field(default_factory=dict)
     _memo: Dict[str, Any] = field(default_factory=dict, repr=False)
 

@@ -182,7 +182,9 @@ def fit_fcam(ctx: SeedContext, source: str) -> Tuple[FCAM, ToyClassifier]:
     cached in ``ctx.folder / "fcam_<source>.npz"`` under the classifier's key, the source and the settings."""
     label = registry.label(registry.parse("fcam", source)[1])  # the cache key names the source by its label
     model, _, maps, source_key = readout_inputs(ctx, source)
-    fcam = FCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **FCAM_DEMO_OVERRIDES)
+    kernel = {} if ctx.fcam_crf_kernel is None else {"crf_kernel": ctx.fcam_crf_kernel}
+    fcam = FCAM(ctx.data.config.num_classes, "voc", progress=ctx.progress, seed=ctx.seed, **FCAM_DEMO_OVERRIDES,
+                **kernel)
     key = json.loads(json.dumps({**ctx.classifier_key, "source": label, "source_key": source_key,
                                  "source_sha256": value_digest(maps),
                                  "validation_sha256": None if ctx.validation is None else value_digest(ctx.validation),

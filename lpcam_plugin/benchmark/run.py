@@ -212,7 +212,8 @@ def run_seed(network: NetworkConfig, data: SyntheticDataset, config: DemoConfig,
     ctx = SeedContext(seed=seed, network=network.name, model=model, images=x, features=features,
                       labels=torch.from_numpy(data.labels), data=data, folder=folder, classifier_key=key,
                       lpcam_overrides=dict(config.lpcam_overrides), recam_selection=config.recam_selection,
-                      progress=progress, validation=_validation_split(data, config.validation_images, progress))
+                      progress=progress, validation=_validation_split(data, config.validation_images, progress),
+                      fcam_crf_kernel=config.fcam_crf_kernel)
     n, c = len(data), data.config.num_classes
     maps: Dict[str, torch.Tensor] = {}
     readouts = select_readouts(config.methods)

@@ -16,6 +16,7 @@ from lpcam_plugin.benchmark.config import NETWORK_PRESETS, DemoConfig
 from lpcam_plugin.benchmark.demo import run_demo
 from lpcam_plugin.benchmark.readouts import READOUTS, select_readouts
 from lpcam_plugin.cli.arguments import output_folder, positive_int
+from lpcam_plugin.methods.fcam.crf import CRF_KERNELS
 from lpcam_plugin.methods.pixelsup.config import LOSS_REDUCTIONS, PROJECTIONS, RCM_FORMS
 from lpcam_plugin.methods.recam.config import WEIGHT_KINDS
 
@@ -32,7 +33,7 @@ def _command(args: argparse.Namespace) -> str:
     parts += [f"--{name.replace('_', '-')} {value}" for name, value in
               (("num_images", args.num_images), ("epochs", args.epochs), ("recam_selection", args.recam_selection),
                ("rcm_form", args.rcm_form), ("pss_reduction", args.pss_reduction),
-               ("pss_projection", args.pss_projection))
+               ("pss_projection", args.pss_projection), ("fcam_crf_kernel", args.fcam_crf_kernel))
               if value is not None]
     return " ".join(parts)
 
@@ -60,6 +61,8 @@ def _run_cli(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, pss_reduction=args.pss_reduction)
     if args.pss_projection is not None:
         config = dataclasses.replace(config, pss_projection=args.pss_projection)
+    if args.fcam_crf_kernel is not None:
+        config = dataclasses.replace(config, fcam_crf_kernel=args.fcam_crf_kernel)
     if args.validation_images is not None:
         config = dataclasses.replace(config, validation_images=args.validation_images)
     if args.retrain:
@@ -115,6 +118,9 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--pss-reduction", choices=LOSS_REDUCTIONS, default=None,
                         help="RCM's and MAM's reduction over the feature map's pixels in the +pss networks' training: "
                              "mean, or sum as Eq. 5 and 8 write it (default: the preset's)")
+    parser.add_argument("--fcam-crf-kernel", choices=CRF_KERNELS, default=None,
+                        help="F-CAM's CRF kernel: window (truncated, local) or dense (every pair on a grid of at most "
+                             "1024 pixels) (default: the preset's)")
     parser.add_argument("--pss-projection", choices=PROJECTIONS, default=None,
                         help="where the RCM projection sits in the +pss networks: side (beside the head) or in_path "
                              "(the paper: the CAMs read the projected features) (default: the preset's)")

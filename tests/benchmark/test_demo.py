@@ -288,3 +288,15 @@ def test_a_validation_split_chooses_fcams_seed_settings_and_is_not_scored(tmp_pa
     assert results["config"]["validation_images"] == 6
     assert results["networks"]["toyresnet"]["per_seed"][0]["sweeps"]["F-CAM(CAM)"]["num_images"] == 20
     assert summaries["toyresnet"]["table"]["F-CAM(CAM)"]["miou"]["mean"] >= 0
+
+
+@pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
+def test_the_fcam_crf_kernel_of_a_run_reaches_the_decoder_and_its_cache_key(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(readouts, "FCAM_DEMO_OVERRIDES", {**readouts.FCAM_DEMO_OVERRIDES, **FAST_FCAM})
+    config = dataclasses.replace(TINY, seeds=(0,), networks=TINY_NETWORKS[:1], methods=("F-CAM(CAM)",),
+                                 overlay_images=0, export_host_files=False, fcam_crf_kernel="dense")
+    out = tmp_path / "demo"
+    run_demo(config, out, progress=False, figures=False)
+    decoder = FCAM.load(out / "toyresnet" / "seed0" / "fcam_cam.npz")
+    assert decoder.config.crf_kernel == "dense" and decoder.metadata["key"]["fcam"]["crf_kernel"] == "dense"
+    assert json.loads((out / "results.json").read_text())["config"]["fcam_crf_kernel"] == "dense"

@@ -13,6 +13,7 @@ from typing import ClassVar, Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 
 from lpcam_plugin.core.settings import MethodSettings, is_int
+from lpcam_plugin.methods.fcam.crf import CRF_KERNELS
 
 #: The value of a seed setting that :class:`~lpcam_plugin.FCAM` derives from the data.
 AUTO = "auto"
@@ -50,11 +51,18 @@ class FCAMConfig(MethodSettings):
 
     CRF (a Gaussian bilateral kernel on RGB + position, Tang et al. 2018):
         crf_sigma_rgb: 15 (paper, on 0-255 colours).
-        crf_sigma_xy: 100 (paper, in full-resolution pixels; scaled with ``crf_scale``).
-        crf_scale: the energy is evaluated on the image and the maps resized by this factor,
+        crf_sigma_xy: 100 (paper, in full-resolution pixels; scaled with the grid the energy is
+            evaluated on).
+        crf_scale: window kernel only: the energy is evaluated on the image and the maps resized by this factor,
             0.5 (reference's ``DenseCRFLoss`` default; its run configs use 1.0).
-        crf_radius: the kernel is truncated to a ``(2r + 1)^2`` window at the evaluation scale,
+        crf_radius: window kernel only: the kernel is truncated to a ``(2r + 1)^2`` window at the evaluation scale,
             5 (ours: an 11 x 11 window at half size covers 22 x 22 full-size pixels).
+        crf_kernel: ``"dense"`` (every pair, as the paper's kernel, which reaches across the image:
+            sigma_xy 100 at 224 pixels; on the largest grid of at most ``crf_dense_pixels`` pixels,
+            ``crf_scale`` and ``crf_radius`` unused) or ``"window"`` (the truncated kernel above).
+            Dense measured ahead of the window for both sources on both benchmark networks
+            (docs/methods/fcam.md), so it is the default.
+        crf_dense_pixels: the dense kernel's grid bound, 1024 (32 x 32; ``W`` is N^2 per image).
 
     Size term (extended log-barrier, Kervadec et al. 2019):
         elb_t0, elb_t_growth, elb_t_max: ``t = min(t0 * growth ** epoch, t_max)``: 1, 1.01
@@ -103,6 +111,8 @@ class FCAMConfig(MethodSettings):
     crf_sigma_xy: float = 100.0
     crf_scale: float = 0.5
     crf_radius: int = 5
+    crf_kernel: str = "dense"
+    crf_dense_pixels: int = 1024
     elb_t0: float = 1.0
     elb_t_growth: float = 1.01
     elb_t_max: float = 10.0
@@ -144,6 +154,9 @@ class FCAMConfig(MethodSettings):
             (0 < self.crf_scale <= 1, f"crf_scale must be in (0, 1], got {self.crf_scale}"),
             (is_int(self.crf_radius) and self.crf_radius >= 1,
              f"crf_radius must be an int >= 1, got {self.crf_radius!r}"),
+            (self.crf_kernel in CRF_KERNELS, f"crf_kernel must be one of {CRF_KERNELS}, got {self.crf_kernel!r}"),
+            (is_int(self.crf_dense_pixels) and self.crf_dense_pixels >= 4,
+             f"crf_dense_pixels must be an int >= 4, got {self.crf_dense_pixels!r}"),
             (self.elb_t0 > 0, f"elb_t0 must be > 0, got {self.elb_t0}"),
             (self.elb_t_growth >= 1, f"elb_t_growth must be >= 1, got {self.elb_t_growth}"),
             (self.elb_t_max >= self.elb_t0, f"elb_t_max must be >= elb_t0, got {self.elb_t_max}"),

@@ -84,7 +84,8 @@ def present_only(probs: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
 
 def fcam_losses(logits: torch.Tensor, present: torch.Tensor, seeds: torch.Tensor, rgb: torch.Tensor, *,
                 seg_weight: float, crf_weight: float, size_weight: float, sigma_rgb: float, sigma_xy: float,
-                crf_scale: float, crf_radius: int, elb_t: float) -> Dict[str, torch.Tensor]:
+                crf_scale: float, crf_radius: int, elb_t: float, crf_kernel: str = "window",
+                crf_dense_pixels: int = 1024) -> Dict[str, torch.Tensor]:
     """The full F-CAM loss of one batch.
 
     Args:
@@ -105,7 +106,7 @@ def fcam_losses(logits: torch.Tensor, present: torch.Tensor, seeds: torch.Tensor
     crf, size = zero, zero
     if crf_weight > 0:
         crf = crf_loss(present_only(probs, present), rgb, sigma_rgb=sigma_rgb, sigma_xy=sigma_xy, scale=crf_scale,
-                       radius=crf_radius)
+                       radius=crf_radius, kernel=crf_kernel, dense_pixels=crf_dense_pixels)
     if size_weight > 0:
         size = size_loss(probs, present, elb_t)
     total = seg_weight * seg + crf_weight * crf + size_weight * size

@@ -143,7 +143,8 @@ class DecoderTrainer:
         losses = fcam_losses(logits, present, seeds, images * self.std + self.mean, seg_weight=config.seg_weight,
                              crf_weight=config.crf_weight, size_weight=config.size_weight,
                              sigma_rgb=config.crf_sigma_rgb, sigma_xy=config.crf_sigma_xy, crf_scale=config.crf_scale,
-                             crf_radius=config.crf_radius, elb_t=elb_t)
+                             crf_radius=config.crf_radius, elb_t=elb_t, crf_kernel=config.crf_kernel,
+                             crf_dense_pixels=config.crf_dense_pixels)
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         self.optimizer.step()

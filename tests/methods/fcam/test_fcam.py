@@ -8,7 +8,7 @@ from torch import nn
 
 from lpcam_plugin import ReCAM, cam_map
 from lpcam_plugin.methods.fcam.config import FCAMConfig
-from lpcam_plugin.methods.fcam.crf import bilateral_filter, crf_loss, pair_count, potts_energy
+from lpcam_plugin.methods.fcam.crf import bilateral_filter, crf_loss, dense_grid, pair_count, potts_energy
 from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
 from lpcam_plugin.methods.fcam.estimator import FCAM
 from lpcam_plugin.methods.fcam.losses import extended_log_barrier, partial_cross_entropy, present_only, size_loss
@@ -133,6 +133,38 @@ def test_window_covering_the_image_is_the_full_dense_kernel():
     loss = crf_loss(probs, rgb, sigma_rgb=40.0, sigma_xy=3.0, scale=1.0, radius=5)
     torch.testing.assert_close(loss.double(), reference.mean() / pairs, rtol=1e-5, atol=1e-8)
     assert 0 <= float(loss.detach()) <= 1
+
+
+def test_the_dense_kernel_matches_brute_force_and_reaches_across_the_image():
+    probs, rgb = crf_inputs(seed=2, h=6, w=7)
+    dense = potts_energy(probs, rgb, sigma_rgb=50.0, sigma_xy=4.0, radius=None)
+    grad_dense, = torch.autograd.grad(dense.sum(), probs)
+    reference_probs = probs.detach().double().requires_grad_(True)
+    reference, pairs = brute_force_energy(reference_probs, rgb, 50.0, 4.0, radius=None)
+    grad_ref, = torch.autograd.grad(reference.sum(), reference_probs)
+    torch.testing.assert_close(dense.double(), reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad_dense.double(), grad_ref, rtol=1e-5, atol=1e-6)
+    # a window smaller than the image misses the far pairs the dense kernel keeps
+    window = potts_energy(probs, rgb, sigma_rgb=50.0, sigma_xy=4.0, radius=1)
+    assert bool((window < dense - 1e-3).all())
+    loss = crf_loss(probs, rgb, sigma_rgb=50.0, sigma_xy=4.0, scale=0.5, radius=1, kernel="dense")
+    torch.testing.assert_close(loss.double(), reference.mean() / pairs, rtol=1e-5, atol=1e-8)  # no resize: 42 px
+
+
+def test_the_dense_kernel_runs_on_a_bounded_grid_with_sigma_xy_scaled():
+    probs, rgb = crf_inputs(seed=3, h=40, w=20)
+    assert dense_grid(40, 20, 200) == (20, 10) and dense_grid(3, 1000, 64) == (1, 64) and dense_grid(4, 4, 64) == (4, 4)
+    loss = crf_loss(probs, rgb, sigma_rgb=30.0, sigma_xy=8.0, scale=1.0, radius=1, kernel="dense", dense_pixels=200)
+    small_p = torch.nn.functional.interpolate(probs, size=(20, 10), mode="bilinear", align_corners=False)
+    small_rgb = torch.nn.functional.interpolate(rgb, size=(20, 10), mode="nearest")
+    expected = potts_energy(small_p, small_rgb, sigma_rgb=30.0, sigma_xy=4.0, radius=None).mean() / (200 * 199)
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        crf_loss(probs, rgb, sigma_rgb=30.0, sigma_xy=8.0, scale=1.0, radius=1, kernel="lattice")
+    with pytest.raises(ValueError, match="crf_kernel must be one of"):
+        FCAMConfig(crf_kernel="lattice")
+    fcam = fitted(crf_kernel="dense", crf_dense_pixels=64)[0]  # F-CAM trains with it
+    assert all(h["crf"] > 0 for h in fcam.loss_history_) and fcam.config.crf_kernel == "dense"
 
 
 def test_crf_is_zero_for_a_hard_constant_labelling_and_filter_is_symmetric():
