@@ -243,9 +243,10 @@ class PixelSelfSupervision(nn.Module):
         self._sync_host_head()
         self.__dict__["_ddp"] = None
         self.__dict__["_mam_on"] = False
-        logger.info("pixel self-supervision: F=%s, layer %r, head %r (C=%d, D=%d), scales %s, embed %d, rcm %s, "
-                    "losses' pixel %s", type(model).__name__, feature_layer, getattr(head, "__name__", head),
-                    num_classes, dim, self.config.scales, embed, self.config.rcm_form, self.config.loss_reduction)
+        logger.info("pixel self-supervision: F=%s, layer %r, head %r (C=%d, D=%d), scales %s, embed %d (%s the "
+                    "head's path), rcm %s, losses' pixel %s", type(model).__name__, feature_layer,
+                    getattr(head, "__name__", head), num_classes, dim, self.config.scales, embed,
+                    "in" if in_path else "beside", self.config.rcm_form, self.config.loss_reduction)
 
     @property
     def model(self) -> nn.Module:
