@@ -24,11 +24,11 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from lpcam_plugin.core.formats import check_keyed_maps, check_unique, read_cam_file, read_label_png
+from lpcam_plugin.core.formats import check_keyed_maps, check_unique, read_cam_folder, read_label_png
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.progress import progress_bar
 
@@ -348,21 +348,13 @@ def evaluate_folder(
     ``FileNotFoundError`` naming a missing file.
     """
     check_unique(ids)
-    cams_dir, gt_dir = Path(cams_dir), Path(gt_dir)
-    suffix = ".npz" if fmt == "npz" else ".npy"
-    missing = [i for i in ids if not (cams_dir / f"{i}{suffix}").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} CAM file(s) missing in {cams_dir}, e.g. {missing[0]}{suffix}")
+    gt_dir = Path(gt_dir)
+    cams = read_cam_folder(cams_dir, ids, fmt, allow_pickle=allow_pickle)
     missing = [i for i in ids if not (gt_dir / f"{i}.png").is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} ground-truth PNG(s) missing in {gt_dir}, e.g. {missing[0]}.png")
-
-    def cams() -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        for image_id in ids:
-            yield read_cam_file(cams_dir / f"{image_id}{suffix}", fmt, allow_pickle=allow_pickle)
-
     gts = (read_label_png(gt_dir / f"{image_id}.png") for image_id in ids)
-    return sweep(cams(), gts, thresholds, num_classes, ignore_index=ignore_index, progress=progress, total=len(ids))
+    return sweep(cams, gts, thresholds, num_classes, ignore_index=ignore_index, progress=progress, total=len(ids))
 
 
 __all__ = [

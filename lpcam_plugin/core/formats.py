@@ -20,7 +20,7 @@ from __future__ import annotations
 import zipfile
 from collections import Counter
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -135,6 +135,18 @@ def read_cam_file(path: PathLike, fmt: str = "auto", *, allow_pickle: bool = Fal
     return read_class_dict(path, allow_pickle=allow_pickle)
 
 
+def read_cam_folder(folder: PathLike, ids: Sequence[str], fmt: str = "auto", *, allow_pickle: bool = False
+                    ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """The ``(keys, maps)`` of ``folder/<id>.npy`` (``<id>.npz`` for ``fmt="npz"``) for each id, in order,
+    read lazily by :func:`read_cam_file`; ``FileNotFoundError`` naming a missing file before any is read."""
+    folder = Path(folder)
+    suffix = ".npz" if fmt == "npz" else ".npy"
+    missing = [i for i in ids if not (folder / f"{i}{suffix}").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} CAM file(s) missing in {folder}, e.g. {missing[0]}{suffix}")
+    return (read_cam_file(folder / f"{image_id}{suffix}", fmt, allow_pickle=allow_pickle) for image_id in ids)
+
+
 def read_label_png(path: PathLike) -> np.ndarray:
     """Read a VOC-style label PNG (palette or grey-scale) as ``(H, W)`` int64 class indices."""
     from PIL import Image
@@ -225,6 +237,7 @@ __all__ = [
     "check_unique",
     "load_class_dict",
     "read_cam_file",
+    "read_cam_folder",
     "read_class_dict",
     "read_id_list",
     "read_irn_cam",

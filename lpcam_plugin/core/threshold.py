@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from lpcam_plugin.core.formats import check_keyed_maps, check_unique, read_cam_file
+from lpcam_plugin.core.formats import check_keyed_maps, check_unique, read_cam_folder
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.progress import progress_bar
 
@@ -385,15 +384,6 @@ def choose_threshold(histogram: ThresholdHistogram, reference: Optional[Threshol
     return choice
 
 
-def _folder_pairs(folder: Path, ids: Sequence[str], fmt: str, allow_pickle: bool) -> Iterator[Tuple[Any, Any]]:
-    suffix = ".npz" if fmt == "npz" else ".npy"
-    missing = [i for i in ids if not (folder / f"{i}{suffix}").is_file()]
-    if missing:
-        raise FileNotFoundError(f"{len(missing)} CAM file(s) missing in {folder}, e.g. {missing[0]}{suffix}")
-    for image_id in ids:
-        yield read_cam_file(folder / f"{image_id}{suffix}", fmt, allow_pickle=allow_pickle)
-
-
 def folder_threshold(cams_dir: PathLike, ids: Sequence[str], *, reference_dir: Optional[PathLike] = None,
                      fmt: str = "auto", allow_pickle: bool = False, num_classes: int = 20,
                      progress: Optional[bool] = None) -> ThresholdChoice:
@@ -401,10 +391,11 @@ def folder_threshold(cams_dir: PathLike, ids: Sequence[str], *, reference_dir: O
     :func:`lpcam_plugin.core.formats.read_cam_file`; the files hold each image's classes), against the
     classifier's CAM files in ``reference_dir`` when given. ``num_classes``: C, without background."""
     check_unique(ids)
-    histogram = collect_histogram(_folder_pairs(Path(cams_dir), ids, fmt, allow_pickle), num_classes=num_classes,
-                                  progress=progress)
+    histogram = collect_histogram(read_cam_folder(cams_dir, ids, fmt, allow_pickle=allow_pickle),
+                                  num_classes=num_classes, progress=progress)
     reference = None if reference_dir is None else collect_histogram(
-        _folder_pairs(Path(reference_dir), ids, fmt, allow_pickle), num_classes=num_classes, progress=progress)
+        read_cam_folder(reference_dir, ids, fmt, allow_pickle=allow_pickle), num_classes=num_classes,
+        progress=progress)
     return choose_threshold(histogram, reference)
 
 
