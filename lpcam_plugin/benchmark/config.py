@@ -62,11 +62,10 @@ def pixelsup_overrides(train: TrainConfig, num_images: int, rcm_form: Optional[s
     ``projection``: None for the preset's (always written out, so a checkpoint trained with the default
     is reused when it is asked for by name)."""
     steps = train.epochs * math.ceil(num_images / train.batch_size)
+    preset = PixelSupConfig.preset("voc")
+    chosen = {"rcm_form": rcm_form, "loss_reduction": loss_reduction, "projection": projection}
     return {**schedule_settings(steps, train.epochs), "seed": train.seed,
-            "rcm_form": rcm_form if rcm_form is not None else PixelSupConfig.preset("voc").rcm_form,
-            "loss_reduction": (loss_reduction if loss_reduction is not None
-                               else PixelSupConfig.preset("voc").loss_reduction),
-            "projection": projection if projection is not None else PixelSupConfig.preset("voc").projection}
+            **{name: getattr(preset, name) if value is None else value for name, value in chosen.items()}}
 
 
 @dataclass(frozen=True)

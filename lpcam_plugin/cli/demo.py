@@ -23,6 +23,11 @@ from lpcam_plugin.methods.recam.config import WEIGHT_KINDS
 logger = logging.getLogger(__name__)
 
 
+#: Options that set the :class:`DemoConfig` field of the same name when given.
+CONFIG_OPTIONS = ("recam_selection", "rcm_form", "pss_reduction", "pss_projection", "fcam_crf_kernel",
+                  "validation_images")
+
+
 def _command(args: argparse.Namespace) -> str:
     """The ``lpcam demo`` command line equivalent to ``args`` (for the report)."""
     parts = ["lpcam demo", f"--out {args.out}", f"--seed {args.seed}"]
@@ -30,11 +35,8 @@ def _command(args: argparse.Namespace) -> str:
     parts += [flag for flag, on in (("--full", args.full), ("--quick", args.quick), ("--retrain", args.retrain)) if on]
     parts += [f"--{name} {' '.join(values)}" for name, values in
               (("networks", args.networks), ("methods", args.methods)) if values]
-    parts += [f"--{name.replace('_', '-')} {value}" for name, value in
-              (("num_images", args.num_images), ("epochs", args.epochs), ("recam_selection", args.recam_selection),
-               ("rcm_form", args.rcm_form), ("pss_reduction", args.pss_reduction),
-               ("pss_projection", args.pss_projection), ("fcam_crf_kernel", args.fcam_crf_kernel))
-              if value is not None]
+    parts += [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in ("num_images", "epochs", *CONFIG_OPTIONS)
+              if getattr(args, name) is not None]
     return " ".join(parts)
 
 
@@ -53,18 +55,8 @@ def _run_cli(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, num_images=args.num_images))
     if args.epochs is not None:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=args.epochs))
-    if args.recam_selection is not None:
-        config = dataclasses.replace(config, recam_selection=args.recam_selection)
-    if args.rcm_form is not None:
-        config = dataclasses.replace(config, rcm_form=args.rcm_form)
-    if args.pss_reduction is not None:
-        config = dataclasses.replace(config, pss_reduction=args.pss_reduction)
-    if args.pss_projection is not None:
-        config = dataclasses.replace(config, pss_projection=args.pss_projection)
-    if args.fcam_crf_kernel is not None:
-        config = dataclasses.replace(config, fcam_crf_kernel=args.fcam_crf_kernel)
-    if args.validation_images is not None:
-        config = dataclasses.replace(config, validation_images=args.validation_images)
+    config = dataclasses.replace(config, **{name: getattr(args, name) for name in CONFIG_OPTIONS
+                                            if getattr(args, name) is not None})
     if args.retrain:
         for network in config.networks:
             for seed in seeds:
