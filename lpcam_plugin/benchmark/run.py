@@ -29,7 +29,7 @@ from lpcam_plugin.core.identity import module_digest
 from lpcam_plugin.core.io import atomic_write
 from lpcam_plugin.core.maps import max_normalize
 from lpcam_plugin.core.progress import progress_bar
-from lpcam_plugin.core.threshold import ThresholdHistogram, choose_threshold, collect_histogram
+from lpcam_plugin.core.threshold import ThresholdHistogram, choose_threshold
 
 
 def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor, config: DemoConfig, seed: int,
@@ -148,24 +148,29 @@ def part_diagnostics(maps: torch.Tensor, data: SyntheticDataset, threshold: floa
     return out
 
 
+def counted(items: Iterator[Tuple[np.ndarray, np.ndarray]], histogram: ThresholdHistogram
+            ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+    """``items`` (per image ``(keys, maps)``) passed on unchanged, each also added to ``histogram``: the
+    sweep's own pass over the maps collects what the automatic threshold needs."""
+    for keys, image_maps in items:
+        histogram.add(keys, image_maps)
+        yield keys, image_maps
+
+
 def automatic_thresholds(maps: Dict[str, torch.Tensor], data: SyntheticDataset, sweeps: Dict[str, SweepResult],
-                         reference: Optional[str] = "CAM") -> Dict[str, Dict[str, Any]]:
+                         histograms: Dict[str, ThresholdHistogram], reference: Optional[str] = "CAM"
+                         ) -> Dict[str, Dict[str, Any]]:
     """Per method, the threshold chosen without masks and the mIoU it gives (:attr:`SeedResult.automatic`).
 
-    The maps are read as the sweep reads them (upsampled, max-normalised); ``reference`` names the
-    method whose maps are the classifier's CAM (``auto_threshold(..., reference=cam)``), None or
-    absent from ``maps`` for the two-argument form.
+    ``histograms``: per method, its maps as the sweep read them (upsampled, max-normalised;
+    :func:`counted`). ``reference`` names the method whose maps are the classifier's CAM
+    (``auto_threshold(..., reference=cam)``), None or absent from ``maps`` for the two-argument form.
     """
     size, num_classes = data.config.image_size, data.config.num_classes
-
-    def histogram(name: str) -> ThresholdHistogram:
-        return collect_histogram(per_image_maps(maps[name], data.labels, size), num_classes=num_classes,
-                                 progress=False)
-
-    ref = histogram(reference) if reference in maps else None
+    ref = histograms.get(reference) if reference is not None else None
     out = {}
     for name, method_maps in maps.items():
-        choice = choose_threshold(ref if name == reference else histogram(name), ref)
+        choice = choose_threshold(histograms[name], ref)
         at_t = sweep(per_image_maps(method_maps, data.labels, size), (m.astype(np.int64) for m in data.masks),
                      [choice.threshold], num_classes + 1, progress=False)
         miou = float(at_t.miou[0])
@@ -233,12 +238,14 @@ def run_seed(network: NetworkConfig, data: SyntheticDataset, config: DemoConfig,
         _export_host_files(folder / "export", data, maps["LPCAM"], progress)
 
     size = data.config.image_size
-    sweeps, diagnostics = {}, {}
+    sweeps, diagnostics, histograms = {}, {}, {}
     for name, method_maps in maps.items():
-        sweeps[name] = sweep(per_image_maps(method_maps, data.labels, size), (m.astype(np.int64) for m in data.masks),
-                             config.thresholds, c + 1, progress=progress, total=n)
+        histograms[name] = ThresholdHistogram(c)
+        sweeps[name] = sweep(counted(per_image_maps(method_maps, data.labels, size), histograms[name]),
+                             (m.astype(np.int64) for m in data.masks), config.thresholds, c + 1, progress=progress,
+                             total=n)
         diagnostics[name] = part_diagnostics(method_maps, data, sweeps[name].best_threshold)
-    automatic = automatic_thresholds(maps, data, sweeps)
+    automatic = automatic_thresholds(maps, data, sweeps, histograms)
     lap("evaluation")
     seconds["total"] = sum(seconds.values())
     return SeedResult(seed, network.name, sweeps, diagnostics, network_stats, dict(ctx.notes), seconds,
