@@ -9,6 +9,7 @@ The package is organised in rooms whose imports point one way, from the top down
   ``fcam``, ``pixelsup``);
 - :mod:`lpcam_plugin.core`: plumbing (checks, hooks, atomic I/O, progress, evaluation).
 """
+from lpcam_plugin.core.datasets import coco_class_index, coco_gt_name
 from lpcam_plugin.core.evaluate import SweepResult, confusion_matrix, maps_to_prediction, seed_metrics, sweep
 from lpcam_plugin.core.formats import read_class_dict, read_irn_cam
 from lpcam_plugin.core.hooks import FeatureHook, TokensToMap, tokens_to_map
@@ -55,6 +56,8 @@ __all__ = [
     "auto_threshold",
     "cam_map",
     "choose_threshold",
+    "coco_class_index",
+    "coco_gt_name",
     "confusion_matrix",
     "fit_distributed",
     "fit_prototypes_distributed",

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lpcam_plugin.core.datasets import DATASETS
 from lpcam_plugin.core.evaluate import DEFAULT_THRESHOLDS, MEAN_METRICS, SweepResult, evaluate_folder
 from lpcam_plugin.core.formats import check_unique, read_id_list
 from lpcam_plugin.core.io import atomic_write
@@ -75,22 +76,26 @@ def format_automatic(choice: ThresholdChoice, result: Optional[SweepResult], at_
 def _run_eval(args: argparse.Namespace) -> int:
     ids = read_id_list(args.list)
     check_unique(ids)
+    dataset = DATASETS[args.dataset]
+    num_classes = dataset.num_classes if args.num_classes is None else args.num_classes
+    names = dataset.class_names if num_classes == dataset.num_classes else None
     if args.reference is not None and not args.auto_threshold:
         raise ValueError("--reference is read only with --auto-threshold")
     if args.gt is None and not args.auto_threshold:
         raise ValueError("--gt is needed to score the maps (or pass --auto-threshold to only choose t)")
     choice = folder_threshold(args.cams, ids, reference_dir=args.reference, fmt=args.format,
-                              allow_pickle=args.allow_pickle, num_classes=args.num_classes - 1,
+                              allow_pickle=args.allow_pickle, num_classes=num_classes - 1,
                               progress=False if args.no_progress else None) if args.auto_threshold else None
     result = at_t = None
     if args.gt is not None:
         def scored(thresholds: Sequence[float]) -> SweepResult:
             return evaluate_folder(args.cams, args.gt, ids, fmt=args.format, allow_pickle=args.allow_pickle,
-                                   thresholds=thresholds, num_classes=args.num_classes,
-                                   ignore_index=args.ignore_index, progress=False if args.no_progress else None)
+                                   thresholds=thresholds, num_classes=num_classes,
+                                   ignore_index=args.ignore_index, progress=False if args.no_progress else None,
+                                   gt_name=dataset.gt_name)
 
         result = scored(_parse_thresholds(args.thresholds))
-        sys.stdout.write(format_result(result) + "\n")
+        sys.stdout.write(format_result(result, names) + "\n")
         at_t = None if choice is None else scored([choice.threshold]).best
     if choice is not None:
         sys.stdout.write(format_automatic(choice, result, at_t) + "\n")
@@ -111,7 +116,8 @@ def register_cli(subparsers: Any) -> None:
         help="seed-mask mIoU/FP/FN/precision/recall of host CAM files over a threshold sweep",
         description=(
             "Evaluate CAM files written by IRN/AMN (dict with keys/cam/high_res) or EDAM/MCTformer "
-            "({class: map} dicts) against VOC-style PNG ground truth, sweeping the background threshold."
+            "({class: map} dicts) against the PNG ground truth of VOC or COCO as the hosts write it, sweeping the "
+            "background threshold."
         ),
     )
     parser.add_argument("--cams", required=True, type=Path,
@@ -129,7 +135,12 @@ def register_cli(subparsers: Any) -> None:
         "--thresholds", nargs="+", default=None,
         help="background thresholds: floats and/or start:stop:step ranges (default 0:1:0.01)",
     )
-    parser.add_argument("--num-classes", type=int, default=21, help="labels including background (default 21)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="voc",
+                        help="voc: <id>.png ground truth, 21 labels; coco: <int image id>.png for "
+                             "COCO_train2014_<12 digits> ids (the LPCAM / ReCAM COCO pipeline's annToMask.py), "
+                             "81 labels, COCO's class names (default: voc)")
+    parser.add_argument("--num-classes", type=int, default=None,
+                        help="labels including background (default: the dataset's, 21 or 81)")
     parser.add_argument("--ignore-index", type=int, default=255, help="ground-truth value not scored")
     parser.add_argument("--auto-threshold", action="store_true",
                         help="choose t without masks (lpcam_plugin.auto_threshold) and print it, with its mIoU beside "

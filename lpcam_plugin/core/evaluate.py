@@ -24,7 +24,7 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -341,8 +341,11 @@ def evaluate_folder(
     num_classes: int = 21,
     ignore_index: int = 255,
     progress: Optional[bool] = None,
+    gt_name: Optional[Callable[[str], str]] = None,
 ) -> SweepResult:
-    """Sweep the CAM files ``cams_dir/<id>.npy`` (``<id>.npz`` for ``fmt="npz"``) against ``gt_dir/<id>.png``.
+    """Sweep the CAM files ``cams_dir/<id>.npy`` (``<id>.npz`` for ``fmt="npz"``) against
+    ``gt_dir/<gt_name(id)>.png`` (``gt_name``: None for the id itself, VOC's layout;
+    :func:`~lpcam_plugin.core.datasets.coco_gt_name` for COCO's ``<int id>.png``).
 
     Raises ``ValueError`` naming an id listed more than once (it would be scored twice) and
     ``FileNotFoundError`` naming a missing file.
@@ -350,10 +353,11 @@ def evaluate_folder(
     check_unique(ids)
     gt_dir = Path(gt_dir)
     cams = read_cam_folder(cams_dir, ids, fmt, allow_pickle=allow_pickle)
-    missing = [i for i in ids if not (gt_dir / f"{i}.png").is_file()]
+    gt_files = [gt_dir / f"{image_id if gt_name is None else gt_name(image_id)}.png" for image_id in ids]
+    missing = [path for path in gt_files if not path.is_file()]
     if missing:
-        raise FileNotFoundError(f"{len(missing)} ground-truth PNG(s) missing in {gt_dir}, e.g. {missing[0]}.png")
-    gts = (read_label_png(gt_dir / f"{image_id}.png") for image_id in ids)
+        raise FileNotFoundError(f"{len(missing)} ground-truth PNG(s) missing in {gt_dir}, e.g. {missing[0].name}")
+    gts = (read_label_png(path) for path in gt_files)
     return sweep(cams, gts, thresholds, num_classes, ignore_index=ignore_index, progress=progress, total=len(ids))
 
 

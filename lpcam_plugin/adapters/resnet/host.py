@@ -16,11 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lpcam_plugin.adapters.resnet.options import METHODS, HostValues, LPCAMOptions
+from lpcam_plugin.core.datasets import VOC_CLASS_NAMES
 
 NUM_CLASSES = 20
-VOC_CLASS_NAMES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-                   "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-                   "train", "tvmonitor")
 
 
 @dataclass(frozen=True)
