@@ -7,7 +7,8 @@ decoder inference against the encoder's forward, in one run.
 Training steps (each in a fresh subprocess; peak extra memory = peak RSS during the timed steps
 minus the RSS before them, which already holds the inputs):
 - plain: the decoder's forward, the partial cross-entropy on sampled seeds, backward, SGD step;
-- F-CAM: the same plus the window-truncated CRF loss and the size term (VOC preset settings).
+- F-CAM: the same plus the CRF loss and the size term (VOC preset settings: the dense kernel, and the
+  seed and CRF settings its ``"auto"`` rules derive at this image size).
 Both sample their seeds from the source maps inside the step. The inputs are random tensors
 shaped as IRN's ResNet-50 gives them at this image size (``conv1`` 64 and ``stage1`` 256 channels
 at stride 4, ``stage2`` 512 at 8, ``stage3`` 1024 and ``stage4`` 2048 at 16), 20 classes with one
@@ -103,7 +104,7 @@ def _decoder(config: Any) -> nn.Module:
 
 def run_step(variant: str, batch: int, size: int, steps: int) -> Dict[str, float]:
     """Time and peak extra memory of ``steps`` decoder training steps (after one warm-up step)."""
-    from lpcam_plugin.methods.fcam.config import FCAMConfig
+    from lpcam_plugin.methods.fcam.config import AUTO, FCAMConfig, odd_stride
     from lpcam_plugin.methods.fcam.decoder import mask_absent, present_channels
     from lpcam_plugin.methods.fcam.losses import fcam_losses
     from lpcam_plugin.methods.fcam.seeds import make_seeds
@@ -118,10 +119,12 @@ def run_step(variant: str, batch: int, size: int, steps: int) -> Dict[str, float
     skips = [x[name] for name, _, _ in reversed(LEVELS[:-1])]
     generator = torch.Generator().manual_seed(0)
     crf_weight, size_weight = (config.crf_weight, config.size_weight) if variant == "fcam" else (0.0, 0.0)
+    bg_fraction = None if config.bg_fraction == AUTO else config.bg_fraction
+    erosion = odd_stride(size, size // 16) if config.erosion_size == AUTO else config.erosion_size
 
     def step() -> float:
         maps = F.interpolate(x["maps"], size=(size, size), mode="bilinear", align_corners=False)
-        seeds = make_seeds(maps, x["labels"], bg_fraction=config.bg_fraction, erosion_size=config.erosion_size,
+        seeds = make_seeds(maps, x["labels"], bg_fraction=bg_fraction, erosion_size=erosion,
                            erosion_iterations=config.erosion_iterations, fg_samples=config.fg_samples,
                            bg_samples=config.bg_samples, dilation=config.seed_dilation, generator=generator,
                            tie_seed=0)
@@ -129,8 +132,9 @@ def run_step(variant: str, batch: int, size: int, steps: int) -> Dict[str, float
         logits = mask_absent(decoder(x["stage4"], skips, x["images"]), present)
         losses = fcam_losses(logits, present, seeds, x["images"] * std + mean, seg_weight=config.seg_weight,
                              crf_weight=crf_weight, size_weight=size_weight, sigma_rgb=config.crf_sigma_rgb,
-                             sigma_xy=config.crf_sigma_xy, crf_scale=config.crf_scale, crf_radius=config.crf_radius,
-                             elb_t=config.elb_t0)
+                             sigma_xy=config.sigma_xy(size), crf_scale=config.crf_scale, crf_radius=config.crf_radius,
+                             elb_t=config.elb_t0, crf_kernel=config.crf_kernel,
+                             crf_dense_pixels=config.crf_dense_pixels)
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()

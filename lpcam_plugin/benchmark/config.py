@@ -78,6 +78,9 @@ class DemoConfig:
     ``pss_reduction``: RCM's and MAM's reduction over pixels for the ``+pss`` networks (``None``: the preset's).
     ``pss_projection``: where the RCM projection sits in the ``+pss`` networks (``None``: the preset's).
     ``fcam_crf_kernel``: F-CAM's CRF kernel, ``"window"`` or ``"dense"`` (``None``: the preset's).
+    ``fcam_epochs``: F-CAM's training epochs, the compute the CPU affords (2: the 48 decoders of
+    ``--full`` in about 35 minutes on 2 cores; the preset's 10 is for VOC on a GPU); the preset's
+    seed budget rule scales the seeds sampled per step to it (``None``: the preset's epochs).
     ``overlay_images``: images (distinct, one per class first) in each ``overlays_<network>.png``.
     ``validation_images``: size of a held-out split with masks, generated per seed from another
     seed (:func:`validation_seed`), on which F-CAM chooses its seed settings as its paper does
@@ -96,6 +99,7 @@ class DemoConfig:
     pss_reduction: Optional[str] = None
     pss_projection: Optional[str] = None
     fcam_crf_kernel: Optional[str] = None
+    fcam_epochs: Optional[int] = 2
     thresholds: Tuple[float, ...] = DEFAULT_THRESHOLDS
     curve_window: float = 0.1
     overlay_images: int = 6

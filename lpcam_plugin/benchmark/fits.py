@@ -61,6 +61,7 @@ class SeedContext:
         validation: ``(images (V, 3, S, S), labels (V, C), masks (V, S, S))`` of the held-out split
             (:attr:`~lpcam_plugin.benchmark.config.DemoConfig.validation_images`), or None.
         fcam_crf_kernel: F-CAM's CRF kernel of this run (``"window"``, ``"dense"``; None: the preset's).
+        fcam_epochs: F-CAM's training epochs of this run (None: the preset's).
         notes: JSON-able facts per read-out name, shown in the report's per-seed rows.
     """
 
@@ -78,6 +79,7 @@ class SeedContext:
     progress: Optional[bool] = None
     validation: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None
     fcam_crf_kernel: Optional[str] = None
+    fcam_epochs: Optional[int] = None
     notes: Dict[str, str] = field(default_factory=dict)
     _memo: Dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -142,10 +144,12 @@ RECAM_BATCH = 16
 
 class ShuffledBatches:
     """``(images, labels)`` batches of a reshuffled, randomly flipped training set (as the toy
-    classifier trains); :meth:`set_epoch` reseeds both with ``seed + epoch`` (resumable)."""
+    classifier trains); :meth:`set_epoch` reseeds both with ``seed + epoch`` (resumable). ``dataset``
+    is what it batches, as a ``DataLoader``'s (methods count an epoch's images from it)."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int) -> None:
         self.images, self.labels, self.batch_size, self.seed = images, labels, batch_size, seed
+        self.dataset = torch.utils.data.TensorDataset(images, labels)
         self.generator = torch.Generator().manual_seed(seed)
 
     def set_epoch(self, epoch: int) -> None:

@@ -218,7 +218,7 @@ def run_seed(network: NetworkConfig, data: SyntheticDataset, config: DemoConfig,
                       labels=torch.from_numpy(data.labels), data=data, folder=folder, classifier_key=key,
                       lpcam_overrides=dict(config.lpcam_overrides), recam_selection=config.recam_selection,
                       progress=progress, validation=_validation_split(data, config.validation_images, progress),
-                      fcam_crf_kernel=config.fcam_crf_kernel)
+                      fcam_crf_kernel=config.fcam_crf_kernel, fcam_epochs=config.fcam_epochs)
     n, c = len(data), data.config.num_classes
     maps: Dict[str, torch.Tensor] = {}
     readouts = select_readouts(config.methods)

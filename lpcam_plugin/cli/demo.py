@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 
 #: Options that set the :class:`DemoConfig` field of the same name when given.
 CONFIG_OPTIONS = ("recam_selection", "rcm_form", "pss_reduction", "pss_projection", "fcam_crf_kernel",
-                  "validation_images")
+                  "fcam_epochs", "validation_images")
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -113,6 +113,9 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--fcam-crf-kernel", choices=CRF_KERNELS, default=None,
                         help="F-CAM's CRF kernel: window (truncated, local) or dense (every pair on a grid of at most "
                              "1024 pixels) (default: the preset's)")
+    parser.add_argument("--fcam-epochs", type=positive_int, default=None, metavar="N",
+                        help="F-CAM's training epochs; its seed budget rule scales the seeds per step to them "
+                             "(default: 2, the CPU's budget)")
     parser.add_argument("--pss-projection", choices=PROJECTIONS, default=None,
                         help="where the RCM projection sits in the +pss networks: side (beside the head) or in_path "
                              "(the paper: the CAMs read the projected features) (default: the preset's)")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lpcam_plugin import FCAM, PrototypeBank
+from lpcam_plugin import FCAM, FCAMConfig, PrototypeBank
 from lpcam_plugin.benchmark import readouts
 from lpcam_plugin.benchmark.config import DemoConfig, NetworkConfig, pixelsup_overrides, pixelsup_pairs
 from lpcam_plugin.benchmark.demo import run_demo
@@ -42,12 +42,10 @@ TINY = DemoConfig(
     lpcam_overrides={"num_clusters": 3},
     thresholds=tuple(np.round(np.arange(0, 1, 0.05), 2)),
     overlay_images=3,
+    fcam_epochs=1,
 )
 GRID = {"toyresnet": 6, "bottleneck": 3}  # 48 px at output stride 8 and 16
 #: F-CAM at test size: one epoch, a narrow decoder.
-FAST_FCAM = {"epochs": 1, "decoder_channels": (8, 8)}
-
-
 def _half_cam(ctx: SeedContext) -> torch.Tensor:
     """A stand-in for a method appended by a later issue: one function, one registry line."""
     return ctx.memo("half", lambda: 0.5 * cam_readout(ctx))
@@ -65,7 +63,6 @@ def _section(report: str, network: str) -> str:
 @pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
 def test_every_readout_runs_on_both_networks_with_report_figures_and_cached_rerun(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(readouts, "READOUTS", readouts.READOUTS + [Readout("Half-CAM", _half_cam, "test stand-in")])
-    monkeypatch.setattr(readouts, "FCAM_DEMO_OVERRIDES", {**readouts.FCAM_DEMO_OVERRIDES, **FAST_FCAM})
     methods = [r.name for r in select_readouts()]
     fcam_rows = ["F-CAM(CAM)", "F-CAM(LPCAM)", "F-CAM(ReCAM)", "F-CAM(ReCAM+LPCAM)"]
     assert methods == ["CAM", "LPCAM-F", "LPCAM", "ReCAM", "ReCAM+LPCAM", *fcam_rows, "Half-CAM"]
@@ -242,8 +239,7 @@ def test_viz_names_the_extra_when_matplotlib_is_missing(monkeypatch) -> None:
 
 @pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
-def test_a_deleted_or_swapped_cached_file_is_recomputed_not_trusted(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(readouts, "FCAM_DEMO_OVERRIDES", {**readouts.FCAM_DEMO_OVERRIDES, **FAST_FCAM})
+def test_a_deleted_or_swapped_cached_file_is_recomputed_not_trusted(tmp_path) -> None:
     config = dataclasses.replace(TINY, seeds=(0,), networks=TINY_NETWORKS[:1], methods=("ReCAM", "F-CAM(CAM)"),
                                  overlay_images=0, export_host_files=False)
     out = tmp_path / "demo"
@@ -273,8 +269,7 @@ def test_a_deleted_or_swapped_cached_file_is_recomputed_not_trusted(tmp_path, mo
 
 @pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
 @pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
-def test_a_validation_split_chooses_fcams_seed_settings_and_is_not_scored(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(readouts, "FCAM_DEMO_OVERRIDES", {**readouts.FCAM_DEMO_OVERRIDES, **FAST_FCAM})
+def test_a_validation_split_chooses_fcams_seed_settings_and_is_not_scored(tmp_path) -> None:
     config = dataclasses.replace(TINY, seeds=(0,), networks=TINY_NETWORKS[:1], methods=("F-CAM(CAM)",),
                                  overlay_images=0, export_host_files=False, validation_images=6)
     out = tmp_path / "demo"
@@ -291,12 +286,18 @@ def test_a_validation_split_chooses_fcams_seed_settings_and_is_not_scored(tmp_pa
 
 
 @pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
-def test_the_fcam_crf_kernel_of_a_run_reaches_the_decoder_and_its_cache_key(tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(readouts, "FCAM_DEMO_OVERRIDES", {**readouts.FCAM_DEMO_OVERRIDES, **FAST_FCAM})
+def test_fcam_runs_its_preset_and_rules_with_the_runs_epochs_kernel_and_the_images_normalisation(tmp_path) -> None:
     config = dataclasses.replace(TINY, seeds=(0,), networks=TINY_NETWORKS[:1], methods=("F-CAM(CAM)",),
-                                 overlay_images=0, export_host_files=False, fcam_crf_kernel="dense")
+                                 overlay_images=0, export_host_files=False, fcam_crf_kernel="window")
     out = tmp_path / "demo"
     run_demo(config, out, progress=False, figures=False)
     decoder = FCAM.load(out / "toyresnet" / "seed0" / "fcam_cam.npz")
-    assert decoder.config.crf_kernel == "dense" and decoder.metadata["key"]["fcam"]["crf_kernel"] == "dense"
-    assert json.loads((out / "results.json").read_text())["config"]["fcam_crf_kernel"] == "dense"
+    assert decoder.config.crf_kernel == "window" and decoder.metadata["key"]["fcam"]["crf_kernel"] == "window"
+    assert json.loads((out / "results.json").read_text())["config"]["fcam_crf_kernel"] == "window"
+    # the user's view: the VOC preset, only the epochs, the kernel and the images' normalisation given
+    assert decoder.config == FCAMConfig.preset("voc", seed=0, epochs=1, crf_kernel="window",
+                                               **readouts.FCAM_NORMALISATION)
+    side = TINY.data.image_size
+    assert decoder.seed_settings_["crf_sigma_xy"] == pytest.approx(100 * side / 224)
+    assert decoder.seed_settings_["images_per_epoch"] == TINY.data.num_images
+    assert decoder.seed_settings_["fg_samples"] == round(10 * 10_582 / (1 * TINY.data.num_images))

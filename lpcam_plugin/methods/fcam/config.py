@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -19,6 +19,15 @@ from lpcam_plugin.methods.fcam.crf import CRF_KERNELS
 AUTO = "auto"
 #: Optimisers :class:`FCAMConfig.optimizer` accepts.
 OPTIMIZERS = ("sgd", "adam")
+
+#: The paper's CRF kernel width, sigma_xy = 100 pixels on its 224-pixel images (``crf_sigma_xy="auto"``
+#: keeps this reach relative to the image side).
+PAPER_SIGMA_XY = 100.0
+PAPER_IMAGE_SIDE = 224
+#: The presets' seed budget in image-steps: the preset's epochs over its dataset, one seed per region
+#: and step (reference code): VOC train_aug's 10,582 images x 10 epochs, COCO train2014's 82,081 x 3.
+VOC_REFERENCE_IMAGE_STEPS = 10 * 10_582
+COCO_REFERENCE_IMAGE_STEPS = 3 * 82_081
 
 #: ImageNet normalisation on the 0-255 scale, the one IRN, AMN, EDAM and MCTformer feed their nets.
 IMAGENET_MEAN_255 = (123.675, 116.28, 103.53)
@@ -38,7 +47,8 @@ class FCAMConfig(MethodSettings):
         weight_decay: 1e-4 (ours).
         epochs: passes over the loader: 10 on VOC, 3 on COCO (ours; the paper trains 50 epochs
             on CUB's 6k images and 10 on OpenImages' 30k, so about 300k image-steps; VOC aug has
-            10.6k images, COCO 82k).
+            10.6k images, COCO 82k). Fewer epochs or a smaller dataset see fewer seeds; see
+            ``reference_image_steps``.
 
     Loss weights (the total is ``seg_weight * pCE + crf_weight * CRF + size_weight * size``):
         seg_weight: alpha, the partial cross-entropy's weight, 1.0 (paper: chosen in {1, 0.1};
@@ -51,8 +61,10 @@ class FCAMConfig(MethodSettings):
 
     CRF (a Gaussian bilateral kernel on RGB + position, Tang et al. 2018):
         crf_sigma_rgb: 15 (paper, on 0-255 colours).
-        crf_sigma_xy: 100 (paper, in full-resolution pixels; scaled with the grid the energy is
-            evaluated on).
+        crf_sigma_xy: ``"auto"`` (ours, both presets): the paper's 100 pixels at its 224-pixel
+            images, scaled to the longer side of the loader's images (``100 * side / 224``: the
+            same reach relative to the image); or a number in full-resolution pixels. Either is
+            scaled with the grid the energy is evaluated on.
         crf_scale: window kernel only: the energy is evaluated on the image and the maps resized by this factor,
             0.5 (reference's ``DenseCRFLoss`` default; its run configs use 1.0).
         crf_radius: window kernel only: the kernel is truncated to a ``(2r + 1)^2`` window at the evaluation scale,
@@ -75,8 +87,17 @@ class FCAMConfig(MethodSettings):
             fraction of that max that may be background (the spec's 0.1 is the paper's CUB value,
             where birds fill the image; the paper tunes it in [0.1, 0.7] on a validation set).
         fg_samples: foreground pixels sampled per (image, present class) and step, 1
-            (reference code); None seeds every candidate pixel.
-        bg_samples: background pixels sampled per image and step, 1 (reference); None: all.
+            (reference code), times the budget factor of ``reference_image_steps``; None seeds
+            every candidate pixel.
+        bg_samples: background pixels sampled per image and step, 1 (reference), times the same
+            factor; None: all.
+        reference_image_steps: the seed budget the preset is made for, in image-steps (epochs x
+            images; VOC 10 x 10,582, COCO 3 x 82,081). ``fit`` keeps the number of seed pixels
+            the decoder sees: on a run of fewer image-steps it samples
+            ``round(reference_image_steps / (epochs x images))`` times ``fg_samples`` and
+            ``bg_samples`` per step (never fewer than given) and logs it. None: the counts as
+            given (a ``fg_samples=`` or ``bg_samples=`` override sets this, unless
+            ``reference_image_steps`` is given too).
         seed_dilation: each sampled pixel is dilated by a square of this side, 3 (reference).
         erosion_size: side of the square that erodes the Otsu regions: ``"auto"`` (ours, both
             presets): the source's stride in image pixels (image side / source map side on the
@@ -108,7 +129,7 @@ class FCAMConfig(MethodSettings):
     crf_weight: float = 5.0
     size_weight: float = 0.1
     crf_sigma_rgb: float = 15.0
-    crf_sigma_xy: float = 100.0
+    crf_sigma_xy: Union[float, str] = AUTO
     crf_scale: float = 0.5
     crf_radius: int = 5
     crf_kernel: str = "dense"
@@ -119,6 +140,7 @@ class FCAMConfig(MethodSettings):
     bg_fraction: Union[float, str] = AUTO
     fg_samples: Optional[int] = 1
     bg_samples: Optional[int] = 1
+    reference_image_steps: Optional[int] = VOC_REFERENCE_IMAGE_STEPS
     seed_dilation: int = 3
     erosion_size: Union[int, str] = AUTO
     erosion_iterations: int = 1
@@ -150,7 +172,8 @@ class FCAMConfig(MethodSettings):
             (self.crf_weight >= 0, f"crf_weight must be >= 0, got {self.crf_weight}"),
             (self.size_weight >= 0, f"size_weight must be >= 0, got {self.size_weight}"),
             (self.crf_sigma_rgb > 0, f"crf_sigma_rgb must be > 0, got {self.crf_sigma_rgb}"),
-            (self.crf_sigma_xy > 0, f"crf_sigma_xy must be > 0, got {self.crf_sigma_xy}"),
+            (self.crf_sigma_xy == AUTO or (isinstance(self.crf_sigma_xy, numbers.Real) and self.crf_sigma_xy > 0),
+             f"crf_sigma_xy must be > 0 or {AUTO!r}, got {self.crf_sigma_xy!r}"),
             (0 < self.crf_scale <= 1, f"crf_scale must be in (0, 1], got {self.crf_scale}"),
             (is_int(self.crf_radius) and self.crf_radius >= 1,
              f"crf_radius must be an int >= 1, got {self.crf_radius!r}"),
@@ -166,6 +189,9 @@ class FCAMConfig(MethodSettings):
              f"fg_samples must be an int >= 1 or None (every candidate), got {self.fg_samples!r}"),
             (self.bg_samples is None or (is_int(self.bg_samples) and self.bg_samples >= 1),
              f"bg_samples must be an int >= 1 or None (every candidate), got {self.bg_samples!r}"),
+            (self.reference_image_steps is None
+             or (is_int(self.reference_image_steps) and self.reference_image_steps >= 1),
+             f"reference_image_steps must be None or an int >= 1, got {self.reference_image_steps!r}"),
             (is_int(self.seed_dilation) and self.seed_dilation >= 1 and self.seed_dilation % 2 == 1,
              f"seed_dilation must be an odd int >= 1, got {self.seed_dilation!r}"),
             (self.erosion_size == AUTO
@@ -182,11 +208,32 @@ class FCAMConfig(MethodSettings):
             if not ok:
                 raise ValueError(message)
 
+    def replace(self, **overrides: Any) -> "FCAMConfig":
+        """A copy with ``overrides``; ``fg_samples`` or ``bg_samples`` given without
+        ``reference_image_steps`` are used as given (``reference_image_steps=None``)."""
+        if {"fg_samples", "bg_samples"} & set(overrides) and "reference_image_steps" not in overrides:
+            overrides = {**overrides, "reference_image_steps": None}
+        return super().replace(**overrides)
+
+    def sample_factor(self, image_steps: int) -> int:
+        """How many times ``fg_samples`` / ``bg_samples`` a run of ``image_steps`` (epochs x images)
+        samples per step to see the preset's seed budget: ``round(reference_image_steps /
+        image_steps)``, at least 1; 1 without ``reference_image_steps``."""
+        if self.reference_image_steps is None:
+            return 1
+        return max(1, round(self.reference_image_steps / max(image_steps, 1)))
+
+    def sigma_xy(self, image_side: int) -> float:
+        """The CRF's spatial width in pixels of images of ``image_side``: the configured number, or
+        for ``"auto"`` the paper's ``100 * image_side / 224``."""
+        if self.crf_sigma_xy == AUTO:
+            return PAPER_SIGMA_XY * image_side / PAPER_IMAGE_SIDE
+        return float(self.crf_sigma_xy)
 
 
 PRESETS: Dict[str, FCAMConfig] = {
     "voc": FCAMConfig(),
-    "coco": FCAMConfig(epochs=3),
+    "coco": FCAMConfig(epochs=3, reference_image_steps=COCO_REFERENCE_IMAGE_STEPS),
 }
 
 

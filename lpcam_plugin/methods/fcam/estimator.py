@@ -37,8 +37,9 @@ from lpcam_plugin.core.identity import data_identity, module_digest, value_diges
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.core.version import __version__
-from lpcam_plugin.methods.fcam.config import AUTO, FCAMConfig, odd_stride
+from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.fcam.decoder import FCAMDecoder, mask_absent, present_channels
+from lpcam_plugin.methods.fcam.rules import data_settings, epoch_images
 from lpcam_plugin.methods.fcam.seeds import make_seeds
 from lpcam_plugin.methods.fcam.selection import (
     DEFAULT_CANDIDATES,
@@ -119,8 +120,11 @@ class FCAM:
         skip_channels_: their channel counts; feature_dim_: D.
         n_steps_: optimisation steps run (this process, all epochs, resumed ones included).
         loss_history_: per epoch ``{"epoch", "seg", "crf", "size", "total", "elb_t"}`` means.
-        seed_settings_: the seed settings the fit used, ``"auto"`` ones derived from the data:
-            ``{"erosion_size": int, "bg_fraction": float or None (Otsu), "source_stride": float}``.
+        seed_settings_: the seed and CRF settings the fit used, ``"auto"`` ones and the seed
+            budget derived from the data: ``{"erosion_size": int, "bg_fraction": float or None
+            (Otsu), "source_stride": float, "crf_sigma_xy": float, "images_per_epoch": int or None,
+            "sample_factor": int, "fg_samples", "bg_samples": int or None}`` (the counts sampled
+            per step).
         selection_: with ``fit(..., validation=...)``, per candidate ``{"settings", "miou",
             "threshold", "seed_settings"}`` (saved with the decoder); else empty.
 
@@ -236,14 +240,18 @@ class FCAM:
                     features, skips = encoder(images)
                     maps, source_side = self._source_maps(source, features, labels, images.shape[-2:])
                     if not self.seed_settings_:
-                        self.seed_settings_ = self._seed_settings(int(images.shape[-1]), source_side)
-                    seeds = make_seeds(maps, labels, bg_fraction=self.seed_settings_["bg_fraction"],
-                                       erosion_size=self.seed_settings_["erosion_size"],
+                        self.seed_settings_ = data_settings(
+                            self.config, tuple(images.shape[-2:]), source_side,
+                            epoch_images(loader, steps_per_epoch, images.shape[0], distributed))
+                    settings = self.seed_settings_
+                    seeds = make_seeds(maps, labels, bg_fraction=settings["bg_fraction"],
+                                       erosion_size=settings["erosion_size"],
                                        erosion_iterations=self.config.erosion_iterations,
-                                       fg_samples=self.config.fg_samples, bg_samples=self.config.bg_samples,
+                                       fg_samples=settings["fg_samples"], bg_samples=settings["bg_samples"],
                                        dilation=self.config.seed_dilation, generator=generator,
                                        tie_seed=epoch_seed(self.config.seed, epoch, TIE_STREAM))
-                    losses = trainer.step(features, skips, images, labels, seeds, elb_t)
+                    losses = trainer.step(features, skips, images, labels, seeds, elb_t,
+                                          sigma_xy=settings["crf_sigma_xy"])
                     problem = non_finite_losses(losses)
                     if problem is not None:
                         raise diverged("F-CAM", f"epoch {epoch + 1}, batch {steps}", problem, _KEPT)
@@ -337,20 +345,6 @@ class FCAM:
         side = int(maps.shape[-1])
         maps = F.interpolate(maps, size=tuple(size), mode="bilinear", align_corners=False).clamp(0, 1)
         return maps * (labels > 0)[:, :, None, None], side
-
-    def _seed_settings(self, image_side: int, source_side: int) -> Dict[str, Any]:
-        """The seed settings of this fit: the config's, with ``"auto"`` ones derived from the first
-        batch (:class:`FCAMConfig`) and logged."""
-        config = self.config
-        erosion = odd_stride(image_side, source_side) if config.erosion_size == AUTO else int(config.erosion_size)
-        bg_fraction = None if config.bg_fraction == AUTO else float(config.bg_fraction)
-        settings = {"erosion_size": erosion, "bg_fraction": bg_fraction, "source_stride": image_side / source_side}
-        logger.info("F-CAM seeds: erosion %d px (%s), background %s", erosion,
-                    f"the source's stride, {image_side} / {source_side} px" if config.erosion_size == AUTO
-                    else "as configured",
-                    "below each image's Otsu threshold, eroded" if bg_fraction is None
-                    else f"the lowest {bg_fraction:g} of each image")
-        return settings
 
     # ------------------------------------------------------------------ maps
     def _check_fitted(self) -> FCAMDecoder:

@@ -125,8 +125,8 @@ class DecoderTrainer:
             self.runner = nn.parallel.DistributedDataParallel(self.decoder, device_ids=ids)
 
     def step(self, features: torch.Tensor, skips: Mapping[str, torch.Tensor], images: torch.Tensor,
-             labels: torch.Tensor, seeds: torch.Tensor, elb_t: float) -> Dict[str, float]:
-        """One optimisation step; returns the losses as floats."""
+             labels: torch.Tensor, seeds: torch.Tensor, elb_t: float, *, sigma_xy: float) -> Dict[str, float]:
+        """One optimisation step with the CRF's spatial width ``sigma_xy`` (pixels); returns the losses as floats."""
         if self.decoder is None:
             given = list(skips)  # coarse to fine; among equal sizes the later-listed (deeper) layer first
             names = [given[i] for i in sorted(range(len(given)), key=lambda i: (_area(skips[given[i]]), -i))]
@@ -142,7 +142,7 @@ class DecoderTrainer:
         config = self.config
         losses = fcam_losses(logits, present, seeds, images * self.std + self.mean, seg_weight=config.seg_weight,
                              crf_weight=config.crf_weight, size_weight=config.size_weight,
-                             sigma_rgb=config.crf_sigma_rgb, sigma_xy=config.crf_sigma_xy, crf_scale=config.crf_scale,
+                             sigma_rgb=config.crf_sigma_rgb, sigma_xy=sigma_xy, crf_scale=config.crf_scale,
                              crf_radius=config.crf_radius, elb_t=elb_t, crf_kernel=config.crf_kernel,
                              crf_dense_pixels=config.crf_dense_pixels)
         self.optimizer.zero_grad(set_to_none=True)
