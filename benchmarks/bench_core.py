@@ -16,7 +16,7 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -133,13 +133,17 @@ def run_collect(multiple: int) -> Dict[str, float]:
             "peak_rss_mb": peak_mb(), "seconds": time.perf_counter() - start}
 
 
-def in_subprocess(kind: str, arg: str) -> Dict[str, float]:
-    code = (f"import json, sys; sys.path.insert(0, {sys.path[0]!r}); "
-            f"import bench_core as b; print(json.dumps(b.{kind}({arg!r})))")
-    if kind == "run_collect":
-        code = code.replace(f"({arg!r})", f"({int(arg)})")
+def run_in_subprocess(module: str, call: str) -> Any:
+    """``module.call`` (e.g. ``"run_step('plain', 8)"``) evaluated in a fresh Python process that
+    imports ``module`` from this folder; its JSON result (the last line it prints)."""
+    code = (f"import json, sys; sys.path.insert(0, {sys.path[0]!r}); import {module} as b; "
+            f"print(json.dumps(b.{call}))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def in_subprocess(kind: str, arg: str) -> Dict[str, float]:
+    return run_in_subprocess("bench_core", f"run_collect({int(arg)})" if kind == "run_collect" else f"{kind}({arg!r})")
 
 
 def bench_kmeans() -> None:

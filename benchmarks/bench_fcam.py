@@ -24,15 +24,12 @@ Run on an otherwise idle machine: with the cores shared, the times are noisy.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 import time
 from typing import Any, Dict, List
 
 import torch
 import torch.nn.functional as F
-from bench_core import measure_steps
+from bench_core import measure_steps, run_in_subprocess
 from torch import nn
 
 CLASSES = 20
@@ -170,9 +167,7 @@ def run_inference(batch: int, size: int) -> Dict[str, float]:
 
 
 def in_subprocess(call: str) -> Dict[str, float]:
-    code = f"import json, sys; sys.path.insert(0, {sys.path[0]!r}); import bench_fcam as b; print(json.dumps(b.{call}))"
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_in_subprocess("bench_fcam", call)
 
 
 def main() -> None:

@@ -28,16 +28,13 @@ do not grow with the pixels).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import time
 from typing import Callable, Dict
 
 import torch
 import torch.nn.functional as F
-from bench_core import peak_mb, reset_peak, rss_mb
+from bench_core import peak_mb, reset_peak, rss_mb, run_in_subprocess
 
 CLASSES = 20
 VARIANTS = ("plain", "rcm", "rcm_mam")
@@ -109,10 +106,7 @@ def memory_variant(variant: str, batch: int, size: int, threads: int) -> float:
 
 
 def in_subprocess(call: str) -> object:
-    code = (f"import json, sys; sys.path.insert(0, {sys.path[0]!r}); import bench_pixelsup as b; "
-            f"print(json.dumps(b.{call}))")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_in_subprocess("bench_pixelsup", call)
 
 
 def pixel_floor(variant: str) -> float:

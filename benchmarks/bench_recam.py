@@ -19,14 +19,11 @@ the RSS before them):
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
-import sys
 from typing import Dict
 
 import torch
 import torch.nn.functional as F
-from bench_core import measure_steps
+from bench_core import measure_steps, run_in_subprocess
 from torch import nn
 
 BATCH, IN_DIM, DIM, SIZE, CLASSES = 16, 1024, 2048, 32, 20
@@ -97,10 +94,7 @@ def run_variant(variant: str, steps: int) -> Dict[str, float]:
 
 
 def in_subprocess(variant: str, steps: int) -> Dict[str, float]:
-    code = (f"import json, sys; sys.path.insert(0, {sys.path[0]!r}); import bench_recam as b; "
-            f"print(json.dumps(b.run_variant({variant!r}, {steps})))")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_in_subprocess("bench_recam", f"run_variant({variant!r}, {steps})")
 
 
 def main() -> None:
