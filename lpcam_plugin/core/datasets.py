@@ -12,7 +12,7 @@ how a CAM file's id names its ground-truth PNG.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 VOC_CLASS_NAMES: Tuple[str, ...] = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -50,18 +50,14 @@ def coco_gt_name(image_id: str) -> str:
     return str(int(number))
 
 
-def _same_name(image_id: str) -> str:
-    return image_id
-
-
 @dataclass(frozen=True)
 class DatasetLayout:
     """A dataset as an evaluation reads it: ``num_classes`` labels with background,
-    ``class_names`` (without background), and ``gt_name(image id) -> PNG stem``."""
+    ``class_names`` (without background), and ``gt_name(image id) -> PNG stem`` (None: the id
+    itself, as :func:`~lpcam_plugin.core.evaluate.evaluate_folder` takes it)."""
 
-    name: str
     class_names: Tuple[str, ...]
-    gt_name: Callable[[str], str]
+    gt_name: Optional[Callable[[str], str]]
 
     @property
     def num_classes(self) -> int:
@@ -70,8 +66,8 @@ class DatasetLayout:
 
 
 DATASETS: Dict[str, DatasetLayout] = {
-    "voc": DatasetLayout("voc", VOC_CLASS_NAMES, _same_name),
-    "coco": DatasetLayout("coco", COCO_CLASS_NAMES, coco_gt_name),
+    "voc": DatasetLayout(VOC_CLASS_NAMES, None),
+    "coco": DatasetLayout(COCO_CLASS_NAMES, coco_gt_name),
 }
 
 __all__ = ["COCO_CATEGORY_IDS", "COCO_CLASS_NAMES", "DATASETS", "DatasetLayout", "VOC_CLASS_NAMES",

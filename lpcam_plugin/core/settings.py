@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, ClassVar, Dict, Mapping, Optional, TypeVar
+from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, TypeVar
 
 S = TypeVar("S", bound="MethodSettings")
 
@@ -21,6 +21,10 @@ class MethodSettings:
     """Mixin for a method's frozen-dataclass settings."""
 
     METHOD: ClassVar[str] = "method"
+    #: Budget fields and the fields that switch them off: ``{budget: (field, ...)}``. A budget field
+    #: scales its fields to the user's run (e.g. ReCAM's ``reference_steps`` its ``learning_rate``);
+    #: one of them given as an override without the budget is taken as given (the budget becomes None).
+    BUDGETS: ClassVar[Mapping[str, Tuple[str, ...]]] = {}
 
     @classmethod
     def presets(cls: type[S]) -> Mapping[str, S]:
@@ -44,10 +48,14 @@ class MethodSettings:
         return base.replace(**overrides) if overrides else base
 
     def replace(self: S, **overrides: Any) -> S:
-        """A copy with ``overrides`` applied; unknown names raise ``TypeError`` naming them."""
+        """A copy with ``overrides`` applied; unknown names raise ``TypeError`` naming them. A field of
+        :attr:`BUDGETS` given without its budget field sets that budget to None."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}  # type: ignore[arg-type]
         if unknown:
             raise TypeError(f"unknown {self.METHOD} option(s): {sorted(unknown)}")
+        for budget, scaled in self.BUDGETS.items():
+            if set(scaled) & set(overrides) and budget not in overrides:
+                overrides = {**overrides, budget: None}
         return dataclasses.replace(self, **overrides)  # type: ignore[type-var]
 
     def to_dict(self) -> Dict[str, Any]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, Mapping, Optional, Tuple, Union
+from typing import ClassVar, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
@@ -114,6 +114,7 @@ class FCAMConfig(MethodSettings):
     """
 
     METHOD: ClassVar[str] = "F-CAM"
+    BUDGETS: ClassVar[Mapping[str, Tuple[str, ...]]] = {"reference_image_steps": ("fg_samples", "bg_samples")}
 
     @classmethod
     def presets(cls) -> Mapping[str, "FCAMConfig"]:
@@ -207,13 +208,6 @@ class FCAMConfig(MethodSettings):
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-
-    def replace(self, **overrides: Any) -> "FCAMConfig":
-        """A copy with ``overrides``; ``fg_samples`` or ``bg_samples`` given without
-        ``reference_image_steps`` are used as given (``reference_image_steps=None``)."""
-        if {"fg_samples", "bg_samples"} & set(overrides) and "reference_image_steps" not in overrides:
-            overrides = {**overrides, "reference_image_steps": None}
-        return super().replace(**overrides)
 
     def sample_factor(self, image_steps: int) -> int:
         """How many times ``fg_samples`` / ``bg_samples`` a run of ``image_steps`` (epochs x images)

@@ -48,6 +48,7 @@ class ReCAMConfig(MethodSettings):
     """
 
     METHOD: ClassVar[str] = "ReCAM"
+    BUDGETS: ClassVar[Mapping[str, Tuple[str, ...]]] = {"reference_steps": ("learning_rate",)}
 
     @classmethod
     def presets(cls) -> Mapping[str, "ReCAMConfig"]:
@@ -98,13 +99,6 @@ class ReCAMConfig(MethodSettings):
                 raise ValueError(message)
 
 
-
-    def replace(self, **overrides: Any) -> "ReCAMConfig":
-        """A copy with ``overrides``; a ``learning_rate`` given without ``reference_steps`` is used as
-        given (``reference_steps=None``)."""
-        if "learning_rate" in overrides and "reference_steps" not in overrides:
-            overrides = {**overrides, "reference_steps": None}
-        return super().replace(**overrides)
 
     def budget_learning_rate(self, steps: int) -> float:
         """The learning rate of a run of ``steps`` steps: ``learning_rate`` scaled to the reference's
