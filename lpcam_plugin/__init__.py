@@ -24,6 +24,7 @@ from lpcam_plugin.methods.fcam.estimator import FCAM
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.config import LPCAMConfig
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
+from lpcam_plugin.methods.lpcam.fit_images import fit_plan, reference_draws
 from lpcam_plugin.methods.lpcam.kmeans import KMeansResult, kmeans
 from lpcam_plugin.methods.lpcam.maps import lpcam_map
 from lpcam_plugin.methods.lpcam.pools import FeaturePool, position_keys
@@ -60,6 +61,7 @@ __all__ = [
     "coco_gt_name",
     "confusion_matrix",
     "fit_distributed",
+    "fit_plan",
     "fit_prototypes_distributed",
     "infer_distributed",
     "kmeans",
@@ -70,6 +72,7 @@ __all__ = [
     "read_class_dict",
     "read_irn_cam",
     "reduce_conv_head",
+    "reference_draws",
     "save_npy_atomic",
     "seed_metrics",
     "select_prototypes",

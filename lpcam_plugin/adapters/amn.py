@@ -1,4 +1,5 @@
-"""LPCAM for AMN (``gaviotas/AMN``, branch ``voc12``), at either of its two CAM steps.
+"""LPCAM for AMN (``gaviotas/AMN``, branch ``voc12``; branch ``coco14`` for MS COCO), at either of its two
+CAM steps.
 
 AMN is IRN plus an AMN network and steps. Its pipeline: stage 1 ``make_cam`` (IRN's CAM) →
 ``cam_to_ir_label`` → ``train_amn`` → ``make_amn_cam`` → ``eval_amn_cam`` /
@@ -14,7 +15,7 @@ AMN is IRN plus an AMN network and steps. Its pipeline: stage 1 ``make_cam`` (IR
   channel i+1 the LPCAM of class ``keys[i]``, max-normalised. ``eval_amn_cam``,
   ``amn_cam_to_ir_label`` and ``make_sem_seg_labels`` run unchanged. Features: AMN's ``stage4``
   output (unconditioned, deterministic); selection weight: the dropout + ASPP head reduced to
-  (20, D) by :func:`aspp_selection_weight`; baseline for the split: AMN's own CAM computed the
+  (C, D) by :func:`aspp_selection_weight`; baseline for the split: AMN's own CAM computed the
   ``make_amn_cam`` way (needs the stage-1 ``ir_label`` PNGs) or read from its files.
 
 Route "b" is the one that reproduces the paper's AMN+LPCAM setting: the paper reports AMN's seed
@@ -22,6 +23,12 @@ Route "b" is the one that reproduces the paper's AMN+LPCAM setting: the paper re
 ties ``select_thres`` (our ``split_threshold``) to "the threshold used in AMN"
 (``zhaozhengChen/LPCAM#5``), i.e. the split is made on AMN's CAM. The author published no AMN
 code, so this is our reading, not a verified reproduction.
+
+On the ``coco14`` branch (``run_sample_coco.py``: ``args.coco14_root``) the same calls replace
+``step.make_cam_coco.run(args)`` (route "a": ``CAM(coco=True)``, 80 classes) and
+``step.make_amn_cam_coco.run(args)`` (route "b"), reading ``coco14/train14.txt`` and
+``coco14/cls_labels_coco.npy`` through the branch's ``coco14.dataloader``; the files keep the
+formats above, named by the 12-digit ids.
 
 AMN's host facts are :mod:`lpcam_plugin.adapters.resnet.amn_host`; the machinery shared with IRN
 is :mod:`lpcam_plugin.adapters.resnet`.
@@ -44,6 +51,7 @@ from lpcam_plugin.adapters.resnet.amn_host import (
     spec,
     write,
 )
+from lpcam_plugin.adapters.resnet.datasets import host_dataset
 from lpcam_plugin.adapters.resnet.host import HostSpec
 from lpcam_plugin.adapters.resnet.options import add_lpcam_arguments
 from lpcam_plugin.adapters.resnet.runner import require_spawn_devices, run_in_process, threshold_in_process, work
@@ -53,17 +61,18 @@ ROUTES = ("a", "b")
 
 
 def _spec_from_args(args: argparse.Namespace) -> HostSpec:
-    """The route-"b" spec with the head reduction of ``args.lpcam_head_reduction`` (default ``sum``)."""
-    return spec(getattr(args, "lpcam_head_reduction", None) or "sum")
+    """The route-"b" spec with the head reduction of ``args.lpcam_head_reduction`` (default ``sum``), on
+    the dataset ``args`` point at (``coco14_root``: the ``coco14`` branch)."""
+    return spec(getattr(args, "lpcam_head_reduction", None) or "sum", host_dataset(args))
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, preset: str = "voc") -> argparse.ArgumentParser:
+def add_arguments(parser: argparse.ArgumentParser, *, preset: Optional[str] = None) -> argparse.ArgumentParser:
     """Add the ``--lpcam_*`` options of both routes to AMN's parser."""
     group = add_lpcam_arguments(parser, preset=preset)
     group.add_argument("--lpcam_amn_bank", default=None,
                        help="route b bank file (default: next to the AMN weights, *.lpcam_bank.npz)")
     group.add_argument("--lpcam_head_reduction", default="sum", choices=HEAD_REDUCTIONS,
-                       help="route b: reduce the 3x3 ASPP kernels to a (20, D) weight by summing the "
+                       help="route b: reduce the 3x3 ASPP kernels to a (C, D) weight by summing the "
                             "taps or keeping the centre tap (default: %(default)s)")
     return parser
 

@@ -72,7 +72,9 @@ class Recorder:
         try:
             yield info
         except BaseException as error:  # a host may also raise SystemExit
-            message = f"{type(error).__name__}: {error}".splitlines()[0][:400]
+            lines = [line for line in f"{type(error).__name__}: {error}".splitlines() if line.strip()]
+            # a spawned worker's failure (torch's ProcessRaisedException) carries its traceback: its last line
+            message = (lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1].strip()}")[:400]
             location = self.where(error)
             detail = message + (f"  [at {location}]" if location else "")
             text = message + " " + location

@@ -12,14 +12,16 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 from lpcam_plugin.check_host.checklist import Recorder, StepFailed
+from lpcam_plugin.check_host.coco_driver import drive_irn_coco
 from lpcam_plugin.check_host.edam_driver import drive_edam
 from lpcam_plugin.check_host.environment import check_environment
 from lpcam_plugin.check_host.mctformer_driver import drive_mctformer
 from lpcam_plugin.check_host.resnet_driver import drive_resnet
 
-#: The driver of each host: ``(recorder, host, route, config)``.
+#: The driver of each host: ``(recorder, host, route, config)`` (IRN's COCO pipeline for ``dataset`` coco).
 DRIVERS: Dict[str, Callable[[Recorder, str, str, Dict[str, Any]], None]] = {
-    "irn": drive_resnet,
+    "irn": lambda rec, host, route, config: (drive_irn_coco(rec, config) if config.get("dataset") == "coco"
+                                             else drive_resnet(rec, host, route, config)),
     "amn": drive_resnet,
     "edam": lambda rec, host, route, config: drive_edam(rec, route, config),
     "mctformer": lambda rec, host, route, config: drive_mctformer(rec, route, config),
@@ -36,7 +38,7 @@ def run_driver(config_path: Path) -> int:
     rec = Recorder(Path(config["results"]), fork)
     host, route = config["host"], config["route"]
     logging.basicConfig(level=logging.WARNING)
-    check_environment(rec, host, fork, route)
+    check_environment(rec, host, fork, route, config.get("dataset", "voc"))
     try:
         DRIVERS[host](rec, host, route, config)
     except StepFailed as failed:

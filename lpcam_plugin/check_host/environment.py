@@ -8,6 +8,7 @@ checklist item of the ``environment`` section, with its fix from
 from __future__ import annotations
 
 import importlib
+import inspect
 import io
 import platform
 import re
@@ -70,11 +71,12 @@ def _missing(version: str) -> bool:
     return version.startswith("missing")
 
 
-def check_environment(rec: Recorder, host: str, fork: Path, route: str = "") -> None:
+def check_environment(rec: Recorder, host: str, fork: Path, route: str = "", dataset: str = "voc") -> None:
     """Record the versions and the known host/environment incompatibilities (``docs/design/hosts.md``).
 
     A package is required (``fail`` when missing) only where the host code ``route`` runs imports
-    it (:func:`route_imports`); otherwise a missing one is reported as ``info``.
+    it (:func:`route_imports`); otherwise a missing one is reported as ``info``. ``dataset`` "coco":
+    the IRN COCO pipeline's own checks instead of VOC's id lists.
     """
     import torch
 
@@ -87,7 +89,7 @@ def check_environment(rec: Recorder, host: str, fork: Path, route: str = "") -> 
     cuda = torch.cuda.device_count()
     rec.add(env, "CUDA devices", "info", str(cuda))
     if host in ("irn", "amn"):
-        _check_resnet_host(rec, fork, versions, cuda)
+        _check_resnet_host(rec, fork, versions, cuda, dataset)
     if host in ("edam", "mctformer"):
         _check_dict_host(rec, host, fork, versions, route_imports(host, route))
     if host == "edam" and fork_line(fork, "voc12/data.py", r"^import pyarrow") and _missing(versions["pyarrow"]):
@@ -105,9 +107,17 @@ def check_environment(rec: Recorder, host: str, fork: Path, route: str = "") -> 
         rec.add(env, "numpy 2", "info", known_fix("No module named 'numpy._core'"))
 
 
-def _check_resnet_host(rec: Recorder, fork: Path, versions: Dict[str, str], cuda: int) -> None:
-    """IRN / AMN: ``np.loadtxt`` id lists, ``np.bool``, pydensecrf, chainercv, CUDA workers."""
-    env = "environment"
+def _coco_split_rejected() -> bool:
+    """Whether torchvision's ``CocoDetection.__getitem__`` rejects the numpy ints of IRN's ``split_dataset``."""
+    try:
+        from torchvision.datasets import CocoDetection
+    except Exception:  # noqa: BLE001 - no usable torchvision: its own check reports it
+        return False
+    return "must be of type integer" in inspect.getsource(CocoDetection.__getitem__)
+
+
+def _check_id_lists(rec: Recorder, fork: Path) -> None:
+    """VOC: IRN's ``np.loadtxt`` of ids like ``2007_000032``."""
     line = fork_line(fork, "voc12/dataloader.py", r"=\s*np\.loadtxt\(.*int32")
     try:
         np.loadtxt(io.StringIO("2007_000032\n"), dtype=np.int32)
@@ -115,10 +125,26 @@ def _check_resnet_host(rec: Recorder, fork: Path, versions: Dict[str, str], cuda
     except ValueError:
         parses = False
     if line and not parses:
-        rec.add(env, "id lists (np.loadtxt)", "fail", f"numpy {np.__version__} cannot parse '2007_000032' [{line}]",
-                known_fix("could not convert string"))
+        rec.add("environment", "id lists (np.loadtxt)", "fail",
+                f"numpy {np.__version__} cannot parse '2007_000032' [{line}]", known_fix("could not convert string"))
     else:
-        rec.add(env, "id lists (np.loadtxt)", "ok", "the fork parses the ids" if not line else "numpy parses them")
+        rec.add("environment", "id lists (np.loadtxt)", "ok",
+                "the fork parses the ids" if not line else "numpy parses them")
+
+
+def _check_resnet_host(rec: Recorder, fork: Path, versions: Dict[str, str], cuda: int, dataset: str) -> None:
+    """IRN / AMN: ``np.loadtxt`` id lists (VOC) or ``split_dataset``'s indices (COCO), ``np.bool``,
+    pydensecrf, chainercv, CUDA workers."""
+    env = "environment"
+    if dataset == "coco":
+        line = fork_line(fork, "misc/torchutils.py", r"Subset\(dataset, np\.arange\((?!.*tolist\(\))")
+        if line and _coco_split_rejected():
+            rec.add(env, "split_dataset indices", "fail", f"torchvision {versions['torchvision']}: CocoDetection "
+                    f"rejects numpy ints [{line}]", known_fix("Index must be of type integer"))
+        else:
+            rec.add(env, "split_dataset indices", "ok", "the split's indices reach CocoDetection as it takes them")
+    else:
+        _check_id_lists(rec, fork)
     line = fork_line(fork, "misc/pyutils.py", r"np\.bool\b")
     if line and major_minor(np.__version__) >= (1, 24):
         rec.add(env, "misc/pyutils.py np.bool", "fail",

@@ -15,6 +15,9 @@ KNOWN_FIXES: Tuple[Tuple[str, str], ...] = (
      "voc12/dataloader.py load_img_name_list: np.loadtxt(dataset_path, dtype=np.int32) cannot parse ids like "
      "2007_000032 on numpy >= 1.23; use: img_name_list = np.array([int(line.strip().replace('_', '')) for line "
      "in open(dataset_path) if line.strip()], dtype=np.int32)"),
+    (r"Index must be of type integer",
+     "misc/torchutils.py split_dataset: recent torchvision's CocoDetection rejects numpy ints; write "
+     "Subset(dataset, np.arange(i, len(dataset), n_splits).tolist())"),
     (r"module 'numpy' has no attribute 'bool'",
      "misc/pyutils.py: np.bool was removed in numpy 1.24; write bool (dtype=bool) instead"),
     (r"has no attribute 'CUBIC'", "Image.CUBIC was removed in Pillow 10: pip install 'pillow<10' "

@@ -30,6 +30,15 @@ PSS_TRAIN_SETTINGS: Dict[str, Any] = dict(
     lpcam_pss_device="cpu", lpcam_pss_progress=False, lpcam_pss_loader_workers=0)
 
 
+def lpcam_cpu_settings(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``--lpcam_*`` values of a check: CPU, no workers or bars, the tiny set's sizes, the checked read-out."""
+    return dict(lpcam_device="cpu", lpcam_loader_workers=0, lpcam_progress=False, lpcam_num_clusters=4,
+                lpcam_method=config.get("method", "lpcam"), lpcam_recam_epochs=1, lpcam_recam_batch_size=4,
+                lpcam_recam_crop_size=64, lpcam_fcam_source=config.get("fcam_source", "cam"),
+                lpcam_fcam_epochs=1, lpcam_fcam_batch_size=4, lpcam_fcam_crop_size=64,
+                lpcam_fcam_decoder_channels=[16, 8], lpcam_auto_threshold=True)
+
+
 def _resnet_args(config: Dict[str, Any]) -> argparse.Namespace:
     """The namespace IRN's / AMN's ``run_sample.py`` builds (their names and defaults), CPU settings."""
     from lpcam_plugin.adapters import amn
@@ -41,11 +50,7 @@ def _resnet_args(config: Dict[str, Any]) -> argparse.Namespace:
                   conf_fg_thres=0.30, conf_bg_thres=0.05, cam_weights_name="sess/res50_cam.pth",
                   amn_weights_name="sess/res50_amn.pth", cam_out_dir="result/cam", ir_label_out_dir="result/ir_label",
                   amn_cam_out_dir="result/amn_cam", amn_ir_label_out_dir="result/amn_ir_label",
-                  lpcam_device="cpu", lpcam_loader_workers=0, lpcam_progress=False, lpcam_num_clusters=4,
-                  lpcam_method=config.get("method", "lpcam"), lpcam_recam_epochs=1, lpcam_recam_batch_size=4,
-                  lpcam_recam_crop_size=64, lpcam_fcam_source=config.get("fcam_source", "cam"),
-                  lpcam_fcam_epochs=1, lpcam_fcam_batch_size=4, lpcam_fcam_crop_size=64,
-                  lpcam_fcam_decoder_channels=[16, 8], lpcam_auto_threshold=True)
+                  **lpcam_cpu_settings(config))
     for key, value in values.items():
         setattr(args, key, value)
     for folder in ("sess", args.cam_out_dir, args.ir_label_out_dir, args.amn_cam_out_dir, args.amn_ir_label_out_dir):
@@ -53,24 +58,27 @@ def _resnet_args(config: Dict[str, Any]) -> argparse.Namespace:
     return args
 
 
-def _save_random_weights(network: str, path: str, seed: int) -> None:
+def save_random_weights(network: str, path: str, seed: int, **model_kwargs: Any) -> None:
+    """The host network ``<network>.CAM(**model_kwargs)`` with seeded random weights, saved to ``path``."""
     import torch
 
     torch.manual_seed(seed)
     with offline_weights():
-        model = importlib.import_module(network).CAM()
+        model = importlib.import_module(network).CAM(**model_kwargs)
     torch.save(model.state_dict(), path)
 
 
-def _check_resnet_files(folder: str, ids: Sequence[str], labels: Dict[str, np.ndarray], voc12_root: str,
-                        background: bool) -> str:
-    """Check every file against the IRN (``background=False``) or AMN contract; return a summary."""
+def check_resnet_files(folder: str, ids: Sequence[str], labels: Dict[str, np.ndarray], image_path: Callable[[str], str],
+                       background: bool) -> str:
+    """Check every file against the IRN (``background=False``) or AMN contract; return a summary.
+
+    ``image_path``: name -> the image file (its size is the maps' size)."""
     import torch
     from PIL import Image
 
     for name in ids:
         data = np.load(os.path.join(folder, f"{name}.npy"), allow_pickle=True).item()
-        with Image.open(os.path.join(voc12_root, "JPEGImages", f"{name}.jpg")) as image:
+        with Image.open(image_path(name)) as image:
             w, h = image.size
         keys = np.nonzero(labels[name])[0]
         k = len(keys) + int(background)
@@ -91,14 +99,15 @@ def _check_resnet_files(folder: str, ids: Sequence[str], labels: Dict[str, np.nd
     return f"{len(ids)} files in {folder} follow the {'AMN' if background else 'IRN'} format"
 
 
-def _pngs(folder: str, ids: Sequence[str]) -> str:
+def pngs(folder: str, ids: Sequence[str]) -> str:
+    """``"<n> PNGs in <folder>"``; ``AssertionError`` naming a missing one."""
     missing = [n for n in ids if not os.path.isfile(os.path.join(folder, f"{n}.png"))]
     if missing:
         raise AssertionError(f"{len(missing)} of {len(ids)} PNGs missing in {folder}, e.g. {missing[0]}.png")
     return f"{len(ids)} PNGs in {folder}"
 
 
-def _chainer_eval(rec: Recorder, module: str, args: argparse.Namespace) -> None:
+def chainer_eval(rec: Recorder, module: str, args: argparse.Namespace) -> None:
     """The host's chainercv evaluation step, or a skip line when chainercv is not importable."""
     version, error = module_version("chainercv")
     if version is None:
@@ -108,7 +117,9 @@ def _chainer_eval(rec: Recorder, module: str, args: argparse.Namespace) -> None:
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
             importlib.import_module(module).run(args)
-        info["detail"] = buffer.getvalue().strip().splitlines()[-1][:200] if buffer.getvalue().strip() else ""
+        printed = buffer.getvalue().strip().splitlines()
+        scores = [line for line in printed if "miou" in line.lower()] or printed[-1:]  # the line with the mIoU
+        info["detail"] = scores[-1][:200] if scores else ""
 
 
 def _host_reads_files(rec: Recorder, args: argparse.Namespace, ids: Sequence[str], labels: Dict[str, np.ndarray],
@@ -116,12 +127,14 @@ def _host_reads_files(rec: Recorder, args: argparse.Namespace, ids: Sequence[str
     """Check the CAM files in ``cam_dir`` against the host format, then run the host's own
     ``step.<ir_step>`` on them (PNGs expected in ``ir_dir``) and its chainercv ``step.<eval_step>``."""
     with rec.step("files follow the host format") as info:
-        info["detail"] = _check_resnet_files(cam_dir, ids, labels, args.voc12_root, background=background)
+        info["detail"] = check_resnet_files(cam_dir, ids, labels,
+                                            lambda n: os.path.join(args.voc12_root, "JPEGImages", f"{n}.jpg"),
+                                            background=background)
     with rec.step(f"host step.{ir_step}.run(args) reads them") as info:
         with contextlib.redirect_stdout(io.StringIO()):
             importlib.import_module(f"step.{ir_step}").run(args)
-        info["detail"] = _pngs(ir_dir, ids)
-    _chainer_eval(rec, f"step.{eval_step}", args)
+        info["detail"] = pngs(ir_dir, ids)
+    chainer_eval(rec, f"step.{eval_step}", args)
 
 
 def drive_resnet(rec: Recorder, host: str, route: str, config: Dict[str, Any]) -> None:
@@ -139,7 +152,7 @@ def drive_resnet(rec: Recorder, host: str, route: str, config: Dict[str, Any]) -
         _train_cam_pss(rec, args)
     else:
         with rec.step("host network with random weights (no download)") as info:
-            _save_random_weights(args.cam_network, args.cam_weights_name + ".pth", 0)
+            save_random_weights(args.cam_network, args.cam_weights_name + ".pth", 0)
             info["detail"] = f"{args.cam_network}.CAM -> {args.cam_weights_name}.pth"
     with rec.step("host dataset reads the lists") as info:
         dataset = importlib.import_module("voc12.dataloader").VOC12ClassificationDatasetMSF(
@@ -155,16 +168,16 @@ def drive_resnet(rec: Recorder, host: str, route: str, config: Dict[str, Any]) -
                               else f'lpcam_amn.run(args, route="a") ({args.lpcam_method})') as info:
                     written = irn.run(args) if host == "irn" else amn.run(args, route="a")
                     info["detail"] = f"{written} files written"
-            _threshold_beside(rec, args, args.cam_out_dir, patched=route == "patch")
+            threshold_beside(rec, args, args.cam_out_dir, patched=route == "patch")
         _host_reads_files(rec, args, ids, labels, args.cam_out_dir, "cam_to_ir_label", args.ir_label_out_dir,
                           "eval_cam", background=False)
     if host == "amn" and route == "b":
         with rec.step("AMN network with random weights (no download)") as info:
-            _save_random_weights(args.amn_network, args.amn_weights_name + ".pth", 1)
+            save_random_weights(args.amn_network, args.amn_weights_name + ".pth", 1)
             info["detail"] = f"{args.amn_network}.CAM -> {args.amn_weights_name}.pth"
         with offline_weights(), rec.step('lpcam_amn.run(args, route="b") (LPCAM instead of make_amn_cam)') as info:
             info["detail"] = f"{amn.run(args, route='b')} files written"
-        _threshold_beside(rec, args, args.amn_cam_out_dir, patched=False)
+        threshold_beside(rec, args, args.amn_cam_out_dir, patched=False)
         _host_reads_files(rec, args, ids, labels, args.amn_cam_out_dir, "amn_cam_to_ir_label",
                           args.amn_ir_label_out_dir, "eval_amn_cam", background=True)
 
@@ -194,7 +207,7 @@ def _train_cam_pss(rec: Recorder, args: argparse.Namespace) -> None:
         info["detail"] = f"{args.cam_network}.CAM <- {args.cam_weights_name}.pth"
 
 
-def _threshold_beside(rec: Recorder, args: argparse.Namespace, cam_dir: str, *, patched: bool) -> None:
+def threshold_beside(rec: Recorder, args: argparse.Namespace, cam_dir: str, *, patched: bool) -> None:
     """``--lpcam_auto_threshold``: ``lpcam_threshold.json`` beside the maps and ``args.cam_eval_thres`` set to it
     (the patch route calls ``irn.write_threshold(args)`` after the step, as the docs say)."""
     from lpcam_plugin.adapters import irn
@@ -220,4 +233,5 @@ def _patched_make_cam(rec: Recorder, module: str, patch: Callable[[], None], arg
         info["detail"] = f"{len(list(Path(args.cam_out_dir).glob('*.npy')))} files written by the spawned workers"
 
 
-__all__ = ["PSS_TRAIN_SETTINGS", "drive_resnet"]
+__all__ = ["PSS_TRAIN_SETTINGS", "chainer_eval", "check_resnet_files", "drive_resnet", "lpcam_cpu_settings", "pngs",
+           "save_random_weights", "threshold_beside"]

@@ -39,6 +39,11 @@ DICT_HOST_METHODS: Dict[Tuple[str, str], Tuple[str, ...]] = {
 DICT_HOST_FCAM_SOURCES = ("cam", "lpcam")
 #: Hosts whose classifier ``--train-cam pss`` can train outside IRN's stage 1 (EDAM's ``train_EDAM_cls.py``).
 PSS_TRAIN_HOSTS = frozenset({"edam"})
+#: ``--dataset`` values; the first is the default.
+DATASETS = ("voc", "coco")
+#: ``(host, route)`` checked on COCO: IRN's run route on the IRN-based COCO pipeline of the LPCAM /
+#: ReCAM reference repositories (``run_sample_coco.py``, ``step_coco``, ``mscoco``).
+COCO_ROUTES = frozenset({("irn", "run")})
 
 
 class CheckOptions(NamedTuple):
@@ -48,6 +53,7 @@ class CheckOptions(NamedTuple):
     method: str
     fcam_source: str
     train_cam: str
+    dataset: str = "voc"
 
 
 def has_stage_one(host: str, route: str) -> bool:
@@ -95,13 +101,13 @@ def _where(method: str) -> str:
 
 
 def resolve(host: str, route: Optional[str] = None, method: str = DEFAULT_METHOD,
-            fcam_source: str = DEFAULT_FCAM_SOURCE, train_cam: str = "random") -> CheckOptions:
+            fcam_source: str = DEFAULT_FCAM_SOURCE, train_cam: str = "random", dataset: str = "voc") -> CheckOptions:
     """Validate a check of ``host`` and return its options (``route`` defaults to the host's first).
 
     Raises:
         ValueError: an unknown host or route, a read-out the route's CAM step does not write, an
-            F-CAM source without ``--method fcam`` (or one F-CAM cannot decode), or ``pss`` on a
-            route without IRN's stage 1.
+            F-CAM source without ``--method fcam`` (or one F-CAM cannot decode), ``pss`` on a
+            route without IRN's stage 1, or a dataset the route is not checked on.
     """
     if host not in ROUTES:
         raise ValueError(f"host must be one of {sorted(ROUTES)}, got {host!r}")
@@ -127,9 +133,16 @@ def resolve(host: str, route: Optional[str] = None, method: str = DEFAULT_METHOD
                                                                    or host in PSS_TRAIN_HOSTS)):
         raise ValueError(f"--train-cam {train_cam}: 'pss' trains the stage-1 network of irn / amn --route a or "
                          "EDAM's classifier; otherwise use 'random'")
-    return CheckOptions(route, kind.name, source, train_cam)
+    if dataset not in DATASETS:
+        raise ValueError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
+    if dataset == "coco" and ((host, route) not in COCO_ROUTES or train_cam != "random"):
+        checked = ", ".join(f"{h} --route {r}" for h, r in sorted(COCO_ROUTES))
+        raise ValueError(f"--dataset coco is checked on {checked} (the LPCAM reference's IRN COCO pipeline), with "
+                         "random stage-1 weights")
+    return CheckOptions(route, kind.name, source, train_cam, dataset)
 
 
-__all__ = ["CheckOptions", "DEFAULT_FCAM_SOURCE", "DEFAULT_METHOD", "DICT_HOST_FCAM_SOURCES", "DICT_HOST_METHODS",
+__all__ = ["COCO_ROUTES", "CheckOptions", "DATASETS", "DEFAULT_FCAM_SOURCE", "DEFAULT_METHOD", "DICT_HOST_FCAM_SOURCES",
+           "DICT_HOST_METHODS",
            "PSS_TRAIN_HOSTS", "ROUTES", "STAGE_ONE_ROUTES", "TRAIN_CAM",
            "cam_step_methods", "fcam_sources", "has_stage_one", "methods", "resolve"]

@@ -13,6 +13,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from lpcam_plugin.check_host.checklist import Item, read_items
+from lpcam_plugin.check_host.coco_data import write_coco_dataset
 from lpcam_plugin.check_host.fixes import known_fix
 from lpcam_plugin.check_host.host_data import NUM_FIT, label_key, write_dataset
 from lpcam_plugin.check_host.routes import DEFAULT_FCAM_SOURCE, DEFAULT_METHOD, resolve
@@ -36,7 +37,8 @@ def host_pythonpath(fork: Path, caller: str = "") -> str:
 
 def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Optional[str] = None,
                workdir: Optional[Path] = None, timeout: float = 1800.0, method: str = DEFAULT_METHOD,
-               fcam_source: str = DEFAULT_FCAM_SOURCE, train_cam: str = "random") -> Tuple[List[Item], int]:
+               fcam_source: str = DEFAULT_FCAM_SOURCE, train_cam: str = "random",
+               dataset: str = "voc") -> Tuple[List[Item], int]:
     """Run the check; return the checklist items and the exit code (0: the plug-in works there).
 
     ``method``: what the IRN / AMN stage-1 step writes (``--lpcam_method``: ``lpcam``, ``cam``,
@@ -44,14 +46,15 @@ def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Op
     epoch of the F-CAM decoder over ``fcam_source``'s maps, then its full-resolution maps); the other
     hosts and AMN's route "b" write LPCAM only (:func:`lpcam_plugin.check_host.routes.resolve`).
     ``train_cam``: the stage-1 weights are random (``"random"``) or trained on the tiny set by the
-    RCM+MAM ``train_cam`` adapter (``"pss"``).
+    RCM+MAM ``train_cam`` adapter (``"pss"``). ``dataset``: ``"coco"`` writes a tiny COCO in the layout
+    of the IRN-based COCO pipeline (:mod:`lpcam_plugin.check_host.coco_data`) and runs its steps.
 
     Raises:
         ValueError: the host, route or read-out options do not fit together.
         FileNotFoundError: ``fork`` is not a folder.
         subprocess.TimeoutExpired: the driver ran longer than ``timeout`` seconds.
     """
-    options = resolve(host, route, method, fcam_source, train_cam)
+    options = resolve(host, route, method, fcam_source, train_cam, dataset)
     fork = Path(fork).resolve()
     if not fork.is_dir():
         raise FileNotFoundError(f"{fork}: no such fork folder")
@@ -61,12 +64,17 @@ def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Op
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lpcam_check_")))
         work.mkdir(parents=True, exist_ok=True)
-        root, ids = write_dataset(work, host)
-        labels = np.load(work / "voc12" / "cls_labels.npy", allow_pickle=True).item()
         config = {"host": host, "route": options.route, "method": options.method, "fcam_source": options.fcam_source,
-                  "train_cam": options.train_cam, "fork": str(fork), "voc12_root": str(root), "ids": ids,
-                  "num_fit": NUM_FIT, "results": str(work / "results.jsonl"),
-                  "labels": {n: labels[label_key(host, n)].tolist() for n in ids}}
+                  "train_cam": options.train_cam, "fork": str(fork), "dataset": options.dataset,
+                  "results": str(work / "results.jsonl")}
+        if options.dataset == "coco":
+            root, ids, coco_labels = write_coco_dataset(work)
+            config.update(mscoco_root=str(root), ids=ids, labels=coco_labels)
+        else:
+            root, ids = write_dataset(work, host)
+            labels = np.load(work / "voc12" / "cls_labels.npy", allow_pickle=True).item()
+            config.update(voc12_root=str(root), ids=ids, num_fit=NUM_FIT,
+                          labels={n: labels[label_key(host, n)].tolist() for n in ids})
         (work / "check_config.json").write_text(json.dumps(config))
         env = {**os.environ, "PYTHONPATH": host_pythonpath(fork, os.environ.get("PYTHONPATH", "")),
                "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", ""),

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from lpcam_plugin.check_host import check_host, format_checklist
-from lpcam_plugin.check_host.routes import DEFAULT_FCAM_SOURCE, DEFAULT_METHOD, ROUTES, TRAIN_CAM, fcam_sources, methods
+from lpcam_plugin.check_host.routes import (
+    DATASETS,
+    DEFAULT_FCAM_SOURCE,
+    DEFAULT_METHOD,
+    ROUTES,
+    TRAIN_CAM,
+    fcam_sources,
+    methods,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +32,12 @@ def _run_check_host(args: argparse.Namespace) -> int:
     try:
         items, code = check_host(args.host, args.fork, route=route, python=args.python, workdir=args.keep,
                                  timeout=args.timeout, method=args.method, fcam_source=args.fcam_source,
-                                 train_cam=args.train_cam)
+                                 train_cam=args.train_cam, dataset=args.dataset)
     except (ValueError, FileNotFoundError, subprocess.TimeoutExpired) as error:
         logger.error("check-host: %s", error)
         return 2
-    sys.stdout.write(format_checklist(args.host, args.fork, f"{route}, method {args.method}", items, code) + "\n")
+    what = f"{route}, method {args.method}" + (f", {args.dataset}" if args.dataset != DATASETS[0] else "")
+    sys.stdout.write(format_checklist(args.host, args.fork, what, items, code) + "\n")
     return code
 
 
@@ -57,4 +66,7 @@ def register_cli(subparsers: Any) -> None:
                         help="irn / amn stage 1: random weights, or train them with the RCM+MAM train_cam "
                              "adapter (pixelsup_train.patch() + the unchanged step); edam: train the classifier one "
                              "step with edam_pixelsup_train first (default: %(default)s)")
+    parser.add_argument("--dataset", default=DATASETS[0], choices=DATASETS,
+                        help="the tiny set and the host pipeline checked: voc, or coco (irn: the LPCAM / ReCAM "
+                             "reference's IRN COCO pipeline, run_sample_coco.py) (default: %(default)s)")
     parser.set_defaults(func=_run_check_host)

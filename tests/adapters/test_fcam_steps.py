@@ -125,7 +125,7 @@ def test_maps_are_the_flip_averaged_decoder_and_a_rerun_reuses_it(fork, caplog):
         assert "reusing the F-CAM decoder" in caplog.text and "training the F-CAM" not in caplog.text
         fcam = FCAM.load(fcam_files(str(host / "sess" / "res50_cam.pth.pth"), "cam")["fcam"])
         model = hosts.load_host_model(irn.SPEC, args, torch.device("cpu"))
-        pack = hosts.msf_dataset(args.train_list, args, (1.0,))[2]
+        pack = irn.SPEC.dataset.msf(args, (1.0,))[2]
         stack = torch.from_numpy(np.ascontiguousarray(pack["img"]))
         classes = torch.nonzero(pack["label"])[:, 0].tolist()
         labels = torch.zeros(2, 20)
@@ -206,7 +206,7 @@ def _decoder(host_dir: str, voc: str, world: int) -> FCAM:
     model = hosts.load_host_model(irn.SPEC, args, torch.device("cpu"))
     source = linear_batch_maps(irn.selection_weight(model)[0])
     fcam = FCAM(20, config=DETERMINISTIC, progress=False)
-    return obtain_fcam(args, irn.SPEC.weights_path(args), fcam, HostStages(model), source, "cam", {},
+    return obtain_fcam(args, irn.SPEC.dataset, irn.SPEC.weights_path(args), fcam, HostStages(model), source, "cam", {},
                        batch_size=4, crop_size=32, workers=0)[0]
 
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import voc_standin
 
 from lpcam_plugin import check_host
+from lpcam_plugin.check_host.routes import resolve
 from lpcam_plugin.cli import build_parser
 
 
@@ -180,7 +181,7 @@ def test_infer_cls_cuda_failure_points_to_the_documented_cpu_edits(tmp_path):
 def test_edam_and_mctformer_methods_can_be_checked():
     from lpcam_plugin.check_host.routes import resolve
 
-    assert resolve("edam", "loop", "fcam", "lpcam") == ("loop", "fcam", "lpcam", "random")
+    assert resolve("edam", "loop", "fcam", "lpcam") == ("loop", "fcam", "lpcam", "random", "voc")
     assert resolve("mctformer", None, "fcam").method == "fcam"
     assert resolve("edam", "infer_cls", train_cam="pss").train_cam == "pss"
     with pytest.raises(ValueError, match="F-CAM on mctformer decodes cam or lpcam"):
@@ -247,3 +248,35 @@ def test_edam_pss_training_runs_on_the_standin(tmp_path):
     assert "edam_pixelsup_train (RCM + MAM, one step, crop 368)" in steps
     assert "host network with the trained weights; eval mode without chaining" in steps
     assert (tmp_path / "pss" / "voc12" / "EDAM_train.txt").read_text().count(".jpg") == 2
+
+
+def test_coco_check_runs_the_reference_coco_pipeline_on_the_standin(tmp_path):
+    fork = voc_standin.copy_host(tmp_path / "lpcam", "irn_coco")
+    items, code = check_host.check_host("irn", fork, workdir=tmp_path / "work", dataset="coco")
+    steps = _by_name(i for i in items if i.section == "steps")
+    assert code == 0, check_host.format_checklist("irn", fork, "run, coco", items, code)
+    assert steps["files follow the host format"].status == "ok"
+    assert steps["host step_coco.cam_to_ir_label.run(args) reads them"].detail.startswith("20 PNGs")
+    assert "mIoU" in steps["lpcam eval --dataset coco reads them (mask/train2014/<int id>.png)"].detail
+    assert "id lists (np.loadtxt)" not in _by_name(items)  # VOC's check does not apply
+    work = tmp_path / "work"
+    names = sorted(p.stem for p in (work / "result_coco" / "lpcam_mask").glob("*.npy"))
+    assert len(names) == 20 and names[0] == "COCO_train2014_000000000009"
+    assert np.load(work / "mscoco" / "train_labels.npy").shape == (20, 80)
+    assert not any(p.name.endswith(".npy") for p in fork.rglob("*"))  # nothing written into the fork
+
+
+def test_coco_check_names_the_split_dataset_fix(tmp_path):
+    fork = voc_standin.copy_host(tmp_path / "lpcam", "irn_coco", fix_split=False)
+    items, code = check_host.check_host("irn", fork, dataset="coco")
+    step = _by_name(items)["host step_coco.cam_to_ir_label.run(args) reads them"]
+    assert code == 1 and step.status == "fail"
+    assert "Index must be of type integer" in step.detail and ".tolist()" in step.fix
+
+
+def test_coco_check_is_refused_where_no_coco_route_is_checked():
+    for host, route in (("amn", "b"), ("irn", "patch"), ("mctformer", None)):
+        with pytest.raises(ValueError, match="--dataset coco is checked on irn --route run"):
+            resolve(host, route, dataset="coco")
+    with pytest.raises(ValueError, match="--dataset must be one of"):
+        resolve("irn", dataset="ade")

@@ -62,12 +62,26 @@ LOADTXT_FIX = ("    img_name_list = np.array([int(line.strip().replace('_', ''))
                "if line.strip()], dtype=np.int32)\n")
 
 
-def copy_host(dest: Path, host: str, *, fix_loadtxt: bool = True) -> Path:
-    """Copy the stand-in ``host`` ("irn", or "amn" = irn_host overlaid with amn_host) to ``dest``."""
+#: The COCO pipeline's ``split_dataset`` line (``misc/torchutils.py``) and the fix docs/hosts/irn.md documents.
+SPLIT_LINE = "    return [Subset(dataset, np.arange(i, len(dataset), n_splits)) for i in range(n_splits)]\n"
+SPLIT_FIX = "    return [Subset(dataset, np.arange(i, len(dataset), n_splits).tolist()) for i in range(n_splits)]\n"
+
+
+def copy_host(dest: Path, host: str, *, fix_loadtxt: bool = True, fix_split: bool = True) -> Path:
+    """Copy the stand-in ``host`` ("irn"; "amn" = irn_host overlaid with amn_host; "irn_coco" =
+    irn_host overlaid with irn_coco_host, the reference's COCO pipeline) to ``dest``.
+
+    ``fix_split``: on "irn_coco", give ``split_dataset`` the documented ``.tolist()`` fix."""
     ignore = shutil.ignore_patterns("README.md", "__pycache__")
     shutil.copytree(HOSTS / "irn_host", dest, ignore=ignore)
-    if host == "amn":
-        shutil.copytree(HOSTS / "amn_host", dest, ignore=ignore, dirs_exist_ok=True)
+    if host in ("amn", "irn_coco"):
+        shutil.copytree(HOSTS / f"{host}_host", dest, ignore=ignore, dirs_exist_ok=True)
+    if host == "irn_coco" and fix_split:
+        torchutils = dest / "misc" / "torchutils.py"
+        text = torchutils.read_text()
+        if text.count(SPLIT_LINE) != 1:
+            raise AssertionError("the stand-in's split_dataset line changed")
+        torchutils.write_text(text.replace(SPLIT_LINE, SPLIT_FIX))
     if fix_loadtxt:
         loader = dest / "voc12" / "dataloader.py"
         text = loader.read_text()
@@ -131,7 +145,7 @@ def irn_fork(host_dir: Path, *, gpus: Optional[int] = None) -> Path:
     })
 
 
-HOST_PACKAGES = ("net", "misc", "voc12", "step")
+HOST_PACKAGES = ("net", "misc", "voc12", "step", "mscoco", "step_coco")
 
 
 @contextlib.contextmanager

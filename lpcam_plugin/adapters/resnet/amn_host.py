@@ -1,4 +1,5 @@
-"""AMN's own CAM step (``gaviotas/AMN`` ``step/make_amn_cam.py``, route "b") as a
+"""AMN's own CAM step (``gaviotas/AMN`` ``step/make_amn_cam.py``, route "b"; ``make_amn_cam_coco.py`` on
+the ``coco14`` branch) as a
 :class:`~lpcam_plugin.adapters.resnet.host.HostSpec`: its head reduced to a selection weight, its
 CAM computed the host way (the split baseline), and its file format.
 
@@ -19,7 +20,8 @@ from PIL import Image
 from torch import nn
 
 from lpcam_plugin.adapters.common.methods import supported
-from lpcam_plugin.adapters.resnet.host import NUM_CLASSES, HostSpec, resize
+from lpcam_plugin.adapters.resnet.datasets import COCO14, VOC, HostDataset
+from lpcam_plugin.adapters.resnet.host import HostSpec, resize
 from lpcam_plugin.adapters.resnet.options import HostValues, LPCAMOptions
 from lpcam_plugin.core.formats import write_irn_cam
 from lpcam_plugin.methods.lpcam.selection import reduce_conv_head
@@ -29,14 +31,15 @@ HEAD_REDUCTIONS = ("sum", "center")
 ROUTE_B_METHODS = supported(["lpcam"])
 
 
-def aspp_selection_weight(classifier: nn.Module, mode: str = "sum") -> Tuple[torch.Tensor, torch.Tensor]:
-    """Reduce AMN's ``classifier = Sequential(Dropout, _ASPP(c0..c3))`` to a ``(20, D)`` weight.
+def aspp_selection_weight(classifier: nn.Module, mode: str = "sum",
+                          num_classes: int = VOC.num_classes) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Reduce AMN's ``classifier = Sequential(Dropout, _ASPP(c0..c3))`` to a ``(C, D)`` weight.
 
     For a spatially constant feature ``f`` away from the border, each 3x3 dilated branch is the
     linear map ``(kernel summed over taps) . f + bias`` and the branches are summed, so
     ``mode="sum"`` gives ``W = sum_b sum_taps W_b`` and ``b = sum_b b_b``; ``mode="center"``
     keeps the centre taps (what the head computes where the dilated taps fall outside the map).
-    Row 0 (background) is dropped: returns ``(W (20, D), b (20,))``.
+    Row 0 (background) is dropped: returns ``(W (C, D), b (C,))`` (C = 20 on VOC, 80 on coco14).
     """
     if mode not in HEAD_REDUCTIONS:
         raise ValueError(f"head reduction must be one of {HEAD_REDUCTIONS}, got {mode!r}")
@@ -51,15 +54,15 @@ def aspp_selection_weight(classifier: nn.Module, mode: str = "sum") -> Tuple[tor
         weight += w
         if b is not None:
             bias += b
-    if weight.shape[0] != NUM_CLASSES + 1:
-        raise ValueError(f"expected an AMN head of {NUM_CLASSES + 1} channels (bg + classes), "
-                         f"got {weight.shape[0]}")
+    if weight.shape[0] != num_classes + 1:
+        raise ValueError(f"expected an AMN head of {num_classes + 1} channels (bg + classes), got {weight.shape[0]}")
     return weight[1:], bias[1:]
 
 
-def selection_weight(model: nn.Module, mode: str = "sum") -> Tuple[torch.Tensor, Optional[torch.Tensor], str]:
-    """AMN's head as ``(W (20, D), b (20,), description)`` (:func:`aspp_selection_weight`)."""
-    weight, bias = aspp_selection_weight(model.classifier, mode)
+def selection_weight(model: nn.Module, mode: str = "sum",
+                     num_classes: int = VOC.num_classes) -> Tuple[torch.Tensor, Optional[torch.Tensor], str]:
+    """AMN's head as ``(W (C, D), b (C,), description)`` (:func:`aspp_selection_weight`)."""
+    weight, bias = aspp_selection_weight(model.classifier, mode, num_classes)
     return weight, bias, f"classifier ASPP branches, taps reduced by {mode}, summed, row 0 dropped"
 
 
@@ -73,7 +76,7 @@ def host_cams(model: nn.Module, stacks: Sequence[torch.Tensor], label: torch.Ten
               name: str, args: HostValues) -> torch.Tensor:
     """AMN's ``make_amn_cam`` high-res CAM of one image, foreground channels only: ``(K, H, W)``.
 
-    ``CAM.forward(x, y)`` per scale resized straight to (H, W), averaged, softmax over the 21
+    ``CAM.forward(x, y)`` per scale resized straight to (H, W), averaged, softmax over the 1 + C
     channels, channels ``[0] + keys + 1`` kept, min-max normalised where the stage-1
     ``ir_label`` PNG is not 0 (raw softmax elsewhere); channel 0 is then dropped. Dropout is off
     here (see ``prepare_model``), unlike in AMN's own step. ``args``: the run's options (or the
@@ -83,7 +86,7 @@ def host_cams(model: nn.Module, stacks: Sequence[torch.Tensor], label: torch.Ten
     if not png.exists():
         raise FileNotFoundError(f"{png}: AMN's CAM needs the stage-1 ir_label PNGs (run cam_to_ir_label first)")
     device = stacks[0].device
-    y = label[None].expand(2, NUM_CLASSES).to(device=device, dtype=torch.float32)
+    y = label[None].expand(2, label.numel()).to(device=device, dtype=torch.float32)
     logits = torch.stack([resize(model(x, y).float(), size) for x in stacks]).mean(0)
     keys = torch.cat([torch.zeros(1, dtype=torch.long), torch.nonzero(label)[:, 0] + 1]).to(device)
     prob = torch.softmax(logits, dim=0)[keys]
@@ -108,13 +111,18 @@ def _extra_fit_key(opts: LPCAMOptions) -> Dict[str, Any]:
     return {"ir_label_dir": str(Path(opts.ir_label_out_dir).resolve())}
 
 
-def spec(head_reduction: str = "sum") -> HostSpec:
-    """The route-"b" host description (AMN network, weights, output folder and file format)."""
+def spec(head_reduction: str = "sum", dataset: HostDataset = VOC) -> HostSpec:
+    """The route-"b" host description (AMN network, weights, output folder and file format) on
+    ``dataset`` (VOC, or the ``coco14`` branch's :data:`~.datasets.COCO14`)."""
     if head_reduction not in HEAD_REDUCTIONS:
         raise ValueError(f"lpcam_head_reduction must be one of {HEAD_REDUCTIONS}, got {head_reduction!r}")
-    return HostSpec(name="amn", network_arg="amn_network", weights_arg="amn_weights_name",
+    if dataset not in (VOC, COCO14):
+        raise ValueError(f"AMN reads VOC or its coco14 branch's data (--coco14_root), not {dataset.name}")
+    return HostSpec(name="amn" if dataset is VOC else f"amn-{dataset.name}", network_arg="amn_network",
+                    dataset=dataset, weights_arg="amn_weights_name",
                     out_dir_arg="amn_cam_out_dir",
-                    selection_weight=functools.partial(selection_weight, mode=head_reduction),
+                    selection_weight=functools.partial(selection_weight, mode=head_reduction,
+                                                       num_classes=dataset.num_classes),
                     host_cams=host_cams, write=write, high_res_direct=True, bank_field="amn_bank",
                     extra_fit_key=_extra_fit_key, methods=ROUTE_B_METHODS,
                     methods_note="AMN's own CAM (route b) has a dropout + ASPP head and an IRN-label-"

@@ -8,7 +8,6 @@ single-scale unflipped ``stage4`` features of the fit list, then K-means and sel
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +20,7 @@ from torch.utils.data import DataLoader, Subset
 
 from lpcam_plugin.adapters.common.workers import wait_until
 from lpcam_plugin.adapters.resnet.files import lpcam_written_ids
-from lpcam_plugin.adapters.resnet.host import (
-    NUM_CLASSES,
-    VOC_CLASS_NAMES,
-    HostSpec,
-    image_stacks,
-    msf_dataset,
-    pack_size,
-    scale_one_index,
-    stage4_features,
-)
+from lpcam_plugin.adapters.resnet.host import HostSpec, image_stacks, pack_size, scale_one_index, stage4_features
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.core.fingerprints import load_matching
 from lpcam_plugin.core.formats import read_irn_cam
@@ -39,6 +29,7 @@ from lpcam_plugin.core.io import file_sha256
 from lpcam_plugin.core.progress import progress_bar
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 from lpcam_plugin.methods.lpcam.estimator import LPCAM
+from lpcam_plugin.methods.lpcam.fit_images import FitEntry, fit_plan, plan_ids
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +40,7 @@ class FitSource:
 
     Attributes:
         weights: the network's weights file (the host's, or the ReCAM-fine-tuned one).
-        weight, bias: ``(20, D)`` selection weight and optional ``(20,)`` bias; ``description`` names it.
+        weight, bias: ``(C, D)`` selection weight and optional ``(C,)`` bias; ``description`` names it.
         baseline: ``(model, stacks, label, size, name, options) -> (K, H, W)`` max-normalised maps
             of the present classes that split the local features (the host's CAM, or ReCAM's maps).
         host_files: whether the host's own CAM files may stand in for ``baseline``.
@@ -70,33 +61,17 @@ class FitSource:
 @dataclass
 class FitPlan:
     """What a fit uses: the host dataset over the fit list (scales = ``cam_scales``, plus 1.0 at the
-    end when missing), the selected indices and ids, the selection weight and the fingerprint."""
+    end when missing), the fit entries (image index, classes fed) and their ids, the selection
+    weight and the fingerprint."""
 
     dataset: Any
     scales: Tuple[float, ...]
-    indices: List[int]
+    entries: List[FitEntry]
     fit_ids: List[str]
     weight: torch.Tensor
     bias: Optional[torch.Tensor]
     baseline_dir: Optional[Path]
     key: Dict[str, Any]
-
-
-def select_fit_indices(label_list: np.ndarray, names: Sequence[str], per_class: Optional[int],
-                       seed: int) -> List[int]:
-    """All images, or (COCO preset) a seeded random order keeping an image while one of its
-    classes has fewer than ``per_class`` images. ``label_list``: ``(N, 20)`` multi-hot."""
-    if per_class is None:
-        return list(range(len(names)))
-    order = np.random.default_rng(seed).permutation(len(names))
-    counts = np.zeros(label_list.shape[1], np.int64)
-    keep = []
-    for i in order:
-        present = np.nonzero(label_list[i])[0]
-        if present.size and (counts[present] < per_class).any():
-            keep.append(int(i))
-            counts[present] += 1
-    return sorted(keep)
 
 
 def _fit_key(spec: HostSpec, opts: LPCAMOptions, source: FitSource, fit_ids: Sequence[str],
@@ -134,8 +109,14 @@ def _baseline_from_file(path: Path, valid_cat: torch.Tensor, opts: LPCAMOptions)
 
 
 def _baseline_dir(spec: HostSpec, opts: LPCAMOptions) -> Optional[Path]:
-    folder = opts.baseline_dir if opts.baseline_dir is not None else getattr(opts, spec.out_dir_arg)
+    folder = opts.baseline_dir if opts.baseline_dir is not None else getattr(opts, spec.baseline_dir_arg
+                                                                             or spec.out_dir_arg)
     return None if folder is None else Path(folder)
+
+
+def _fit_list(spec: HostSpec, opts: LPCAMOptions) -> str:
+    """What the fit images are drawn from: VOC's ``--lpcam_fit_list``, COCO's annotation file."""
+    return spec.dataset.image_list(opts) if spec.dataset.annotations else opts.fit_list
 
 
 def plan_fit(spec: HostSpec, opts: LPCAMOptions, source: FitSource) -> FitPlan:
@@ -143,14 +124,13 @@ def plan_fit(spec: HostSpec, opts: LPCAMOptions, source: FitSource) -> FitPlan:
     scales = tuple(float(s) for s in opts.scales())
     if 1.0 not in scales:
         scales = scales + (1.0,)
-    dataset = msf_dataset(opts.fit_list, opts, scales)
-    dataloader = importlib.import_module("voc12.dataloader")
-    names = [dataloader.decode_int_filename(n) for n in dataset.img_name_list]
-    indices = select_fit_indices(np.asarray(dataset.label_list), names, opts.images_per_class, opts.config.seed)
-    fit_ids = [names[i] for i in indices]
+    host_data = spec.dataset
+    dataset = host_data.msf(opts, scales, None if host_data.annotations else opts.fit_list)
+    entries = fit_plan(host_data.labels(dataset), opts.fit_sampling, opts.images_per_class, opts.config.seed)
+    fit_ids = plan_ids(entries, host_data.names(dataset))
     baseline_dir = _baseline_dir(spec, opts) if source.host_files else None
     key = _fit_key(spec, opts, source, fit_ids, baseline_dir if opts.allow_pickle else None)
-    return FitPlan(dataset, scales, indices, fit_ids, source.weight, source.bias, baseline_dir, key)
+    return FitPlan(dataset, scales, entries, fit_ids, source.weight, source.bias, baseline_dir, key)
 
 
 def fit_bank(spec: HostSpec, model: nn.Module, opts: LPCAMOptions, device: torch.device, source: FitSource, *,
@@ -168,18 +148,26 @@ def fit_bank(spec: HostSpec, model: nn.Module, opts: LPCAMOptions, device: torch
     if bank is not None:
         logger.info("reusing the LPCAM bank %s (same checkpoint, config and fit list)", path)
         return bank
-    logger.info("fitting the LPCAM bank %s: %s; %d images of %s", path, reason, len(plan.fit_ids), opts.fit_list)
+    host_data = spec.dataset
+    fit_list = _fit_list(spec, opts)
+    feeds: Dict[int, List[Optional[Tuple[int, ...]]]] = {}
+    for index, classes in plan.entries:
+        feeds.setdefault(index, []).append(classes)
+    order = sorted(feeds)
+    logger.info("fitting the LPCAM bank %s: %s; %d entries (%s sampling) over %d images of %s", path, reason,
+                len(plan.entries), opts.fit_sampling, len(order), fit_list)
     baseline_dir = plan.baseline_dir
     written = lpcam_written_ids(baseline_dir) if baseline_dir is not None else set()
-    estimator = LPCAM(NUM_CLASSES, config=opts.config, class_names=VOC_CLASS_NAMES, progress=opts.progress)
-    loader = DataLoader(Subset(plan.dataset, plan.indices), shuffle=False, num_workers=opts.workers(n_procs),
+    estimator = LPCAM(host_data.num_classes, config=opts.config, class_names=host_data.class_names,
+                      progress=opts.progress)
+    loader = DataLoader(Subset(plan.dataset, order), shuffle=False, num_workers=opts.workers(n_procs),
                         pin_memory=False)
     one = scale_one_index(plan.scales)
     n_host_scales = len(opts.scales())
     n_files = 0
     with torch.no_grad(), FeatureHook(model.stage4, keep_all=True) as hook:
-        for pack in progress_bar(loader, progress=opts.progress, desc="LPCAM features", total=len(loader),
-                                 position=0 if n_procs > 1 else None):
+        for index, pack in zip(order, progress_bar(loader, progress=opts.progress, desc="LPCAM features",
+                                                   total=len(loader), position=0 if n_procs > 1 else None)):
             name, label = pack["name"][0], pack["label"][0]
             valid_cat = torch.nonzero(label)[:, 0]
             stacks = [s.to(device) for s in image_stacks(pack)]
@@ -196,17 +184,21 @@ def fit_bank(spec: HostSpec, model: nn.Module, opts: LPCAMOptions, device: torch
                 features = hook.features[0]
             else:
                 features = hook.history[one][0]
-            full = torch.zeros((NUM_CLASSES,) + tuple(cams.shape[1:]))
+            full = torch.zeros((host_data.num_classes,) + tuple(cams.shape[1:]))
             full[valid_cat] = cams.float().cpu()
-            estimator.partial_fit([features], label[None].float(), cams=[full], ids=[name])
+            for classes in feeds[index]:
+                fed = label[None].float()
+                if classes is not None:  # the reference's per-class draw: this class's pools only
+                    fed = torch.zeros_like(fed)
+                    fed[0, list(classes)] = 1.0
+                estimator.partial_fit([features], fed, cams=[full], ids=[name])
     if n_files:
-        logger.info("baseline CAMs: %d of %d read from the host's files in %s", n_files, len(plan.fit_ids),
-                    baseline_dir)
+        logger.info("baseline CAMs: %d of %d read from the host's files in %s", n_files, len(order), baseline_dir)
     elif baseline_dir is not None and not opts.allow_pickle and any(baseline_dir.glob("*.npy")):
         logger.info("host CAM files in %s are not read (pass --lpcam_allow_pickle True to use them); "
                     "the baseline CAMs were computed the host way", baseline_dir)
     weight, bias = plan.weight.to(device), None if plan.bias is None else plan.bias.to(device)
-    estimator.fit_prototypes(weight, bias, metadata={"fit_key": plan.key, "fit_list": opts.fit_list,
+    estimator.fit_prototypes(weight, bias, metadata={"fit_key": plan.key, "fit_list": fit_list,
                                                      "baseline_from_files": n_files})
     estimator.bank_.save(path)
     logger.info("saved the LPCAM bank %s: %r", path, estimator.bank_)
@@ -223,4 +215,4 @@ def obtain_bank(spec: HostSpec, model: nn.Module, opts: LPCAMOptions, device: to
     return wait_until(lambda: _try_load_bank(source.bank_path, key), f"the LPCAM bank {source.bank_path}")
 
 
-__all__ = ["FitPlan", "FitSource", "fit_bank", "obtain_bank", "plan_fit", "select_fit_indices"]
+__all__ = ["FitPlan", "FitSource", "fit_bank", "obtain_bank", "plan_fit"]

@@ -1,37 +1,21 @@
 """Random-crop batches of the IRN-family hosts' classification dataset, for the steps that train
 something on a host network (the ReCAM step, the F-CAM decoder step, RCM+MAM ``train_cam``).
 
-The host's ``voc12.dataloader.VOC12ClassificationDataset(train_list, ...)`` with
-``resize_long=(320, 640)``, horizontal flips and random ``crop_size`` crops (the ReCAM
-reference's and IRN ``train_cam``'s geometry), batched as ``(images (B, 3, crop, crop), labels
-(B, 20))``. Under ``torch.distributed`` each rank reads its ``DistributedSampler`` share of every
+The host's classification dataset with ``resize_long=(320, 640)``, horizontal flips and random
+crops (:meth:`~lpcam_plugin.adapters.resnet.datasets.HostDataset.crops`: the ReCAM reference's
+and IRN ``train_cam``'s geometry), batched as ``(images (B, 3, crop, crop), labels (B, C))``.
+Under ``torch.distributed`` each rank reads its ``DistributedSampler`` share of every
 batch (``batch_size // world`` images).
 """
 from __future__ import annotations
 
-import importlib
-from typing import Any, Iterator, Optional, Protocol, Tuple
+from typing import Any, Iterator, Optional, Tuple
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lpcam_plugin.adapters.common.crop_batches import SeededItems
-
-#: The reference's training-image geometry (ReCAM ``train_recam.py``, IRN ``train_cam.py``).
-RESIZE_LONG = (320, 640)
-
-
-class TrainImages(Protocol):
-    """Where the training images are: the host's ``args``, or an options object carrying them."""
-
-    @property
-    def train_list(self) -> str:
-        """The image list file (one image per line)."""
-
-    @property
-    def voc12_root(self) -> str:
-        """The VOC folder the images are read from."""
 
 
 class PackBatches:
@@ -65,24 +49,15 @@ class PackBatches:
             yield pack["img"], pack["label"]
 
 
-def crop_dataset(images: TrainImages, crop_size: int) -> Any:
-    """The host's ``VOC12ClassificationDataset`` over ``images.train_list`` with random crops."""
-    dataloader = importlib.import_module("voc12.dataloader")
-    return dataloader.VOC12ClassificationDataset(images.train_list, voc12_root=images.voc12_root,
-                                                 resize_long=RESIZE_LONG, hor_flip=True, crop_size=crop_size,
-                                                 crop_method="random")
-
-
-def crop_loader(images: TrainImages, batch_size: int, crop_size: int, workers: int, seed: int, *,
-                seeded_items: bool = False) -> PackBatches:
-    """Shuffled, random-crop batches of ``images.train_list`` (``batch_size`` over all ranks).
+def crop_loader(dataset: Any, batch_size: int, workers: int, seed: int, *, seeded_items: bool = False) -> PackBatches:
+    """Shuffled batches of the host's random-crop ``dataset`` (``HostDataset.crops``; ``batch_size``
+    over all ranks).
 
     ``seeded_items``: crops drawn per ``(seed, epoch, index)`` (``SeededItems``) and the order
     drawn by a ``DistributedSampler`` also in a single process (one replica), so that one
     process and any number of DDP ranks (or a resumed run) see the same images in the same
     batches; otherwise the order is a seeded shuffle and the crops come from the global state.
     """
-    dataset = crop_dataset(images, crop_size)
     if seeded_items:
         dataset = SeededItems(dataset, seed)
     distributed = dist.is_available() and dist.is_initialized()
@@ -99,4 +74,4 @@ def crop_loader(images: TrainImages, batch_size: int, crop_size: int, workers: i
                                   generator=generator), seed, generator)
 
 
-__all__ = ["RESIZE_LONG", "PackBatches", "TrainImages", "crop_dataset", "crop_loader"]
+__all__ = ["PackBatches", "crop_loader"]

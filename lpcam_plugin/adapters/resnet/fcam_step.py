@@ -33,6 +33,7 @@ from torch import nn
 
 from lpcam_plugin.adapters.common.workers import distributed, is_writer, wait_until
 from lpcam_plugin.adapters.resnet.crop_batches import crop_loader
+from lpcam_plugin.adapters.resnet.datasets import HostDataset
 from lpcam_plugin.adapters.resnet.options import HostValues
 from lpcam_plugin.core.fingerprints import load_matching
 from lpcam_plugin.core.io import file_sha256
@@ -71,24 +72,26 @@ def fcam_files(weights_path: str, source: str) -> Dict[str, Path]:
     return {"fcam": Path(f"{stem}.fcam_{source}.npz"), "training": Path(f"{stem}.fcam_{source}_train.pt")}
 
 
-def fit_key(host: HostValues, weights_path: str, fcam: FCAM, source: str, source_key: Dict[str, Any],
-            batch_size: int, crop_size: int) -> Dict[str, Any]:
+def fit_key(host: HostValues, data: HostDataset, weights_path: str, fcam: FCAM, source: str,
+            source_key: Dict[str, Any], batch_size: int, crop_size: int) -> Dict[str, Any]:
     """Everything the decoder depends on; a saved decoder is reused only on an exact match."""
     return {"checkpoint_sha256": file_sha256(Path(weights_path)), "source": source, "source_key": source_key,
-            "config": fcam.config.to_dict(), "train_list_sha256": file_sha256(host.train_list),
+            "config": fcam.config.to_dict(), "train_list_sha256": file_sha256(data.image_list(host)),
             "batch_size": batch_size, "crop_size": crop_size, "network": host.cam_network,
             "feature_layer": FEATURE_LAYER, "skip_layers": list(SKIP_LAYERS)}
 
 
-def obtain_fcam(host: HostValues, weights_path: str, fcam: FCAM, encoder: nn.Module, source: BatchMaps,
-                source_name: str, source_key: Dict[str, Any], *, batch_size: int, crop_size: int, workers: int,
-                train: bool = True) -> Tuple[FCAM, Path]:
+def obtain_fcam(host: HostValues, data: HostDataset, weights_path: str, fcam: FCAM, encoder: nn.Module,
+                source: BatchMaps, source_name: str, source_key: Dict[str, Any], *, batch_size: int, crop_size: int,
+                workers: int, train: bool = True) -> Tuple[FCAM, Path]:
     """The fitted F-CAM of this run: reused when the saved one matches, else trained now
     (``train=True``; every rank under ``torchrun``) or waited for (another worker trains it).
 
     Args:
-        host: the run's options (or the host's namespace): ``cam_network``, ``train_list``, ``voc12_root``.
-        weights_path: the host's trained weights ``<cam_weights_name>.pth``.
+        host: the run's options (or the host's namespace): ``cam_network`` and where the images are
+            (``train_list``, ``voc12_root``; COCO: ``mscoco_root``).
+        data: the dataset the host reads (its training images and classes).
+        weights_path: the host's trained weights (``<cam_weights_name>.pth`` on VOC).
         fcam: an unfitted :class:`FCAM` with the run's settings.
         encoder: :class:`HostStages` of the network the source reads (on the training device).
         source: ``(features (B, D, h, w), labels (B, 20)) -> (B, 20, h, w)`` maps in [0, 1].
@@ -99,7 +102,7 @@ def obtain_fcam(host: HostValues, weights_path: str, fcam: FCAM, encoder: nn.Mod
         ``(fcam, path of the saved decoder)``; the decoder is on CPU (``FCAM.load``).
     """
     files = fcam_files(weights_path, source_name)
-    key = fit_key(host, weights_path, fcam, source_name, source_key, batch_size, crop_size)
+    key = fit_key(host, data, weights_path, fcam, source_name, source_key, batch_size, crop_size)
     fitted, reason = load_matching(files["fcam"], FCAM.load, key)
     if fitted is not None:
         logger.info("reusing the F-CAM decoder %s (same checkpoint, source, options and train list)", files["fcam"])
@@ -108,8 +111,8 @@ def obtain_fcam(host: HostValues, weights_path: str, fcam: FCAM, encoder: nn.Mod
         waited = wait_until(lambda: load_matching(files["fcam"], FCAM.load, key), f"the F-CAM decoder {files['fcam']}")
         return waited, files["fcam"]
     logger.info("training the F-CAM decoder on %s maps (%s): %d epochs over %s", source_name, reason,
-                fcam.config.epochs, host.train_list)
-    loader = crop_loader(host, batch_size, crop_size, workers, fcam.config.seed, seeded_items=True)
+                fcam.config.epochs, data.image_list(host))
+    loader = crop_loader(data.crops(host, crop_size), batch_size, workers, fcam.config.seed, seeded_items=True)
     fcam.fit(encoder, loader, source=source, feature_layer=FEATURE_LAYER, skip_layers=list(SKIP_LAYERS),
              checkpoint=files["training"])
     if is_writer():

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -15,10 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lpcam_plugin.adapters.resnet.datasets import VOC, HostDataset
 from lpcam_plugin.adapters.resnet.options import METHODS, HostValues, LPCAMOptions
-from lpcam_plugin.core.datasets import VOC_CLASS_NAMES
-
-NUM_CLASSES = 20
 
 
 @dataclass(frozen=True)
@@ -26,10 +24,11 @@ class HostSpec:
     """What differs between the IRN CAM step and AMN's CAM step (route b).
 
     Attributes:
-        name: ``"irn"`` or ``"amn"``; recorded in the bank and the done log.
+        name: ``"irn"``, ``"irn-coco"`` or ``"amn"``; recorded in the bank and the done log.
         network_arg, weights_arg, out_dir_arg: names of the attributes (of the host's ``args``,
             carried under the same names by :class:`~.options.LPCAMOptions`) holding the network
-            module, the weights name (``+ '.pth'`` is appended, as the hosts do) and the output folder.
+            module, the weights name (the dataset's ``weights_suffix`` is appended, as the hosts
+            do) and the output folder.
         selection_weight: ``model -> (W (20, D), bias (20,) or None, description)``.
         host_cams: ``(model, stacks, label, size, name, options) -> (K, H, W)`` the host's own
             max-normalised foreground CAMs of the present classes, computed the host way.
@@ -41,6 +40,11 @@ class HostSpec:
         extra_fit_key: ``options -> dict`` extra facts that must match for bank reuse.
         methods: the ``--lpcam_method`` values (registry names) this CAM step supports;
             ``methods_note`` says why the others are not.
+        dataset: what the step reads (:data:`~.datasets.VOC`, :data:`~.datasets.COCO`, :data:`~.datasets.COCO14`).
+        model_kwargs: the keyword arguments the host passes to this network's ``CAM`` / ``Net``
+            (COCO: ``n_classes=80`` in the reference's pipeline, ``coco=True`` in AMN's stage 1).
+        baseline_dir_arg: the attribute holding the folder of the host's own CAM files (the
+            default baseline of the LPCAM fit), when it is not ``out_dir_arg``.
     """
 
     name: str
@@ -55,10 +59,13 @@ class HostSpec:
     extra_fit_key: Optional[Callable[[LPCAMOptions], Dict[str, Any]]] = None
     methods: Tuple[str, ...] = METHODS
     methods_note: str = ""
+    dataset: HostDataset = VOC
+    baseline_dir_arg: Optional[str] = None
+    model_kwargs: Dict[str, Any] = field(default_factory=dict)
 
     def weights_path(self, host: HostValues) -> str:
-        """The host's trained weights file ``<weights name>.pth``."""
-        return getattr(host, self.weights_arg) + ".pth"
+        """The host's trained weights file (``<weights name>.pth`` on VOC, the name itself on COCO)."""
+        return self.dataset.weights(getattr(host, self.weights_arg))
 
     def out_dir(self, host: HostValues) -> Path:
         """The folder the CAM step writes into."""
@@ -85,19 +92,13 @@ def prepare_model(model: nn.Module, device: torch.device) -> nn.Module:
 
 def load_host_model(spec: HostSpec, host: HostValues, device: torch.device,
                     weights: Optional[Path] = None) -> nn.Module:
-    """``getattr(importlib.import_module(<network>), 'CAM')()`` with the host's weights (strict),
-    or with ``weights`` (e.g. the ReCAM-fine-tuned network)."""
-    model = importlib.import_module(getattr(host, spec.network_arg)).CAM()
+    """``getattr(importlib.import_module(<network>), 'CAM')(**spec.model_kwargs)`` with the host's
+    weights (strict), or with ``weights`` (e.g. the ReCAM-fine-tuned network)."""
+    model = importlib.import_module(getattr(host, spec.network_arg)).CAM(**spec.model_kwargs)
     state = torch.load(weights if weights is not None else spec.weights_path(host), map_location="cpu",
                        weights_only=True)
     model.load_state_dict(state, strict=True)
     return prepare_model(model, device)
-
-
-def msf_dataset(list_path: str, host: HostValues, scales: Sequence[float]) -> Any:
-    """The host's ``VOC12ClassificationDatasetMSF`` over ``list_path`` (images under ``host.voc12_root``)."""
-    dataloader = importlib.import_module("voc12.dataloader")
-    return dataloader.VOC12ClassificationDatasetMSF(list_path, voc12_root=host.voc12_root, scales=tuple(scales))
 
 
 def image_stacks(pack: Dict[str, Any]) -> List[torch.Tensor]:
@@ -142,6 +143,6 @@ def scale_one_index(scales: Sequence[float]) -> int:
     raise ValueError(f"scales {tuple(scales)} have no 1.0")
 
 
-__all__ = ["NUM_CLASSES", "VOC_CLASS_NAMES", "HostSpec", "image_stacks", "load_host_model", "msf_dataset",
+__all__ = ["HostSpec", "image_stacks", "load_host_model",
            "pack_size", "prepare_model", "resize", "scale_one_index", "stage4_features", "strided_size",
            "strided_up_size"]

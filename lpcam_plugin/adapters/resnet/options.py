@@ -19,6 +19,7 @@ from lpcam_plugin.methods.fcam.config import AUTO as FCAM_AUTO
 from lpcam_plugin.methods.fcam.config import PRESETS as FCAM_PRESETS
 from lpcam_plugin.methods.fcam.config import FCAMConfig
 from lpcam_plugin.methods.lpcam.config import KMEANS_BACKENDS, PRESETS, LPCAMConfig
+from lpcam_plugin.methods.lpcam.fit_images import FIT_SAMPLINGS
 from lpcam_plugin.methods.recam.config import PRESETS as RECAM_PRESETS
 from lpcam_plugin.methods.recam.config import ReCAMConfig
 
@@ -30,11 +31,15 @@ FCAM_SOURCES = readouts.fcam_sources()
 #: Images per class used for fitting when not given: all on VOC, 100 on COCO
 #: (docs/design/lpcam-spec.md, Defaults).
 IMAGES_PER_CLASS = {"voc": None, "coco": 100}
+#: How fit images are drawn when not given: every image of the fit list on VOC; the reference's
+#: ``split_100`` draws on COCO (:mod:`lpcam_plugin.methods.lpcam.fit_images`). A cap given on
+#: VOC draws ``"capped"``.
+FIT_SAMPLING = {"voc": "all", "coco": "reference"}
 #: ``args`` attributes of IRN's / AMN's ``run_sample.py`` carried by :class:`LPCAMOptions` (same
 #: names; None when the namespace lacks them). ``cam_batch_size`` / ``cam_crop_size`` default to
 #: the hosts' 16 / 512.
 HOST_ARGS = ("voc12_root", "train_list", "cam_scales", "num_workers", "cam_network", "cam_weights_name", "cam_out_dir",
-             "amn_network", "amn_weights_name", "amn_cam_out_dir", "ir_label_out_dir")
+             "amn_network", "amn_weights_name", "amn_cam_out_dir", "ir_label_out_dir", "mscoco_root", "lpcam_out_dir")
 
 #: ReCAMConfig fields exposed as ``--lpcam_recam_<field>``: (type, help).
 _RECAM_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
@@ -77,18 +82,20 @@ _CONFIG_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
 }
 
 
-def add_lpcam_arguments(parser: argparse.ArgumentParser, *, preset: str = "voc") -> argparse._ArgumentGroup:
+def add_lpcam_arguments(parser: argparse.ArgumentParser, *, preset: Optional[str] = None) -> argparse._ArgumentGroup:
     """Add the ``--lpcam_*`` options shared by the IRN and AMN adapters to ``parser``.
 
     Method options default to None, meaning "the value of ``--lpcam_preset``" (VOC or COCO
-    defaults of the spec); ``preset`` sets the default of ``--lpcam_preset``.
+    defaults of the spec); ``preset`` sets the default of ``--lpcam_preset`` (None: the dataset
+    the host reads, COCO for ``run_sample_coco.py``'s arguments, else VOC).
     """
-    if preset not in PRESETS:
+    if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     voc, coco = PRESETS["voc"], PRESETS["coco"]
     group = parser.add_argument_group("LPCAM (lpcam_plugin)")
     group.add_argument("--lpcam_preset", default=preset, choices=sorted(PRESETS),
-                       help="defaults of the method options below (default: %(default)s)")
+                       help="defaults of the method options below (default: the dataset the host reads: coco with "
+                            "--mscoco_root, else voc)")
     for name, (kind, text) in _CONFIG_OPTIONS.items():
         group.add_argument(f"--lpcam_{name}", type=kind, default=None,
                            help=f"{text} (preset: voc {getattr(voc, name)!r}, coco {getattr(coco, name)!r})")
@@ -97,7 +104,11 @@ def add_lpcam_arguments(parser: argparse.ArgumentParser, *, preset: str = "voc")
     group.add_argument("--lpcam_fit_list", default="voc12/train.txt",
                        help="image list whose features are clustered (reference: VOC train, 1464)")
     group.add_argument("--lpcam_images_per_class", type=int, default=None,
-                       help="cap on fit images per class (preset: voc all, coco 100)")
+                       help="fit images per class (preset: voc all, coco 100)")
+    group.add_argument("--lpcam_fit_sampling", default=None, choices=FIT_SAMPLINGS,
+                       help="how fit images are drawn: all, capped (a seeded cap per class, each image feeding all "
+                            "its classes) or reference (the LPCAM reference's COCO split_100: per class, draws with "
+                            "replacement, seed 666) (preset: voc all, or capped with a cap; coco reference)")
     group.add_argument("--lpcam_bank", default=None,
                        help="prototype bank file (default: next to the CAM weights, *.lpcam_bank.npz)")
     group.add_argument("--lpcam_baseline_dir", default=None,
@@ -158,6 +169,7 @@ class LPCAMOptions:
     preset: str = "voc"
     fit_list: str = "voc12/train.txt"
     images_per_class: Optional[int] = None
+    fit_sampling: str = "all"
     bank: Optional[str] = None
     amn_bank: Optional[str] = None
     baseline_dir: Optional[str] = None
@@ -187,11 +199,17 @@ class LPCAMOptions:
     amn_weights_name: Optional[str] = None
     amn_cam_out_dir: Optional[str] = None
     ir_label_out_dir: Optional[str] = None
+    mscoco_root: Optional[str] = None
+    lpcam_out_dir: Optional[str] = None
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "LPCAMOptions":
-        """Read the options from ``args``; missing attributes (no ``add_arguments``) take defaults."""
-        preset = getattr(args, "lpcam_preset", None) or "voc"
+    def from_args(cls, args: argparse.Namespace, dataset: str = "voc") -> "LPCAMOptions":
+        """Read the options from ``args``; missing attributes (no ``add_arguments``) take defaults.
+
+        ``dataset``: the dataset the host reads (``"voc"`` / ``"coco"``), the preset unless
+        ``--lpcam_preset`` names one.
+        """
+        preset = getattr(args, "lpcam_preset", None) or dataset
         overrides = {name: getattr(args, f"lpcam_{name}") for name in _CONFIG_OPTIONS
                      if getattr(args, f"lpcam_{name}", None) is not None}
         window = getattr(args, "lpcam_context_window", None)
@@ -203,6 +221,12 @@ class LPCAMOptions:
             per_class = IMAGES_PER_CLASS.get(preset)
         if per_class is not None and per_class < 1:
             raise ValueError(f"lpcam_images_per_class must be >= 1, got {per_class}")
+        sampling = getattr(args, "lpcam_fit_sampling", None) or FIT_SAMPLING[preset]
+        if sampling == "all" and getattr(args, "lpcam_images_per_class", None) is not None:
+            sampling = "capped"
+        if sampling not in FIT_SAMPLINGS or (sampling != "all" and per_class is None):
+            raise ValueError(f"lpcam_fit_sampling {sampling!r} needs lpcam_images_per_class; choose one of "
+                             f"{FIT_SAMPLINGS}")
         method = getattr(args, "lpcam_method", None) or "lpcam"
         check_method(method)
         recam = ReCAMConfig.preset(preset, **{name: getattr(args, f"lpcam_recam_{name}") for name in _RECAM_OPTIONS
@@ -224,7 +248,7 @@ class LPCAMOptions:
         host["cam_scales"] = None if scales is None else tuple(scales)
         return cls(config=config, preset=preset,
                    fit_list=getattr(args, "lpcam_fit_list", None) or "voc12/train.txt",
-                   images_per_class=per_class, bank=getattr(args, "lpcam_bank", None),
+                   images_per_class=per_class, fit_sampling=sampling, bank=getattr(args, "lpcam_bank", None),
                    amn_bank=getattr(args, "lpcam_amn_bank", None),
                    baseline_dir=getattr(args, "lpcam_baseline_dir", None),
                    allow_pickle=bool(getattr(args, "lpcam_allow_pickle", False)),
@@ -281,5 +305,5 @@ def check_method(method: str) -> None:
         raise ValueError(f"lpcam_method must be one of {METHODS}, got {method!r}")
 
 
-__all__ = ["FCAM_SOURCES", "HOST_ARGS", "HostValues", "IMAGES_PER_CLASS", "LPCAMOptions", "METHODS",
+__all__ = ["FCAM_SOURCES", "FIT_SAMPLING", "HOST_ARGS", "HostValues", "IMAGES_PER_CLASS", "LPCAMOptions", "METHODS",
            "add_lpcam_arguments", "check_method"]

@@ -18,7 +18,7 @@ from torch import nn
 
 from lpcam_plugin.adapters.resnet.bank import FitSource, obtain_bank
 from lpcam_plugin.adapters.resnet.fcam_step import HostStages, obtain_fcam
-from lpcam_plugin.adapters.resnet.host import NUM_CLASSES, HostSpec, load_host_model, prepare_model
+from lpcam_plugin.adapters.resnet.host import HostSpec, load_host_model, prepare_model
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions, check_method
 from lpcam_plugin.adapters.resnet.readouts import HostReadout, fcam_render, host_maps, linear_readout, lpcam_readout
 from lpcam_plugin.adapters.resnet.recam_step import obtain_recam, recam_files
@@ -40,9 +40,10 @@ def _check_method(spec: HostSpec, opts: LPCAMOptions) -> None:
 def _recam(spec: HostSpec, opts: LPCAMOptions, device: torch.device, process_id: int,
            n_procs: int) -> Tuple[ReCAM, Path]:
     """The ReCAM step of this run (trained by process 0, reused when its files match)."""
-    recam = ReCAM(NUM_CLASSES, config=opts.recam, progress=opts.progress)
-    return obtain_recam(opts, spec.weights_path(opts), recam, device, batch_size=opts.recam_batch(),
-                        crop_size=opts.recam_crop(), workers=opts.workers(n_procs), train=process_id == 0)
+    recam = ReCAM(spec.dataset.num_classes, config=opts.recam, progress=opts.progress)
+    return obtain_recam(opts, spec.dataset, spec.weights_path(opts), recam, device, batch_size=opts.recam_batch(),
+                        crop_size=opts.recam_crop(), workers=opts.workers(n_procs), train=process_id == 0,
+                        network_kwargs=spec.model_kwargs)
 
 
 def _host_fit_source(spec: HostSpec, model: nn.Module, opts: LPCAMOptions) -> FitSource:
@@ -119,8 +120,9 @@ def _fcam_readout(spec: HostSpec, model: Optional[nn.Module], opts: LPCAMOptions
                                   process_id=process_id, n_procs=n_procs)
     assert base.source is not None
     encoder = HostStages(model)
-    fcam = FCAM(NUM_CLASSES, config=opts.fcam, progress=opts.progress)
-    fitted, path = obtain_fcam(opts, spec.weights_path(opts), fcam, encoder, base.source, opts.fcam_source, base.key,
+    fcam = FCAM(spec.dataset.num_classes, config=opts.fcam, progress=opts.progress)
+    fitted, path = obtain_fcam(opts, spec.dataset, spec.weights_path(opts), fcam, encoder, base.source,
+                               opts.fcam_source, base.key,
                                batch_size=opts.fcam_batch(), crop_size=opts.fcam_crop(),
                                workers=opts.workers(n_procs), train=process_id == 0)
     key = {"method": opts.method, "source": opts.fcam_source, "fcam_sha256": file_sha256(path)}

@@ -30,6 +30,7 @@ import torch.distributed as dist
 from lpcam_plugin.adapters.common.checkpoints import save_state_dict
 from lpcam_plugin.adapters.common.workers import distributed, is_writer, wait_until
 from lpcam_plugin.adapters.resnet.crop_batches import crop_loader
+from lpcam_plugin.adapters.resnet.datasets import HostDataset
 from lpcam_plugin.adapters.resnet.options import HostValues
 from lpcam_plugin.core.fingerprints import load_matching
 from lpcam_plugin.core.io import file_sha256
@@ -45,10 +46,11 @@ def recam_files(weights_path: str) -> Dict[str, Path]:
             "training": Path(stem + ".recam_train.pt")}
 
 
-def _fit_key(host: HostValues, weights_path: str, recam: ReCAM, batch_size: int, crop_size: int) -> Dict[str, Any]:
+def _fit_key(host: HostValues, data: HostDataset, weights_path: str, recam: ReCAM, batch_size: int,
+             crop_size: int) -> Dict[str, Any]:
     """Everything the fine-tuned files depend on; they are reused only on an exact match."""
     return {"checkpoint_sha256": file_sha256(Path(weights_path)), "config": recam.config.training_settings(),
-            "train_list_sha256": file_sha256(host.train_list), "batch_size": batch_size, "crop_size": crop_size,
+            "train_list_sha256": file_sha256(data.image_list(host)), "batch_size": batch_size, "crop_size": crop_size,
             "network": host.cam_network}
 
 
@@ -63,30 +65,34 @@ def _reusable(files: Dict[str, Path], key: Dict[str, Any]) -> Tuple[Optional[ReC
     return recam, ""
 
 
-def obtain_recam(host: HostValues, weights_path: str, recam: ReCAM, device: torch.device, *,
-                 batch_size: int, crop_size: int, workers: int, train: bool = True) -> Tuple[ReCAM, Path]:
+def obtain_recam(host: HostValues, data: HostDataset, weights_path: str, recam: ReCAM, device: torch.device, *,
+                 batch_size: int, crop_size: int, workers: int, train: bool = True,
+                 network_kwargs: Optional[Dict[str, Any]] = None) -> Tuple[ReCAM, Path]:
     """The fitted ReCAM and the fine-tuned weights file for this run: reused when the saved pair
     matches, else trained now (``train=True``) or waited for (another worker trains them).
 
     Args:
-        host: the run's options (or the host's namespace): ``cam_network``, ``train_list``, ``voc12_root``.
-        weights_path: the host's trained weights ``<cam_weights_name>.pth``.
+        host: the run's options (or the host's namespace): ``cam_network`` and where the images are
+            (``train_list``, ``voc12_root``; COCO: ``mscoco_root``).
+        data: the dataset the host reads (its training images, classes and network arguments).
+        weights_path: the host's trained weights (``<cam_weights_name>.pth`` on VOC).
         recam: an unfitted :class:`ReCAM` with the run's settings.
         device: where to train.
         batch_size, crop_size, workers: the training loader's batch (over all ranks), crop and workers.
+        network_kwargs: what the host passes to its ``Net`` (COCO: ``n_classes=80`` / ``coco=True``).
     """
     files = recam_files(weights_path)
-    key = _fit_key(host, weights_path, recam, batch_size, crop_size)
+    key = _fit_key(host, data, weights_path, recam, batch_size, crop_size)
     fitted, reason = _reusable(files, key)
     if fitted is not None:
         logger.info("reusing the ReCAM step %s (same checkpoint, options and train list)", files["recam"])
         return fitted, files["weights"]
     if not train:
         return wait_until(lambda: _reusable(files, key), f"the ReCAM step {files['recam']}"), files["weights"]
-    logger.info("training the ReCAM step (%s): %d epochs over %s", reason, recam.config.epochs, host.train_list)
-    model = importlib.import_module(host.cam_network).Net()
+    logger.info("training the ReCAM step (%s): %d epochs over %s", reason, recam.config.epochs, data.image_list(host))
+    model = importlib.import_module(host.cam_network).Net(**(network_kwargs or {}))
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=True)
-    loader = crop_loader(host, batch_size, crop_size, workers, recam.config.seed)
+    loader = crop_loader(data.crops(host, crop_size), batch_size, workers, recam.config.seed)
     recam.fit(model, loader, feature_layer="stage4", head="classifier", checkpoint=files["training"], device=device)
     if is_writer():
         save_state_dict(files["weights"], model)

@@ -18,7 +18,7 @@ from torch.utils.data import Subset
 
 from lpcam_plugin.adapters.common.workers import configure_worker_logging, distributed, resolve_device
 from lpcam_plugin.adapters.resnet.files import write_shard
-from lpcam_plugin.adapters.resnet.host import HostSpec, msf_dataset
+from lpcam_plugin.adapters.resnet.host import HostSpec
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.adapters.resnet.prepare import prepare_readout
 from lpcam_plugin.adapters.resnet.threshold import write_threshold
@@ -33,14 +33,14 @@ def run_in_process(spec: HostSpec, args: argparse.Namespace, method: Optional[st
     after the shared preparation (the ReCAM step and the F-CAM decoder train in DDP). With
     ``--lpcam_auto_threshold`` the threshold of the written maps is then chosen without masks
     (:func:`~lpcam_plugin.adapters.resnet.threshold.write_threshold`, which sets ``args.cam_eval_thres``)."""
-    opts = LPCAMOptions.from_args(args)
+    opts = LPCAMOptions.from_args(args, spec.dataset.preset)
     if method is not None:
         opts = dataclasses.replace(opts, method=method)
     # under torchrun each rank takes its own GPU (LOCAL_RANK); a single process takes the first
     device = resolve_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")))
     init_from_env(device=device, min_world_size=2)
     model, readout = prepare_readout(spec, None, opts, device)
-    dataset = msf_dataset(opts.train_list, opts, opts.scales())
+    dataset = spec.dataset.msf(opts, opts.scales())
     if distributed():
         rank, world = dist.get_rank(), dist.get_world_size()
         written = write_shard(spec, model, readout, Subset(dataset, list(range(rank, len(dataset), world))), opts,
@@ -56,7 +56,7 @@ def run_in_process(spec: HostSpec, args: argparse.Namespace, method: Optional[st
 def threshold_in_process(spec: HostSpec, args: argparse.Namespace, method: Optional[str] = None) -> float:
     """Choose the background threshold of maps the step has already written (``run`` or the patched step),
     write ``lpcam_threshold.json`` beside them and set ``args.cam_eval_thres``; returns the threshold."""
-    opts = LPCAMOptions.from_args(args)
+    opts = LPCAMOptions.from_args(args, spec.dataset.preset)
     if method is not None:
         opts = dataclasses.replace(opts, method=method)
     device = resolve_device(opts.device, int(os.environ.get("LOCAL_RANK", "0")))
@@ -67,7 +67,7 @@ def work(spec: HostSpec, process_id: int, model: nn.Module, dataset: Sequence[An
     """Body of the patched host ``_work(process_id, model, dataset, args)`` (``dataset``: the
     host's list of per-worker Subsets)."""
     configure_worker_logging()
-    opts = LPCAMOptions.from_args(args)
+    opts = LPCAMOptions.from_args(args, spec.dataset.preset)
     device = resolve_device(opts.device, process_id)
     n_procs = len(dataset)
     model, readout = prepare_readout(spec, model, opts, device, process_id=process_id, n_procs=n_procs)

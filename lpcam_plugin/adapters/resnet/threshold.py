@@ -25,14 +25,7 @@ from torch.utils.data import DataLoader, Subset
 
 from lpcam_plugin.adapters.common.workers import distributed
 from lpcam_plugin.adapters.resnet.files import lpcam_written_ids
-from lpcam_plugin.adapters.resnet.host import (
-    NUM_CLASSES,
-    HostSpec,
-    image_stacks,
-    load_host_model,
-    msf_dataset,
-    pack_size,
-)
+from lpcam_plugin.adapters.resnet.host import HostSpec, image_stacks, load_host_model, pack_size
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.core.formats import read_irn_cam
 from lpcam_plugin.core.io import atomic_write
@@ -64,13 +57,15 @@ def collect_step_histograms(spec: HostSpec, opts: LPCAMOptions, device: torch.de
     Raises ``FileNotFoundError`` naming an image of ``train_list`` the step has not written.
     """
     out_dir = spec.out_dir(opts)
-    dataset = msf_dataset(opts.train_list, opts, opts.scales())
+    dataset = spec.dataset.msf(opts, opts.scales())
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed() else (0, 1)
     subset = Subset(dataset, list(range(rank, len(dataset), world)))
     written = lpcam_written_ids(out_dir)
     model = load_host_model(spec, opts, device) if opts.method != "cam" else None
-    maps, reference = ThresholdHistogram(NUM_CLASSES), ThresholdHistogram(NUM_CLASSES)
+    num_classes = spec.dataset.num_classes
+    maps, reference = ThresholdHistogram(num_classes), ThresholdHistogram(num_classes)
     loader = DataLoader(subset, shuffle=False, num_workers=opts.workers(world), pin_memory=False)
+    unlabelled = 0
     with torch.no_grad():
         for pack in progress_bar(loader, progress=opts.progress, desc=f"auto threshold {spec.name}", total=len(loader)):
             name = pack["name"][0]
@@ -78,11 +73,16 @@ def collect_step_histograms(spec: HostSpec, opts: LPCAMOptions, device: torch.de
             if name not in written or not path.is_file():
                 raise FileNotFoundError(f"{path}: the CAM step has not written this image's maps; run it first")
             keys, high = read_irn_cam(path, allow_pickle=True)
+            if keys.size == 0:  # an image without labels (COCO has some): all background, nothing to count
+                unlabelled += 1
+                continue
             maps.add(keys, high)
             if model is not None:
                 stacks = [s.to(device) for s in image_stacks(pack)]
                 cam = spec.host_cams(model, stacks, pack["label"][0].to(device), pack_size(pack), name, opts)
                 reference.add(keys, cam.float().cpu().numpy())
+    if unlabelled:
+        logger.info("auto threshold: %d image(s) without labels skipped (their maps are empty)", unlabelled)
     if world > 1:
         _all_reduce(maps)
         _all_reduce(reference)
@@ -96,8 +96,9 @@ def write_threshold(spec: HostSpec, opts: LPCAMOptions, device: torch.device, ar
     choice = choose_threshold(histograms["maps"], histograms["reference"])
     path = spec.out_dir(opts) / THRESHOLD_FILE
     if not distributed() or dist.get_rank() == 0:
-        record = {**choice.to_dict(), "method": opts.method, "host": spec.name, "train_list": opts.train_list,
-                  "maps": str(spec.out_dir(opts)), "produced_by": f"lpcam_plugin {__version__}"}
+        record = {**choice.to_dict(), "method": opts.method, "host": spec.name,
+                  "train_list": spec.dataset.image_list(opts), "maps": str(spec.out_dir(opts)),
+                  "produced_by": f"lpcam_plugin {__version__}"}
         with atomic_write(path) as tmp:
             Path(tmp).write_text(json.dumps(record, indent=2))
     if args is not None and hasattr(args, "cam_eval_thres"):

@@ -59,6 +59,7 @@ from lpcam_plugin.adapters.common.options import (
 )
 from lpcam_plugin.adapters.common.workers import distributed, is_writer, resolve_device
 from lpcam_plugin.adapters.resnet.crop_batches import PackBatches, crop_loader
+from lpcam_plugin.adapters.resnet.datasets import VOC
 from lpcam_plugin.core.checkpoints import resume_state, save_training_state
 from lpcam_plugin.core.identity import module_digest
 from lpcam_plugin.core.io import file_sha256
@@ -220,7 +221,8 @@ def train(args: argparse.Namespace) -> Tuple[nn.Module, PixelSelfSupervision]:
     world = dist.get_world_size() if distributed() else 1
     if opts.batch_size % world:
         raise ValueError(f"cam_batch_size {opts.batch_size} is not a multiple of the {world} processes")
-    loader = crop_loader(opts, opts.batch_size, opts.crop_size, opts.workers, opts.config.seed, seeded_items=True)
+    loader = crop_loader(VOC.crops(opts, opts.crop_size), opts.batch_size, opts.workers, opts.config.seed,
+                         seeded_items=True)
     if len(loader) == 0:
         raise ValueError(f"{opts.train_list} has fewer images than one batch of {opts.batch_size}")
     opts = TrainOptions.from_args(args, steps_per_epoch=len(loader))  # the EMA follows the run's steps

@@ -19,7 +19,6 @@ from PIL import Image
 import lpcam_plugin.adapters.irn as irn
 from lpcam_plugin import LPCAMConfig, PrototypeBank
 from lpcam_plugin.adapters.resnet import host as hosts
-from lpcam_plugin.adapters.resnet.bank import select_fit_indices
 from lpcam_plugin.adapters.resnet.files import DONE_LOG_PREFIX, lpcam_written_ids
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.core.evaluate import maps_to_prediction, sweep
@@ -126,7 +125,7 @@ def test_in_process_run_equals_spawned_output_and_resumes(pipeline, caplog):
         # LPCAM differs from the host's own CAM of the same network (so the workers did not run IRN's _work).
         from step import make_cam
         model = hosts.load_host_model(irn.SPEC, args, torch.device("cpu"))
-        dataset = hosts.msf_dataset(args.train_list, args, args.cam_scales)
+        dataset = irn.SPEC.dataset.msf(args, args.cam_scales)
         host_args_cam = host_args(host, pipeline["voc"], cam_out_dir=str(host / "result" / "host_cam"))
         os.makedirs(host_args_cam.cam_out_dir)
         make_cam._work(0, model, [dataset], host_args_cam)
@@ -155,7 +154,7 @@ def test_auto_threshold_is_written_beside_the_maps_and_set_for_eval_cam(pipeline
         record = json.loads((host / "result/cam_auto" / "lpcam_threshold.json").read_text())
         # The same choice from the written LPCAM files and the host's own CAM of the same images.
         model = hosts.load_host_model(irn.SPEC, args, torch.device("cpu"))
-        dataset = hosts.msf_dataset(args.train_list, args, args.cam_scales)
+        dataset = irn.SPEC.dataset.msf(args, args.cam_scales)
         from step import make_cam
         host_cam = host_args(host, pipeline["voc"], cam_out_dir=str(host / "result" / "host_cam_auto"))
         os.makedirs(host_cam.cam_out_dir)
@@ -187,7 +186,7 @@ def test_bank_refit_reasons_and_host_file_baseline(pipeline, caplog, tmp_path):
         base = host_args(host, pipeline["voc"], cam_out_dir=str(host_cam))
         host_cam.mkdir()
         model = hosts.load_host_model(irn.SPEC, base, torch.device("cpu"))
-        make_cam._work(0, model, [hosts.msf_dataset("voc12/train.txt", base, base.cam_scales)], base)
+        make_cam._work(0, model, [irn.SPEC.dataset.msf(base, base.cam_scales, "voc12/train.txt")], base)
 
         def run_with(bank: str, **extra) -> PrototypeBank:
             caplog.clear()
@@ -275,19 +274,6 @@ def test_options_follow_the_preset_and_tolerate_missing_attributes():
         LPCAMOptions.from_args(parser.parse_args(["--lpcam_split_threshold", "2"]))
     with pytest.raises(SystemExit):
         parser.parse_args(["--lpcam_preset", "ade"])
-
-
-def test_coco_images_per_class_selection_caps_every_class():
-    rng = np.random.default_rng(0)
-    labels = (rng.random((200, 20)) < 0.15).astype(np.float32)
-    keep = select_fit_indices(labels, [str(i) for i in range(200)], 5, seed=0)
-    counts = labels[keep].sum(axis=0)
-    present = labels.sum(axis=0)
-    assert keep == sorted(keep)
-    assert (counts >= np.minimum(present, 5)).all()  # every class reaches the cap when it can
-    for i in keep:  # each kept image was needed by one of its classes when it was taken
-        assert labels[i].any()
-    assert select_fit_indices(labels, [str(i) for i in range(200)], None, seed=0) == list(range(200))
 
 
 def test_fcam_seed_options_take_auto_or_a_number():

@@ -97,7 +97,7 @@ def test_rerun_reuses_the_recam_step_and_recam_maps_match_the_fitted_weights(for
         files = recam_files(str(host / "sess" / "res50_cam.pth.pth"))
         recam = ReCAM.load(files["recam"])
         model = hosts.load_host_model(irn.SPEC, args, torch.device("cpu"), files["weights"])
-        dataset = hosts.msf_dataset(args.train_list, args, (1.0,))
+        dataset = irn.SPEC.dataset.msf(args, (1.0,))
         pack = dataset[1]
         stack = torch.from_numpy(np.ascontiguousarray(pack["img"]))
         classes = torch.nonzero(pack["label"])[:, 0].tolist()

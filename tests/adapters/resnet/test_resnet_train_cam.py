@@ -18,6 +18,7 @@ import lpcam_plugin.adapters.irn as irn
 import lpcam_plugin.adapters.pixelsup_train as pss_train
 from lpcam_plugin.adapters.resnet import train_cam
 from lpcam_plugin.adapters.resnet.crop_batches import crop_loader
+from lpcam_plugin.adapters.resnet.datasets import VOC
 from lpcam_plugin.methods.pixelsup.config import PixelSupConfig, schedule_settings
 
 pytestmark = [pytest.mark.filterwarnings("ignore:class \\d+:RuntimeWarning"), pytest.mark.slow]
@@ -86,7 +87,7 @@ def _plain_training(host) -> dict:
         torch.manual_seed(0)
         model = resnet50_cam.Net()
         model.train()
-        loader = crop_loader(args, BATCH, CROP, 0, 0, seeded_items=True)
+        loader = crop_loader(VOC.crops(args, CROP), BATCH, 0, 0, seeded_items=True)
         backbone, new = model.trainable_parameters()
         optimizer = torchutils.PolyOptimizer([{"params": backbone, "lr": 0.05, "weight_decay": 1e-4},
                                               {"params": new, "lr": 0.5, "weight_decay": 1e-4}],
