@@ -12,17 +12,19 @@ from pathlib import Path
 from typing import Any, Callable, Dict
 
 from lpcam_plugin.check_host.checklist import Recorder, StepFailed
-from lpcam_plugin.check_host.coco_driver import drive_irn_coco
+from lpcam_plugin.check_host.coco_driver import drive_amn_coco14, drive_irn_coco
 from lpcam_plugin.check_host.edam_driver import drive_edam
 from lpcam_plugin.check_host.environment import check_environment
 from lpcam_plugin.check_host.mctformer_driver import drive_mctformer
 from lpcam_plugin.check_host.resnet_driver import drive_resnet
 
-#: The driver of each host: ``(recorder, host, route, config)`` (IRN's COCO pipeline for ``dataset`` coco).
+#: The driver of each host: ``(recorder, host, route, config)`` (``dataset`` coco: IRN's COCO pipeline of the
+#: LPCAM / ReCAM reference, AMN's coco14 branch).
 DRIVERS: Dict[str, Callable[[Recorder, str, str, Dict[str, Any]], None]] = {
     "irn": lambda rec, host, route, config: (drive_irn_coco(rec, config) if config.get("dataset") == "coco"
                                              else drive_resnet(rec, host, route, config)),
-    "amn": drive_resnet,
+    "amn": lambda rec, host, route, config: (drive_amn_coco14(rec, route, config) if config.get("dataset") == "coco"
+                                             else drive_resnet(rec, host, route, config)),
     "edam": lambda rec, host, route, config: drive_edam(rec, route, config),
     "mctformer": lambda rec, host, route, config: drive_mctformer(rec, route, config),
 }

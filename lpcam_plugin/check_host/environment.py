@@ -136,14 +136,14 @@ def _check_resnet_host(rec: Recorder, fork: Path, versions: Dict[str, str], cuda
     """IRN / AMN: ``np.loadtxt`` id lists (VOC) or ``split_dataset``'s indices (COCO), ``np.bool``,
     pydensecrf, chainercv, CUDA workers."""
     env = "environment"
-    if dataset == "coco":
+    if dataset == "coco" and fork_line(fork, "mscoco/dataloader.py", r"CocoDetection"):
         line = fork_line(fork, "misc/torchutils.py", r"Subset\(dataset, np\.arange\((?!.*tolist\(\))")
         if line and _coco_split_rejected():
             rec.add(env, "split_dataset indices", "fail", f"torchvision {versions['torchvision']}: CocoDetection "
                     f"rejects numpy ints [{line}]", known_fix("Index must be of type integer"))
         else:
             rec.add(env, "split_dataset indices", "ok", "the split's indices reach CocoDetection as it takes them")
-    else:
+    elif dataset != "coco":
         _check_id_lists(rec, fork)
     line = fork_line(fork, "misc/pyutils.py", r"np\.bool\b")
     if line and major_minor(np.__version__) >= (1, 24):

@@ -32,6 +32,8 @@ KNOWN_FIXES: Tuple[Tuple[str, str], ...] = (
     (r"No module named 'timm'", "pip install timm==0.4.12 --no-deps (MCTformer's pin; without --no-deps pip "
                                 "replaces a CPU torch with a CUDA build)"),
     (r"No module named 'imageio'", "pip install imageio (EDAM's infer_cls.py imports it)"),
+    (r"No module named 'sklearn'", "pip install 'scikit-learn<1.6' (MCTformer's engine.py imports it; a recent one "
+                                   "needs numpy >= 2)"),
     (r"No module named 'pandas'", "pip install pandas (the hosts' eval.py / evaluation.py import it)"),
     (r"No module named 'skimage'|has no attribute 'CUBIC'.*skimage",
      "pip install 'scikit-image<0.26' (PSA's CRF-dict reader; 0.26 pulls Pillow >= 10, which lacks Image.CUBIC)"),

@@ -58,26 +58,42 @@ def _resnet_args(config: Dict[str, Any]) -> argparse.Namespace:
     return args
 
 
-def save_random_weights(network: str, path: str, seed: int, **model_kwargs: Any) -> None:
-    """The host network ``<network>.CAM(**model_kwargs)`` with seeded random weights, saved to ``path``."""
+def import_host(rec: Recorder, what: str, modules: Sequence[str]) -> None:
+    """One step importing the host's ``modules`` (``what`` names them in the checklist)."""
+    with rec.step(f"import the host ({what})"):
+        for module in modules:
+            importlib.import_module(module)
+
+
+def save_random_weights(rec: Recorder, network: str, path: str, seed: int, what: str = "host network",
+                        **model_kwargs: Any) -> None:
+    """A step saving ``<network>.CAM(**model_kwargs)`` with seeded random weights to ``path`` (nothing downloaded)."""
     import torch
 
-    torch.manual_seed(seed)
-    with offline_weights():
-        model = importlib.import_module(network).CAM(**model_kwargs)
-    torch.save(model.state_dict(), path)
+    with rec.step(f"{what} with random weights (no download)") as info:
+        torch.manual_seed(seed)
+        with offline_weights():
+            model = importlib.import_module(network).CAM(**model_kwargs)
+        torch.save(model.state_dict(), path)
+        arguments = ", ".join(f"{k}={v!r}" for k, v in model_kwargs.items())
+        info["detail"] = f"{network}.CAM({arguments}) -> {path}"
 
 
 def check_resnet_files(folder: str, ids: Sequence[str], labels: Dict[str, np.ndarray], image_path: Callable[[str], str],
-                       background: bool) -> str:
+                       background: bool, empty_keys_only: bool = False) -> str:
     """Check every file against the IRN (``background=False``) or AMN contract; return a summary.
 
-    ``image_path``: name -> the image file (its size is the maps' size)."""
+    ``image_path``: name -> the image file (its size is the maps' size). ``empty_keys_only``: an
+    image without labels must hold ``{"keys": empty}`` alone (AMN's ``coco14`` steps)."""
     import torch
     from PIL import Image
 
     for name in ids:
         data = np.load(os.path.join(folder, f"{name}.npy"), allow_pickle=True).item()
+        if empty_keys_only and not labels[name].any():
+            if sorted(data) != ["keys"] or data["keys"].numel():
+                raise AssertionError(f"{folder}/{name}.npy: an image without labels must hold only empty 'keys'")
+            continue
         with Image.open(image_path(name)) as image:
             w, h = image.size
         keys = np.nonzero(labels[name])[0]
@@ -144,16 +160,11 @@ def drive_resnet(rec: Recorder, host: str, route: str, config: Dict[str, Any]) -
     args = _resnet_args(config)
     ids = config["ids"]
     labels = {n: np.asarray(v, np.float32) for n, v in config["labels"].items()}
-    with rec.step("import the host (net, voc12.dataloader, step)"):
-        importlib.import_module(args.cam_network)
-        importlib.import_module("step.make_cam")
-        importlib.import_module("step.cam_to_ir_label")
+    import_host(rec, "net, voc12.dataloader, step", [args.cam_network, "step.make_cam", "step.cam_to_ir_label"])
     if config.get("train_cam") == "pss":
         _train_cam_pss(rec, args)
     else:
-        with rec.step("host network with random weights (no download)") as info:
-            save_random_weights(args.cam_network, args.cam_weights_name + ".pth", 0)
-            info["detail"] = f"{args.cam_network}.CAM -> {args.cam_weights_name}.pth"
+        save_random_weights(rec, args.cam_network, args.cam_weights_name + ".pth", 0)
     with rec.step("host dataset reads the lists") as info:
         dataset = importlib.import_module("voc12.dataloader").VOC12ClassificationDatasetMSF(
             args.train_list, voc12_root=args.voc12_root, scales=args.cam_scales)
@@ -172,9 +183,7 @@ def drive_resnet(rec: Recorder, host: str, route: str, config: Dict[str, Any]) -
         _host_reads_files(rec, args, ids, labels, args.cam_out_dir, "cam_to_ir_label", args.ir_label_out_dir,
                           "eval_cam", background=False)
     if host == "amn" and route == "b":
-        with rec.step("AMN network with random weights (no download)") as info:
-            save_random_weights(args.amn_network, args.amn_weights_name + ".pth", 1)
-            info["detail"] = f"{args.amn_network}.CAM -> {args.amn_weights_name}.pth"
+        save_random_weights(rec, args.amn_network, args.amn_weights_name + ".pth", 1, "AMN network")
         with offline_weights(), rec.step('lpcam_amn.run(args, route="b") (LPCAM instead of make_amn_cam)') as info:
             info["detail"] = f"{amn.run(args, route='b')} files written"
         threshold_beside(rec, args, args.amn_cam_out_dir, patched=False)
@@ -233,5 +242,5 @@ def _patched_make_cam(rec: Recorder, module: str, patch: Callable[[], None], arg
         info["detail"] = f"{len(list(Path(args.cam_out_dir).glob('*.npy')))} files written by the spawned workers"
 
 
-__all__ = ["PSS_TRAIN_SETTINGS", "chainer_eval", "check_resnet_files", "drive_resnet", "lpcam_cpu_settings", "pngs",
-           "save_random_weights", "threshold_beside"]
+__all__ = ["PSS_TRAIN_SETTINGS", "chainer_eval", "check_resnet_files", "drive_resnet", "import_host",
+           "lpcam_cpu_settings", "pngs", "save_random_weights", "threshold_beside"]

@@ -42,8 +42,9 @@ PSS_TRAIN_HOSTS = frozenset({"edam"})
 #: ``--dataset`` values; the first is the default.
 DATASETS = ("voc", "coco")
 #: ``(host, route)`` checked on COCO: IRN's run route on the IRN-based COCO pipeline of the LPCAM /
-#: ReCAM reference repositories (``run_sample_coco.py``, ``step_coco``, ``mscoco``).
-COCO_ROUTES = frozenset({("irn", "run")})
+#: ReCAM reference repositories (``run_sample_coco.py``, ``step_coco``, ``mscoco``); AMN's routes on
+#: its ``coco14`` branch; MCTformer-V2's ``--data-set COCOMS``.
+COCO_ROUTES = frozenset({("irn", "run"), ("amn", "a"), ("amn", "b"), ("mctformer", "patch")})
 
 
 class CheckOptions(NamedTuple):
@@ -137,8 +138,8 @@ def resolve(host: str, route: Optional[str] = None, method: str = DEFAULT_METHOD
         raise ValueError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
     if dataset == "coco" and ((host, route) not in COCO_ROUTES or train_cam != "random"):
         checked = ", ".join(f"{h} --route {r}" for h, r in sorted(COCO_ROUTES))
-        raise ValueError(f"--dataset coco is checked on {checked} (the LPCAM reference's IRN COCO pipeline), with "
-                         "random stage-1 weights")
+        raise ValueError(f"--dataset coco is checked on {checked} (the LPCAM reference's IRN COCO pipeline, AMN's "
+                         "coco14 branch, MCTformer's COCOMS), with random stage-1 weights")
     return CheckOptions(route, kind.name, source, train_cam, dataset)
 
 

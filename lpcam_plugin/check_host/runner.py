@@ -13,7 +13,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from lpcam_plugin.check_host.checklist import Item, read_items
-from lpcam_plugin.check_host.coco_data import write_coco_dataset
+from lpcam_plugin.check_host.coco_data import write_coco14_dataset, write_coco_dataset, write_mctformer_coco_dataset
 from lpcam_plugin.check_host.fixes import known_fix
 from lpcam_plugin.check_host.host_data import NUM_FIT, label_key, write_dataset
 from lpcam_plugin.check_host.routes import DEFAULT_FCAM_SOURCE, DEFAULT_METHOD, resolve
@@ -47,7 +47,8 @@ def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Op
     hosts and AMN's route "b" write LPCAM only (:func:`lpcam_plugin.check_host.routes.resolve`).
     ``train_cam``: the stage-1 weights are random (``"random"``) or trained on the tiny set by the
     RCM+MAM ``train_cam`` adapter (``"pss"``). ``dataset``: ``"coco"`` writes a tiny COCO in the layout
-    of the IRN-based COCO pipeline (:mod:`lpcam_plugin.check_host.coco_data`) and runs its steps.
+    of the IRN-based COCO pipeline (IRN) or of AMN's ``coco14`` branch (AMN)
+    (:mod:`lpcam_plugin.check_host.coco_data`) and runs their steps.
 
     Raises:
         ValueError: the host, route or read-out options do not fit together.
@@ -67,8 +68,12 @@ def check_host(host: str, fork: Path, *, route: Optional[str] = None, python: Op
         config = {"host": host, "route": options.route, "method": options.method, "fcam_source": options.fcam_source,
                   "train_cam": options.train_cam, "fork": str(fork), "dataset": options.dataset,
                   "results": str(work / "results.jsonl")}
-        if options.dataset == "coco":
-            root, ids, coco_labels = write_coco_dataset(work)
+        if options.dataset == "coco" and host == "amn":
+            root, ids, coco_labels = write_coco14_dataset(work)
+            config.update(coco14_root=str(root), ids=ids, labels=coco_labels)
+        elif options.dataset == "coco":
+            writer = write_mctformer_coco_dataset if host == "mctformer" else write_coco_dataset
+            root, ids, coco_labels = writer(work)
             config.update(mscoco_root=str(root), ids=ids, labels=coco_labels)
         else:
             root, ids = write_dataset(work, host)

@@ -138,7 +138,8 @@ def register_cli(subparsers: Any) -> None:
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="voc",
                         help="voc: <id>.png ground truth, 21 labels; coco: <int image id>.png for "
                              "COCO_train2014_<12 digits> ids (the LPCAM / ReCAM COCO pipeline's annToMask.py), "
-                             "81 labels, COCO's class names (default: voc)")
+                             "81 labels, COCO's class names; coco14: AMN's coco14 branch, <12 digits>.png for "
+                             "12-digit ids, 81 labels (default: voc)")
     parser.add_argument("--num-classes", type=int, default=None,
                         help="labels including background (default: the dataset's, 21 or 81)")
     parser.add_argument("--ignore-index", type=int, default=255, help="ground-truth value not scored")

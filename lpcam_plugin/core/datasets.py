@@ -68,6 +68,8 @@ class DatasetLayout:
 DATASETS: Dict[str, DatasetLayout] = {
     "voc": DatasetLayout(VOC_CLASS_NAMES, None),
     "coco": DatasetLayout(COCO_CLASS_NAMES, coco_gt_name),
+    # AMN's coco14 branch: 12-digit ids, ground truth coco_seg_anno/<12 digits>.png
+    "coco14": DatasetLayout(COCO_CLASS_NAMES, None),
 }
 
 __all__ = ["COCO_CATEGORY_IDS", "COCO_CLASS_NAMES", "DATASETS", "DatasetLayout", "VOC_CLASS_NAMES",

@@ -292,7 +292,7 @@ def sweep(
             raise ValueError("gts has fewer entries than maps") from None
         gt = _check_label_map(gt, "gt")
         keys_arr, maps_arr = check_keyed_maps(keys, class_maps)
-        if maps_arr.shape[1:] != gt.shape:
+        if keys_arr.size and maps_arr.shape[1:] != gt.shape:  # no keys: all background, at any size
             raise ValueError(f"image {count}: maps are {maps_arr.shape[1:]} but gt is {gt.shape}")
         if keys_arr.size and keys_arr.max() + 1 >= n:
             raise ValueError(f"image {count}: class id {int(keys_arr.max())} "

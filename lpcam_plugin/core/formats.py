@@ -71,9 +71,12 @@ def read_irn_cam(path: PathLike, *, allow_pickle: bool = False) -> Tuple[np.ndar
 
     Returns ``(keys (K,) int64, high_res (K, H, W) float32)``. AMN files carry a background
     placeholder as channel 0 (``high_res`` has ``K + 1`` channels); it is dropped, as AMN's own
-    consumers do.
+    consumers do. AMN's ``coco14`` steps write ``{"keys": empty}`` alone for an image without
+    labels: that reads as no keys and ``(0, 0, 0)`` maps (all background at any size).
     """
     data = _load_pickled(path, allow_pickle, "IRN/AMN CAM")
+    if isinstance(data, dict) and "high_res" not in data and "keys" in data and not len(data["keys"]):
+        return np.zeros(0, np.int64), np.zeros((0, 0, 0), np.float32)
     if not isinstance(data, dict) or "keys" not in data or "high_res" not in data:
         raise ValueError(f"{path}: not an IRN/AMN CAM file (expected a dict with 'keys' and 'high_res')")
     keys = _as_numpy(data["keys"]).astype(np.int64).reshape(-1)
@@ -194,6 +197,12 @@ def write_irn_cam(path: PathLike, keys: torch.Tensor, cam: torch.Tensor, high_re
                            "cam": cam.detach().cpu().to(torch.float32).contiguous(),
                            "high_res": high_res.detach().cpu().to(torch.float32).numpy()},
                     allow_pickle=True)
+
+
+def write_keys_only(path: PathLike) -> None:
+    """Atomically ``np.save`` ``{"keys": empty torch int64}``: what AMN's ``coco14`` steps write for an
+    image without labels (their consumers test ``'high_res' in``)."""
+    save_npy_atomic(path, {"keys": torch.zeros(0, dtype=torch.int64)}, allow_pickle=True)
 
 
 def write_class_dict(path: PathLike, data: Mapping[int, Any]) -> None:

@@ -69,13 +69,15 @@ SPLIT_FIX = "    return [Subset(dataset, np.arange(i, len(dataset), n_splits).to
 
 def copy_host(dest: Path, host: str, *, fix_loadtxt: bool = True, fix_split: bool = True) -> Path:
     """Copy the stand-in ``host`` ("irn"; "amn" = irn_host overlaid with amn_host; "irn_coco" =
-    irn_host overlaid with irn_coco_host, the reference's COCO pipeline) to ``dest``.
+    irn_host overlaid with irn_coco_host, the reference's COCO pipeline; "amn_coco14" = the AMN
+    stand-in overlaid with amn_coco14_host, AMN's coco14 branch) to ``dest``.
 
     ``fix_split``: on "irn_coco", give ``split_dataset`` the documented ``.tolist()`` fix."""
     ignore = shutil.ignore_patterns("README.md", "__pycache__")
     shutil.copytree(HOSTS / "irn_host", dest, ignore=ignore)
-    if host in ("amn", "irn_coco"):
-        shutil.copytree(HOSTS / f"{host}_host", dest, ignore=ignore, dirs_exist_ok=True)
+    overlays = {"amn": ("amn",), "irn_coco": ("irn_coco",), "amn_coco14": ("amn", "amn_coco14")}.get(host, ())
+    for overlay in overlays:
+        shutil.copytree(HOSTS / f"{overlay}_host", dest, ignore=ignore, dirs_exist_ok=True)
     if host == "irn_coco" and fix_split:
         torchutils = dest / "misc" / "torchutils.py"
         text = torchutils.read_text()
@@ -145,7 +147,7 @@ def irn_fork(host_dir: Path, *, gpus: Optional[int] = None) -> Path:
     })
 
 
-HOST_PACKAGES = ("net", "misc", "voc12", "step", "mscoco", "step_coco")
+HOST_PACKAGES = ("net", "misc", "voc12", "step", "mscoco", "step_coco", "coco14")
 
 
 @contextlib.contextmanager

@@ -3,7 +3,7 @@
 - :class:`SeededItems`: any host dataset whose random augmentation (drawn from Python's
   ``random`` / ``numpy.random``) is reseeded per ``(seed, epoch, index)`` (the IRN-family crop
   loader, EDAM's RCM+MAM training);
-- :class:`ViewCrops`: F-CAM decoder batches ``(images (B, 3, crop, crop), labels (B, 20))`` from
+- :class:`ViewCrops`: F-CAM decoder batches ``(images (B, 3, crop, crop), labels (B, C))`` from
   the first view of the ``{class: map}`` hosts' multi-scale items (EDAM, MCTformer).
 
 Either way any process, loader worker, DDP rank or resumed run sees the same crops for the same
@@ -22,7 +22,6 @@ from torch.utils.data import Dataset
 
 from lpcam_plugin.adapters.common.items import as_image_batch
 
-NUM_CLASSES = 20
 #: ``item -> (views, label, name or None)`` of one host dataset item.
 ItemReader = Callable[[Any], Tuple[Sequence[Any], Any, Optional[str]]]
 
@@ -81,7 +80,7 @@ def _crop_and_flip(image: torch.Tensor, crop: int, generator: torch.Generator) -
 
 
 class ViewCrops:
-    """Shuffled batches ``(images (B, 3, crop, crop), labels (B, 20))`` of the first views of ``dataset``.
+    """Shuffled batches ``(images (B, 3, crop, crop), labels (B, C))`` of the first views of ``dataset``.
 
     Each first view (scale 1, unflipped) is randomly cropped (zero-padded when smaller, i.e. the
     mean colour after normalisation) and flipped; under ``torch.distributed`` each rank takes its
@@ -127,7 +126,7 @@ class ViewCrops:
                 generator = torch.Generator().manual_seed(item_seed(self.seed, self.epoch, index))
                 images.append(_crop_and_flip(as_image_batch(views[0], torch.device("cpu"))[0], self.crop_size,
                                              generator))
-                labels.append(torch.as_tensor(np.asarray(label), dtype=torch.float32).reshape(NUM_CLASSES))
+                labels.append(torch.as_tensor(np.asarray(label), dtype=torch.float32).reshape(-1))
             yield torch.stack(images), torch.stack(labels)
 
 

@@ -29,7 +29,6 @@ from lpcam_plugin.methods.readouts import BatchMaps, linear_batch_maps
 
 logger = logging.getLogger(__name__)
 
-NUM_CLASSES = 20
 #: The read-out a ``{class: map}`` host's F-CAM may name by string (the others are passed as a
 #: fitted bank or a callable).
 DICT_SOURCES = ("cam",)
@@ -45,20 +44,20 @@ def fcam_maps(fcam: FCAM, encoder: nn.Module, stack: torch.Tensor, classes: List
 
 
 def fcam_source(source: Union[str, PrototypeBank, BatchMaps], weight: Optional[torch.Tensor] = None) -> BatchMaps:
-    """The maps F-CAM decodes, ``(features (B, D, h, w), labels (B, 20)) -> (B, 20, h, w)`` in [0, 1].
+    """The maps F-CAM decodes, ``(features (B, D, h, w), labels (B, C)) -> (B, C, h, w)`` in [0, 1].
 
     Args:
         source: a fitted :class:`~lpcam_plugin.methods.lpcam.bank.PrototypeBank` (LPCAM of every
             class, ReLU'd, divided by its max + 1e-5; classes without prototypes give 0), ``"cam"``
             (the CAM of ``weight``, :func:`lpcam_plugin.methods.readouts.linear_batch_maps`), or a
             callable with that signature (used as is).
-        weight: ``(20, D)`` for ``"cam"``.
+        weight: ``(C, D)`` for ``"cam"``.
     """
     if isinstance(source, str):
         if source not in DICT_SOURCES:
             raise ValueError(f"source must be 'cam', a PrototypeBank or a callable, got {source!r}")
         if weight is None:
-            raise ValueError("source 'cam' needs the (20, D) weight")
+            raise ValueError("source 'cam' needs the (C, D) weight")
         return linear_batch_maps(weight)
     if callable(source):
         return source
@@ -67,7 +66,7 @@ def fcam_source(source: Union[str, PrototypeBank, BatchMaps], weight: Optional[t
     bank = source
 
     def lpcam(features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        maps = max_normalize(all_class_maps(features, bank, NUM_CLASSES).clamp(min=0))
+        maps = max_normalize(all_class_maps(features, bank, bank.num_classes).clamp(min=0))
         return maps * (labels > 0).to(maps)[:, :, None, None]
     return lpcam
 
@@ -98,7 +97,7 @@ def write_dicts(fcam: FCAM, encoder: nn.Module, dataset: Iterable[Any], read_ite
             if names is None:
                 raise ValueError("the dataset items carry no image id: pass names= (the list's ids, in order)")
             name = str(names[index])
-        classes = list(present_classes(label, NUM_CLASSES))
+        classes = list(present_classes(label, fcam.num_classes))
         if not classes:
             logger.warning("%s: no positive class in the label; nothing written", name)
             continue

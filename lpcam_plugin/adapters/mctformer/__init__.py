@@ -1,11 +1,12 @@
-"""LPCAM for MCTformer-V2 (``xulianuwa/MCTformer`` at ``9606597``, DeiT-S with 20 class tokens).
+"""LPCAM for MCTformer-V2 (``xulianuwa/MCTformer`` at ``9606597``, DeiT-S with one class token per class:
+20 on VOC, 80 on COCO).
 
 Host facts this adapter relies on (docs/design/hosts.md section 5):
 
 - features: the patch-token map that enters ``model.head``, ``(B, 384, H/16, W/16)`` (patch tokens
   after the last block, no final norm), captured with a forward pre-hook; equivalently the last
-  block's tokens ``(B, 20 + N, 384)`` with the 20 class tokens dropped (:func:`feature_hook`);
-- selection weight: ``head.weight`` ``(20, 384, 3, 3)`` summed over its taps (``weight_mode``),
+  block's tokens ``(B, C + N, 384)`` with the C class tokens dropped (:func:`feature_hook`);
+- selection weight: ``head.weight`` ``(C, 384, 3, 3)`` summed over its taps (``weight_mode``),
   ``head.bias`` passed along and used only with ``use_bias=True`` (the reference uses no bias);
 - CAM step: ``engine.generate_attention_maps_ms`` under ``torch.cuda.amp.autocast()``. V2's
   ``forward`` computes PatchCAM = ``relu(head(x))``; :func:`patch` makes ``head`` return LPCAM
@@ -34,16 +35,16 @@ from lpcam_plugin.adapters.mctformer.host import (
     LAYER_INDEX,
     METHODS,
     NO_RECAM_REASON,
-    NUM_CLASS_TOKENS,
-    NUM_CLASSES,
+    PRESETS,
     feature_hook,
     host_cam,
+    num_classes,
     selection_weight,
 )
 from lpcam_plugin.adapters.mctformer.main_step import MAIN_PATCH, add_arguments, apply_patch, main_step
 from lpcam_plugin.adapters.mctformer.scoring import evaluate, host_best
 
 __all__ = ["ATTENTION_TYPES", "HEAD_LAYER", "IOU_MEANS", "LAYER_INDEX", "MAIN_PATCH", "METHODS", "NO_RECAM_REASON",
-           "NUM_CLASSES", "NUM_CLASS_TOKENS", "CrfFn", "HeadPatch", "LPCAMHeadHook", "add_arguments", "apply_patch",
-           "crf_dict", "dense_crf", "evaluate", "feature_hook", "fit", "host_best", "host_cam", "main_step", "patch",
+           "PRESETS", "CrfFn", "HeadPatch", "LPCAMHeadHook", "add_arguments", "apply_patch", "crf_dict", "dense_crf",
+           "evaluate", "feature_hook", "fit", "host_best", "host_cam", "main_step", "num_classes", "patch",
            "selection_weight"]

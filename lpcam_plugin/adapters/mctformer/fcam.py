@@ -4,7 +4,7 @@ decoder trained on the frozen ViT, written as ``--cam-npy-dir`` dicts ``{c: floa
 
 A ViT gives tokens, F-CAM needs 4-D maps: :class:`MCTformerBackbone` wraps the host model and
 runs its own, unchanged ``forward_features``; small :class:`TokenFold` submodules fold token
-sequences onto the patch grid ``(H // p, W // p)`` (dropping the 20 class tokens):
+sequences onto the patch grid ``(H // p, W // p)`` (dropping the C class tokens):
 
 - ``features``: the patch tokens ``forward_features`` returns (after the last block, no final
   norm) = the input of ``model.head``, ``(B, 384, H/16, W/16)`` (docs/design/hosts.md §5.2/§5.5);
@@ -13,7 +13,7 @@ sequences onto the patch grid ``(H // p, W // p)`` (dropping the 20 class tokens
   the wrapper runs; all at stride 16, so with the image they form the decoder's skips.
 
 Source maps: LPCAM of a fitted bank (``mctformer.fit``), ``"cam"`` = the CAM of ``head``
-reduced to (20, D) (``mctformer.selection_weight``, no bias), or any callable. Maps: the
+reduced to (C, D) (``mctformer.selection_weight``, no bias), or any callable. Maps: the
 decoder on the scale-1 view and its flip (``views[0]``, ``views[1]`` of ``VOC12DatasetMS``),
 averaged, each class min-max normalised (the engine's rule, 1e-8). Items carry no id: pass
 ``names`` (the ids of ``train_aug_id.txt``, in order), as the engine names files by position.
@@ -28,7 +28,7 @@ from torch import nn
 from lpcam_plugin.adapters.common.crop_batches import ViewCrops
 from lpcam_plugin.adapters.common.fcam import fcam_source, write_dicts
 from lpcam_plugin.adapters.common.items import unbatch
-from lpcam_plugin.adapters.mctformer.host import NUM_CLASS_TOKENS, NUM_CLASSES, selection_weight
+from lpcam_plugin.adapters.mctformer.host import num_classes, preset_of, selection_weight
 from lpcam_plugin.core.hooks import TokensToMap
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.methods.fcam.estimator import FCAM
@@ -85,7 +85,7 @@ class MCTformerBackbone(nn.Module):
         self.skip_blocks = [int(i) for i in skip_blocks]
         self.features = TokenFold(0)
         for i in self.skip_blocks:
-            self.add_module(f"tokens{i}", TokenFold(NUM_CLASS_TOKENS))
+            self.add_module(f"tokens{i}", TokenFold(num_classes(host)))
 
     @property
     def skip_layers(self) -> List[str]:
@@ -111,7 +111,7 @@ class MCTformerBackbone(nn.Module):
 
 
 def read_item(item: Any) -> Tuple[Sequence[Any], Any, Optional[str]]:
-    """MCTformer's ``VOC12DatasetMS`` item ``(views, label)`` (no id)."""
+    """MCTformer's ``VOC12DatasetMS`` / ``COCOClsDatasetMS`` item ``(views, label)`` (no id)."""
     return item[0], unbatch(item[1]), None
 
 
@@ -123,8 +123,8 @@ def _minmax(maps: torch.Tensor) -> torch.Tensor:
 
 def fit(model: nn.Module, dataset: Any, *, source: Union[str, PrototypeBank, BatchMaps] = "cam",
         weight_mode: str = "sum", skip_blocks: Optional[Sequence[int]] = None, batch_size: int = 8,
-        crop_size: int = 448, preset: str = "voc", checkpoint: Optional[PathLike] = None, restart: bool = False,
-        progress: Optional[bool] = None, **overrides: Any) -> FCAM:
+        crop_size: int = 448, preset: Optional[str] = None, checkpoint: Optional[PathLike] = None,
+        restart: bool = False, progress: Optional[bool] = None, **overrides: Any) -> FCAM:
     """Train an F-CAM decoder on MCTformer-V2's frozen ViT.
 
     Args:
@@ -135,11 +135,12 @@ def fit(model: nn.Module, dataset: Any, *, source: Union[str, PrototypeBank, Bat
         source: a fitted ``PrototypeBank``, ``"cam"`` (``head`` reduced by ``weight_mode``) or a callable.
         skip_blocks: see :class:`MCTformerBackbone`.
         batch_size, crop_size: images per step over all processes; crop side (a multiple of 16 wastes nothing).
-        preset, overrides: FCAMConfig preset and fields.
+        preset, overrides: FCAMConfig preset (default: the model's class count, 20 ``voc``, 80 ``coco``)
+            and fields.
         checkpoint, restart: training-state file (resumed when it was written from the same weights,
             data, source and settings); ``restart`` starts over even when it exists.
     """
-    fcam = FCAM(NUM_CLASSES, preset, progress=progress, **overrides)
+    fcam = FCAM(num_classes(model), preset_of(model, preset), progress=progress, **overrides)
     maps = fcam_source(source, selection_weight(model, mode=weight_mode)[0] if source == "cam" else None)
     encoder = MCTformerBackbone(model, skip_blocks)
     loader = ViewCrops(dataset, read_item, batch_size=batch_size, crop_size=crop_size, seed=fcam.config.seed)

@@ -17,10 +17,11 @@ from lpcam_plugin.adapters.mctformer.host import (
     LAYER_INDEX,
     METHODS,
     NO_RECAM_REASON,
-    NUM_CLASSES,
     dict_cam,
     feature_hook,
     host_cam,
+    num_classes,
+    preset_of,
     selection_weight,
 )
 from lpcam_plugin.core.io import PathLike
@@ -39,7 +40,7 @@ def fit(
     cam_dir: Optional[PathLike] = None,
     allow_pickle: bool = False,
     weight_mode: str = "sum",
-    preset: str = "voc",
+    preset: Optional[str] = None,
     config: Any = None,
     bank_path: Optional[PathLike] = None,
     progress: Optional[bool] = None,
@@ -50,9 +51,9 @@ def fit(
 
     Args:
         model: MCTformer-V2 in eval mode (no LPCAM patch on it).
-        dataset: ``(views, label)`` items as the host's ``VOC12DatasetMS`` yields them (also through
-            a ``DataLoader`` with batch size 1): views = each scale then its flip, the first one
-            unscaled; its features (``head`` input, ``(D, h, w)``) are the ones clustered.
+        dataset: ``(views, label)`` items as the host's ``VOC12DatasetMS`` / ``COCOClsDatasetMS`` yields
+            them (also through a ``DataLoader`` with batch size 1): views = each scale then its flip,
+            the first one unscaled; its features (``head`` input, ``(D, h, w)``) are the ones clustered.
         names: image ids in dataset order (the engine names outputs by position in
             ``train_aug_id.txt``); key the pool sampling and ``cam_dir`` files. Default: positions.
         baseline: the host CAM used for the split: ``"fused"`` (attention x PatchCAM, the host's
@@ -64,7 +65,8 @@ def fit(
             ``names`` and ``allow_pickle=True``).
         weight_mode: ``"sum"`` or ``"center"`` tap reduction of ``head.weight``.
         preset, config, overrides: passed to :class:`~lpcam_plugin.methods.lpcam.estimator.LPCAM`
-            (e.g. ``use_bias=True`` to add ``head.bias`` to the selection logits).
+            (e.g. ``use_bias=True`` to add ``head.bias`` to the selection logits); the preset
+            defaults to the model's class count (20: ``voc``, 80: ``coco``).
         bank_path: save the fitted bank there.
         progress: progress-bar switch.
         method: the read-out; only ``"lpcam"`` (ReCAM needs a GAP-linear head, see ``NO_RECAM_REASON``).
@@ -80,21 +82,22 @@ def fit(
     if getattr(getattr(model, HEAD_LAYER, None), HOOK_MARK, None) is not None:
         raise RuntimeError("model.head carries the LPCAM patch; remove it before fitting on the host CAM")
     weight, bias = selection_weight(model, mode=weight_mode)
-    estimator = LPCAM(NUM_CLASSES, preset, config=config, progress=progress, **overrides)
+    classes = num_classes(model)
+    estimator = LPCAM(classes, preset_of(model, preset), config=config, progress=progress, **overrides)
     device = next(model.parameters()).device
     with torch.inference_mode():
         for index, item in enumerate(progress_bar(dataset, progress=progress, desc="MCTformer features")):
             views, label = item[0], unbatch(item[1])
             name = str(names[index]) if names is not None else index
             labels = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label)
-            labels = labels.float().reshape(1, NUM_CLASSES).cpu()
+            labels = labels.float().reshape(1, classes).cpu()
             if cam_dir is not None or baseline == "cam":
                 with feature_hook(model, source="head") as hook:
                     model(as_image_batch(views[0], device), return_att=True, n_layers=layer_index)
                     features = hook.features[0].float()
                 if cam_dir is not None:
                     size = tuple(as_image_batch(views[0], torch.device("cpu")).shape[-2:])
-                    cam = dict_cam(cam_dir, str(name), size, allow_pickle)
+                    cam = dict_cam(cam_dir, str(name), size, allow_pickle, classes)
                     estimator.partial_fit([features.cpu()], labels, cams=[cam], ids=[name])
                 else:
                     estimator.partial_fit([features.cpu()], labels, weight=weight, ids=[name])

@@ -10,23 +10,21 @@ import torch
 from torch import nn
 
 from lpcam_plugin.adapters.common.class_maps import all_class_maps
-from lpcam_plugin.adapters.mctformer.host import HEAD_LAYER, HOOK_MARK, NUM_CLASSES
+from lpcam_plugin.adapters.mctformer.host import HEAD_LAYER, HOOK_MARK, num_classes
 from lpcam_plugin.methods.lpcam.bank import PrototypeBank
 
 
 class LPCAMHeadHook:
-    """Forward hook for ``model.head``: returns LPCAM ``(B, 20, h, w)`` float32 in place of its output.
+    """Forward hook for ``model.head``: returns LPCAM ``(B, C, h, w)`` float32 in place of its output.
 
     The maps are computed by :func:`lpcam_plugin.methods.lpcam.maps.lpcam_map` from the head's
-    input ``(B, D, h, w)`` cast to float32 with autocast disabled, for all 20 classes (the hook
+    input ``(B, D, h, w)`` cast to float32 with autocast disabled, for all C classes (the hook
     does not know the labels; the engine zeroes absent classes). Classes without prototypes give
     zero maps. ``normalize=False`` (default) returns the raw ``relu`` similarity, as PatchCAM is
     raw; the engine min-max normalises the sum.
     """
 
     def __init__(self, bank: PrototypeBank, *, normalize: bool = False) -> None:
-        if bank.num_classes != NUM_CLASSES:
-            raise ValueError(f"MCTformer has {NUM_CLASSES} classes, the bank has {bank.num_classes}")
         self.bank = bank
         self.normalize = normalize
 
@@ -34,7 +32,7 @@ class LPCAMHeadHook:
         features = inputs[0]
         if features.dim() != 4:
             raise ValueError(f"head input must be (B, D, h, w), got {tuple(features.shape)}")
-        maps = all_class_maps(features, self.bank, NUM_CLASSES, normalize=self.normalize)
+        maps = all_class_maps(features, self.bank, self.bank.num_classes, normalize=self.normalize)
         if maps.shape != output.shape:
             raise RuntimeError(f"LPCAM maps {tuple(maps.shape)} do not match the head output {tuple(output.shape)}")
         return maps
@@ -81,8 +79,8 @@ def patch(model: nn.Module, bank: PrototypeBank, *, normalize: bool = False) -> 
     training logits are replaced too, so do not train with the patch on.
 
     Args:
-        model: MCTformer-V2 model (``head`` = ``Conv2d(D, 20, 3, padding=1)``).
-        bank: fitted 20-class :class:`~lpcam_plugin.methods.lpcam.bank.PrototypeBank` with ``feature_dim == D``.
+        model: MCTformer-V2 model (``head`` = ``Conv2d(D, C, 3, padding=1)``, C = 20 or 80).
+        bank: fitted C-class :class:`~lpcam_plugin.methods.lpcam.bank.PrototypeBank` with ``feature_dim == D``.
         normalize: divide each view's map by its max (default: raw, like PatchCAM).
 
     Returns:
@@ -92,6 +90,8 @@ def patch(model: nn.Module, bank: PrototypeBank, *, normalize: bool = False) -> 
     if not isinstance(head, nn.Conv2d):
         raise TypeError(f"model.head must be the V2 Conv2d head, got {type(head).__name__} "
                         "(MCTformer-V1 is not supported)")
+    if bank.num_classes != num_classes(head):
+        raise ValueError(f"MCTformer's head has {head.out_channels} classes, the bank has {bank.num_classes}")
     if head.in_channels != bank.feature_dim:
         raise ValueError(f"the bank has feature_dim={bank.feature_dim}, model.head expects {head.in_channels}")
     if getattr(head, HOOK_MARK, None) is not None:

@@ -3,9 +3,12 @@ patch-token features, the host's own CAM and its ``--cam-npy-dir`` dicts.
 
 - features: the patch-token map that enters ``model.head``, ``(B, 384, H/16, W/16)`` (patch tokens
   after the last block, no final norm), captured with a forward pre-hook; equivalently the last
-  block's tokens ``(B, 20 + N, 384)`` with the 20 class tokens dropped (:func:`feature_hook`);
-- selection weight: ``head.weight`` ``(20, 384, 3, 3)`` summed over its taps (``weight_mode``),
+  block's tokens ``(B, C + N, 384)`` with the C class tokens dropped (:func:`feature_hook`);
+- selection weight: ``head.weight`` ``(C, 384, 3, 3)`` summed over its taps (``weight_mode``),
   ``head.bias`` passed along and used only with ``use_bias=True`` (the reference uses no bias).
+
+C is the model's class count, read from its head (:func:`num_classes`): 20 on VOC (``--data-set
+VOC12``), 80 on COCO (``--data-set COCO``); the presets follow it (:data:`PRESETS`).
 """
 from __future__ import annotations
 
@@ -24,9 +27,8 @@ from lpcam_plugin.core.hooks import FeatureHook, tokens_to_map
 from lpcam_plugin.core.io import PathLike
 from lpcam_plugin.methods.lpcam.selection import reduce_conv_head
 
-NUM_CLASSES = 20
-#: MCTformer-V2 prepends one class token per class.
-NUM_CLASS_TOKENS = 20
+#: The method preset of each class count MCTformer-V2 is trained with (VOC, COCO).
+PRESETS = {20: "voc", 80: "coco"}
 HEAD_LAYER = "head"
 #: ``run.sh`` / ``run_psa.sh`` settings of the CAM step.
 LAYER_INDEX = 3
@@ -40,11 +42,25 @@ NO_RECAM_REASON = ("MCTformer-V2 scores classes with class tokens and a 3x3-conv
                    "head whose softmax re-activation ReCAM fine-tunes")
 
 
-def selection_weight(model_or_head: nn.Module, *, mode: str = "sum") -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """``(W (20, D), b (20,) or None)`` from ``model.head`` (a ``Conv2d(D, 20, 3)``), taps reduced by ``mode``."""
+def num_classes(model_or_head: nn.Module) -> int:
+    """The class count C of MCTformer-V2's ``head`` (a ``Conv2d(D, C, 3)``; one class token per class):
+    20 (VOC) or 80 (COCO); ``ValueError`` for any other head."""
     head = getattr(model_or_head, HEAD_LAYER, model_or_head)
-    if not isinstance(head, nn.Conv2d) or head.out_channels != NUM_CLASSES:
-        raise ValueError(f"MCTformer-V2's head must be a Conv2d with {NUM_CLASSES} outputs, got {head!r}")
+    if not isinstance(head, nn.Conv2d) or head.out_channels not in PRESETS:
+        raise ValueError(f"MCTformer-V2's head must be a Conv2d with {' or '.join(map(str, PRESETS))} outputs, "
+                         f"got {head!r}")
+    return int(head.out_channels)
+
+
+def preset_of(model: nn.Module, preset: Optional[str] = None) -> str:
+    """``preset`` when given, else the preset of the model's class count (``"voc"`` / ``"coco"``)."""
+    return preset or PRESETS[num_classes(model)]
+
+
+def selection_weight(model_or_head: nn.Module, *, mode: str = "sum") -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """``(W (C, D), b (C,) or None)`` from ``model.head`` (a ``Conv2d(D, C, 3)``), taps reduced by ``mode``."""
+    head = getattr(model_or_head, HEAD_LAYER, model_or_head)
+    num_classes(head)
     bias = None if head.bias is None else head.bias.detach().float().clone()
     weight, bias = reduce_conv_head(head.weight.detach().float(), bias, mode=mode)
     return weight.clone(), bias
@@ -60,7 +76,7 @@ def feature_hook(model: nn.Module, *, source: str = "head", grid: Optional[Tuple
     if source == "head":
         return FeatureHook(getattr(model, HEAD_LAYER), capture="input")
     if source == "tokens":
-        return FeatureHook(model.blocks[-1], reshape_transform=tokens_to_map(NUM_CLASS_TOKENS, grid))
+        return FeatureHook(model.blocks[-1], reshape_transform=tokens_to_map(num_classes(model), grid))
     raise ValueError(f"source must be 'head' or 'tokens', got {source!r}")
 
 
@@ -77,16 +93,16 @@ def host_cam(
 
     Per view: V2 ``forward(x, return_att=True, n_layers=layer_index, attention_type=...)``,
     optional patch-attention refinement, bilinear resize to the first view's size, multiplied by
-    the target ``(20,)``, odd views flipped back; summed; each present class min-max normalised (1e-8).
+    the target ``(C,)``, odd views flipped back; summed; each present class min-max normalised (1e-8).
 
     Returns:
-        ``(cam (20, H, W) float32, zero for absent classes; features (D, h, w) of view 0)``.
+        ``(cam (C, H, W) float32, zero for absent classes; features (D, h, w) of view 0)``.
     """
     if attention_type not in ATTENTION_TYPES:
         raise ValueError(f"attention_type must be one of {ATTENTION_TYPES}, got {attention_type!r}")
     device = next(model.parameters()).device
     target = torch.as_tensor(np.asarray(target) if not isinstance(target, torch.Tensor) else target)
-    target = target.float().reshape(NUM_CLASSES, 1, 1).to(device)
+    target = target.float().reshape(num_classes(model), 1, 1).to(device)
     size = tuple(as_image_batch(views[0], torch.device("cpu")).shape[-2:])
     total: Optional[torch.Tensor] = None
     features: Optional[torch.Tensor] = None
@@ -114,10 +130,11 @@ def host_cam(
     return torch.where(present.reshape(-1, 1, 1), normalised, torch.zeros_like(normalised)), features
 
 
-def dict_cam(cam_dir: PathLike, name: str, size: Tuple[int, int], allow_pickle: bool) -> torch.Tensor:
-    """A host ``{c: (H, W)}`` dict as ``(20, H, W)`` (zeros for classes not in the dict)."""
+def dict_cam(cam_dir: PathLike, name: str, size: Tuple[int, int], allow_pickle: bool,
+             classes: int = 20) -> torch.Tensor:
+    """A host ``{c: (H, W)}`` dict as ``(classes, H, W)`` (zeros for classes not in the dict)."""
     data = load_class_dict(Path(cam_dir) / f"{name}.npy", allow_pickle=allow_pickle)
-    cam = torch.zeros(NUM_CLASSES, *size)
+    cam = torch.zeros(classes, *size)
     for c, value in data.items():
         if tuple(np.shape(value)) != tuple(size):
             raise ValueError(f"{cam_dir}/{name}.npy: class {c} map is {np.shape(value)}, the image is {size}")
@@ -125,5 +142,5 @@ def dict_cam(cam_dir: PathLike, name: str, size: Tuple[int, int], allow_pickle: 
     return cam
 
 
-__all__ = ["ATTENTION_TYPES", "HEAD_LAYER", "HOOK_MARK", "LAYER_INDEX", "METHODS", "NO_RECAM_REASON", "NUM_CLASSES",
-           "NUM_CLASS_TOKENS", "dict_cam", "feature_hook", "host_cam", "selection_weight"]
+__all__ = ["ATTENTION_TYPES", "HEAD_LAYER", "HOOK_MARK", "LAYER_INDEX", "METHODS", "NO_RECAM_REASON", "PRESETS",
+           "dict_cam", "feature_hook", "host_cam", "num_classes", "preset_of", "selection_weight"]

@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--lpcam-fit", dest="lpcam_fit", action="store_true",
                        help="fit the prototypes on the gen-mode list and write --lpcam-bank")
     group.add_argument("--lpcam-num-clusters", dest="lpcam_num_clusters", type=int, default=None,
-                       help="K-means clusters per class (default: the voc preset)")
+                       help="K-means clusters per class (default: the preset of the model's classes: voc 12, "
+                            "coco 20)")
     return parser
 
 

@@ -115,8 +115,8 @@ def _baseline_dir(spec: HostSpec, opts: LPCAMOptions) -> Optional[Path]:
 
 
 def _fit_list(spec: HostSpec, opts: LPCAMOptions) -> str:
-    """What the fit images are drawn from: VOC's ``--lpcam_fit_list``, COCO's annotation file."""
-    return spec.dataset.image_list(opts) if spec.dataset.annotations else opts.fit_list
+    """What the fit images are drawn from: the fit list, or the reference COCO pipeline's annotation file."""
+    return spec.dataset.fit_images(opts) or spec.dataset.image_list(opts)
 
 
 def plan_fit(spec: HostSpec, opts: LPCAMOptions, source: FitSource) -> FitPlan:
@@ -125,7 +125,7 @@ def plan_fit(spec: HostSpec, opts: LPCAMOptions, source: FitSource) -> FitPlan:
     if 1.0 not in scales:
         scales = scales + (1.0,)
     host_data = spec.dataset
-    dataset = host_data.msf(opts, scales, None if host_data.annotations else opts.fit_list)
+    dataset = host_data.msf(opts, scales, host_data.fit_images(opts))
     entries = fit_plan(host_data.labels(dataset), opts.fit_sampling, opts.images_per_class, opts.config.seed)
     fit_ids = plan_ids(entries, host_data.names(dataset))
     baseline_dir = _baseline_dir(spec, opts) if source.host_files else None

@@ -49,6 +49,10 @@ class HostDataset:
         msf_class, crop_class: the module's multi-scale and classification dataset classes.
         annotations: images from a COCO annotation file (the reference's pipeline) instead of a
             list file with ``<root_arg>=`` (VOC-shaped modules).
+        empty_keys_only: an image without labels gets ``{"keys": empty}`` alone (AMN's ``coco14``
+            steps; their consumers test ``'high_res' in``), not zero-channel maps (the reference's).
+        fit_list: the list LPCAM clusters unless ``--lpcam_fit_list`` names one (None: the train list;
+            VOC: ``voc12/train.txt``, the reference's).
     """
 
     name: str
@@ -61,6 +65,8 @@ class HostDataset:
     msf_class: str
     crop_class: str
     annotations: bool = False
+    empty_keys_only: bool = False
+    fit_list: Optional[str] = None
 
     def _coco_paths(self, host: Any) -> Dict[str, str]:
         root = self.root(host)
@@ -110,6 +116,13 @@ class HostDataset:
                              f"expected (N, {self.num_classes})")
         return labels
 
+    def fit_images(self, host: Any) -> Optional[str]:
+        """The list LPCAM clusters: ``host.fit_list`` when given, else this dataset's
+        (:attr:`fit_list`, or the train list); None for the reference's COCO pipeline (every image)."""
+        if self.annotations:
+            return None
+        return getattr(host, "fit_list", None) or self.fit_list or host.train_list
+
     def image_list(self, host: Any) -> str:
         """The file that lists the training images (fingerprinted by the trained steps): the
         ``train_list``, or the reference COCO pipeline's annotation file."""
@@ -121,11 +134,11 @@ class HostDataset:
 
 
 VOC = HostDataset("voc", "voc", 20, VOC_CLASS_NAMES, "voc12.dataloader", ".pth", "voc12_root",
-                  "VOC12ClassificationDatasetMSF", "VOC12ClassificationDataset")
+                  "VOC12ClassificationDatasetMSF", "VOC12ClassificationDataset", fit_list="voc12/train.txt")
 COCO = HostDataset("coco", "coco", 80, COCO_CLASS_NAMES, "mscoco.dataloader", "", "mscoco_root",
                    "COCOClassificationDatasetMSF", "COCOClassificationDataset", annotations=True)
 COCO14 = HostDataset("coco14", "coco", 80, COCO_CLASS_NAMES, "coco14.dataloader", ".pth", "coco14_root",
-                     "COCO14ClassificationDatasetMSF", "COCO14ClassificationDataset")
+                     "COCO14ClassificationDatasetMSF", "COCO14ClassificationDataset", empty_keys_only=True)
 
 
 def host_dataset(host: Any) -> HostDataset:

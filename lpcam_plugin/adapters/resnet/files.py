@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 from lpcam_plugin.adapters.resnet.host import HostSpec, image_stacks, pack_size
 from lpcam_plugin.adapters.resnet.options import LPCAMOptions
 from lpcam_plugin.adapters.resnet.readouts import HostReadout, host_maps
+from lpcam_plugin.core.formats import write_keys_only
 from lpcam_plugin.core.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -60,19 +61,28 @@ def write_shard(spec: HostSpec, model: nn.Module, readout: HostReadout, subset: 
                 skipped += 1
                 continue
             valid_cat = torch.nonzero(pack["label"][0])[:, 0]
-            stacks = [s.to(device) for s in image_stacks(pack)]
-            if readout.render is not None:
-                strided, high = readout.render(stacks, valid_cat.tolist(), pack_size(pack))
+            if not valid_cat.numel() and spec.dataset.empty_keys_only:
+                write_keys_only(target)
             else:
-                strided, high = host_maps(model, readout, stacks, valid_cat.tolist(), pack_size(pack),
-                                          high_res_direct=spec.high_res_direct)
-            spec.write(target, valid_cat, strided, high)
+                _write_maps(spec, model, readout, pack, valid_cat, target, device)
             log.write(name + "\n")
             log.flush()
             written += 1
     logger.info("worker %d: wrote %d %s files to %s, skipped %d already written", process_id, written,
                 readout.method, out_dir, skipped)
     return written
+
+
+def _write_maps(spec: HostSpec, model: nn.Module, readout: HostReadout, pack: Dict[str, Any],
+                valid_cat: torch.Tensor, target: Path, device: torch.device) -> None:
+    """Render one image's maps of ``readout`` (classes ``valid_cat``) and write them in the host format."""
+    stacks = [s.to(device) for s in image_stacks(pack)]
+    if readout.render is not None:
+        strided, high = readout.render(stacks, valid_cat.tolist(), pack_size(pack))
+    else:
+        strided, high = host_maps(model, readout, stacks, valid_cat.tolist(), pack_size(pack),
+                                  high_res_direct=spec.high_res_direct)
+    spec.write(target, valid_cat, strided, high)
 
 
 __all__ = ["DONE_LOG_PREFIX", "done_log", "lpcam_written_ids", "write_shard"]

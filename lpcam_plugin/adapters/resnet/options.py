@@ -39,7 +39,8 @@ FIT_SAMPLING = {"voc": "all", "coco": "reference"}
 #: names; None when the namespace lacks them). ``cam_batch_size`` / ``cam_crop_size`` default to
 #: the hosts' 16 / 512.
 HOST_ARGS = ("voc12_root", "train_list", "cam_scales", "num_workers", "cam_network", "cam_weights_name", "cam_out_dir",
-             "amn_network", "amn_weights_name", "amn_cam_out_dir", "ir_label_out_dir", "mscoco_root", "lpcam_out_dir")
+             "amn_network", "amn_weights_name", "amn_cam_out_dir", "ir_label_out_dir", "mscoco_root", "lpcam_out_dir",
+             "coco14_root")
 
 #: ReCAMConfig fields exposed as ``--lpcam_recam_<field>``: (type, help).
 _RECAM_OPTIONS: Dict[str, Tuple[Callable[[str], Any], str]] = {
@@ -101,8 +102,9 @@ def add_lpcam_arguments(parser: argparse.ArgumentParser, *, preset: Optional[str
                            help=f"{text} (preset: voc {getattr(voc, name)!r}, coco {getattr(coco, name)!r})")
     group.add_argument("--lpcam_context_window", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
                        help=f"context prototype band (preset: voc {voc.context_window}, coco {coco.context_window})")
-    group.add_argument("--lpcam_fit_list", default="voc12/train.txt",
-                       help="image list whose features are clustered (reference: VOC train, 1464)")
+    group.add_argument("--lpcam_fit_list", default=None,
+                       help="image list whose features are clustered (default: VOC train, voc12/train.txt, as the "
+                            "reference; on AMN's coco14 the train list; the reference's COCO pipeline has no lists)")
     group.add_argument("--lpcam_images_per_class", type=int, default=None,
                        help="fit images per class (preset: voc all, coco 100)")
     group.add_argument("--lpcam_fit_sampling", default=None, choices=FIT_SAMPLINGS,
@@ -167,7 +169,7 @@ class LPCAMOptions:
 
     config: LPCAMConfig
     preset: str = "voc"
-    fit_list: str = "voc12/train.txt"
+    fit_list: Optional[str] = None
     images_per_class: Optional[int] = None
     fit_sampling: str = "all"
     bank: Optional[str] = None
@@ -201,6 +203,7 @@ class LPCAMOptions:
     ir_label_out_dir: Optional[str] = None
     mscoco_root: Optional[str] = None
     lpcam_out_dir: Optional[str] = None
+    coco14_root: Optional[str] = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace, dataset: str = "voc") -> "LPCAMOptions":
@@ -247,7 +250,7 @@ class LPCAMOptions:
         host = {name: getattr(args, name, None) for name in HOST_ARGS}
         host["cam_scales"] = None if scales is None else tuple(scales)
         return cls(config=config, preset=preset,
-                   fit_list=getattr(args, "lpcam_fit_list", None) or "voc12/train.txt",
+                   fit_list=getattr(args, "lpcam_fit_list", None),
                    images_per_class=per_class, fit_sampling=sampling, bank=getattr(args, "lpcam_bank", None),
                    amn_bank=getattr(args, "lpcam_amn_bank", None),
                    baseline_dir=getattr(args, "lpcam_baseline_dir", None),

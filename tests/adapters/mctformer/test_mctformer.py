@@ -14,6 +14,7 @@ from PIL import Image
 import lpcam_plugin.methods.lpcam.maps
 from lpcam_plugin import PrototypeBank
 from lpcam_plugin.adapters import mctformer
+from lpcam_plugin.adapters.mctformer.host import preset_of
 from lpcam_plugin.core.formats import write_class_dict
 from lpcam_plugin.core.threshold import folder_threshold
 
@@ -158,7 +159,7 @@ def test_patch_validates(host):
     other = PrototypeBank({c: torch.randn(2, 8) for c in range(20)}, num_classes=20)
     with pytest.raises(ValueError, match="feature_dim"):
         mctformer.patch(model, other)
-    with pytest.raises(ValueError, match="20 classes"):
+    with pytest.raises(ValueError, match="head has 20 classes, the bank has 3"):
         mctformer.patch(model, PrototypeBank({0: torch.randn(2, D)}, num_classes=3))
     v1_like = torch.nn.Module()
     v1_like.head = torch.nn.Linear(D, 20)
@@ -395,3 +396,20 @@ def test_standin_dataset_reads_what_upstream_reads(host, voc):
     assert cropped[0][0][0].shape == (3, 224, 224)
     kept, _ = datasets.build_dataset(is_train=False, args=Namespace(**base, gen_attention_maps=True), gen_attn=True)
     assert kept[0][0][0].shape == (3,) + SIZES[NAMES[0]]
+
+
+def test_the_class_count_and_presets_follow_the_head(host):
+    import models
+
+    coco = models.deit_small_MCTformerV2_patch16_224(pretrained=False, num_classes=80).eval()
+    assert mctformer.num_classes(coco) == 80 and mctformer.num_classes(_model()) == 20
+    assert mctformer.selection_weight(coco)[0].shape == (80, D)
+    with mctformer.feature_hook(coco, source="tokens") as hook, torch.no_grad():
+        coco(torch.randn(1, 3, 32, 32), return_att=True)  # 80 class tokens dropped before the fold
+        assert tuple(hook.features[0].shape) == (D, 4, 4)
+    with pytest.raises(ValueError, match="head has 80 classes, the bank has 20"):
+        mctformer.patch(coco, _bank(_model()))
+    odd = models.deit_small_MCTformerV2_patch16_224(pretrained=False, num_classes=21)
+    with pytest.raises(ValueError, match="20 or 80 outputs"):
+        mctformer.num_classes(odd)
+    assert preset_of(coco) == "coco" and preset_of(_model()) == "voc" and preset_of(coco, "voc") == "voc"

@@ -24,6 +24,7 @@ def get_args_parser():
     parser.add_argument('--data-path', default='', type=str)
     parser.add_argument('--img-list', default='', type=str)
     parser.add_argument('--data-set', default='', type=str)
+    parser.add_argument('--label-file-path', type=str, default=None)
     parser.add_argument('--device', default='cuda')
     parser.add_argument('--resume', default='')
     parser.add_argument('--num_workers', default=10, type=int)
