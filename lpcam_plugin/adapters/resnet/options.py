@@ -224,12 +224,15 @@ class LPCAMOptions:
             per_class = IMAGES_PER_CLASS.get(preset)
         if per_class is not None and per_class < 1:
             raise ValueError(f"lpcam_images_per_class must be >= 1, got {per_class}")
-        sampling = getattr(args, "lpcam_fit_sampling", None) or FIT_SAMPLING[preset]
-        if sampling == "all" and getattr(args, "lpcam_images_per_class", None) is not None:
-            sampling = "capped"
-        if sampling not in FIT_SAMPLINGS or (sampling != "all" and per_class is None):
-            raise ValueError(f"lpcam_fit_sampling {sampling!r} needs lpcam_images_per_class; choose one of "
-                             f"{FIT_SAMPLINGS}")
+        sampling = getattr(args, "lpcam_fit_sampling", None)
+        if sampling is None:  # the preset's, capped when a cap is given on VOC
+            sampling = FIT_SAMPLING[preset]
+            if sampling == "all" and getattr(args, "lpcam_images_per_class", None) is not None:
+                sampling = "capped"
+        if sampling not in FIT_SAMPLINGS:
+            raise ValueError(f"lpcam_fit_sampling must be one of {FIT_SAMPLINGS}, got {sampling!r}")
+        if sampling != "all" and per_class is None:
+            raise ValueError(f"lpcam_fit_sampling {sampling!r} needs lpcam_images_per_class")
         method = getattr(args, "lpcam_method", None) or "lpcam"
         check_method(method)
         recam = ReCAMConfig.preset(preset, **{name: getattr(args, f"lpcam_recam_{name}") for name in _RECAM_OPTIONS
