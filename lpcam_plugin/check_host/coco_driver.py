@@ -33,6 +33,7 @@ from lpcam_plugin.check_host.offline import offline_weights
 from lpcam_plugin.check_host.resnet_driver import (
     chainer_eval,
     check_resnet_files,
+    fill_namespace,
     import_host,
     lpcam_cpu_settings,
     pngs,
@@ -60,11 +61,7 @@ def _coco_args(config: Dict[str, Any]) -> argparse.Namespace:
                   cam_weights_name=join(WORK_SPACE, "res50_cam.pth"), cam_out_dir=join(WORK_SPACE, "cam_mask"),
                   lpcam_out_dir=join(WORK_SPACE, "lpcam_mask"), ir_label_out_dir=join(WORK_SPACE, "ir_label"),
                   **lpcam_cpu_settings(config))
-    for key, value in values.items():
-        setattr(args, key, value)
-    for folder in (args.cam_out_dir, args.lpcam_out_dir, args.ir_label_out_dir):
-        os.makedirs(folder, exist_ok=True)
-    return args
+    return fill_namespace(args, values, [values[k] for k in ("cam_out_dir", "lpcam_out_dir", "ir_label_out_dir")])
 
 
 def drive_irn_coco(rec: Recorder, config: Dict[str, Any]) -> None:
@@ -112,11 +109,8 @@ def _amn_coco14_args(config: Dict[str, Any]) -> argparse.Namespace:
                   cam_out_dir="result/cam_coco", ir_label_out_dir="result/ir_label_coco",
                   amn_cam_out_dir="result/amn_cam_coco", amn_ir_label_out_dir="result/amn_ir_label_coco",
                   **lpcam_cpu_settings(config))
-    for key, value in values.items():
-        setattr(args, key, value)
-    for folder in ("sess", args.cam_out_dir, args.ir_label_out_dir, args.amn_cam_out_dir, args.amn_ir_label_out_dir):
-        os.makedirs(folder, exist_ok=True)
-    return args
+    return fill_namespace(args, values, ["sess"] + [values[k] for k in ("cam_out_dir", "ir_label_out_dir",
+                                                                        "amn_cam_out_dir", "amn_ir_label_out_dir")])
 
 
 def _score(rec: Recorder, folder: str, gt_dir: str, ids: Any, threshold: float, dataset: str) -> None:

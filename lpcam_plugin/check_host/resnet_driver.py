@@ -39,6 +39,15 @@ def lpcam_cpu_settings(config: Dict[str, Any]) -> Dict[str, Any]:
                 lpcam_fcam_decoder_channels=[16, 8], lpcam_auto_threshold=True)
 
 
+def fill_namespace(args: argparse.Namespace, values: Dict[str, Any], folders: Sequence[str]) -> argparse.Namespace:
+    """``args`` with ``values`` set (the host's ``run_sample`` names) and the output ``folders`` made."""
+    for key, value in values.items():
+        setattr(args, key, value)
+    for folder in folders:
+        os.makedirs(folder, exist_ok=True)
+    return args
+
+
 def _resnet_args(config: Dict[str, Any]) -> argparse.Namespace:
     """The namespace IRN's / AMN's ``run_sample.py`` builds (their names and defaults), CPU settings."""
     from lpcam_plugin.adapters import amn
@@ -51,11 +60,8 @@ def _resnet_args(config: Dict[str, Any]) -> argparse.Namespace:
                   amn_weights_name="sess/res50_amn.pth", cam_out_dir="result/cam", ir_label_out_dir="result/ir_label",
                   amn_cam_out_dir="result/amn_cam", amn_ir_label_out_dir="result/amn_ir_label",
                   **lpcam_cpu_settings(config))
-    for key, value in values.items():
-        setattr(args, key, value)
-    for folder in ("sess", args.cam_out_dir, args.ir_label_out_dir, args.amn_cam_out_dir, args.amn_ir_label_out_dir):
-        os.makedirs(folder, exist_ok=True)
-    return args
+    return fill_namespace(args, values, ["sess"] + [values[k] for k in ("cam_out_dir", "ir_label_out_dir",
+                                                                        "amn_cam_out_dir", "amn_ir_label_out_dir")])
 
 
 def import_host(rec: Recorder, what: str, modules: Sequence[str]) -> None:
@@ -242,5 +248,5 @@ def _patched_make_cam(rec: Recorder, module: str, patch: Callable[[], None], arg
         info["detail"] = f"{len(list(Path(args.cam_out_dir).glob('*.npy')))} files written by the spawned workers"
 
 
-__all__ = ["PSS_TRAIN_SETTINGS", "chainer_eval", "check_resnet_files", "drive_resnet", "import_host",
+__all__ = ["PSS_TRAIN_SETTINGS", "chainer_eval", "check_resnet_files", "drive_resnet", "fill_namespace", "import_host",
            "lpcam_cpu_settings", "pngs", "save_random_weights", "threshold_beside"]
