@@ -128,8 +128,8 @@ def write_coco14_dataset(work: Path, num_images: int = NUM_IMAGES,
         Image.fromarray(pixels).save(root / "JPEGImages" / "train2014" / f"COCO_train2014_{name}.jpg", quality=95)
         Image.fromarray(mask).save(root / "coco_seg_anno" / f"{name}.png")
         names.append(name)
-        labels[name] = _label(mask).tolist()
         keyed[image_id] = _label(mask)
+        labels[name] = keyed[image_id].tolist()
     (work / "coco14" / "train14.txt").write_text("".join(f"{n}\n" for n in names))
     np.save(work / "coco14" / "cls_labels_coco.npy", keyed, allow_pickle=True)
     return root, names, labels

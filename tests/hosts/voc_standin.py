@@ -67,6 +67,10 @@ SPLIT_LINE = "    return [Subset(dataset, np.arange(i, len(dataset), n_splits)) 
 SPLIT_FIX = "    return [Subset(dataset, np.arange(i, len(dataset), n_splits).tolist()) for i in range(n_splits)]\n"
 
 
+#: The AMN stand-in network's class count and the coco14 branch's.
+AMN_CLASSES_LINE, AMN_COCO14_CLASSES_LINE = "N_CLASSES = 20\n", "N_CLASSES = 80\n"
+
+
 def copy_host(dest: Path, host: str, *, fix_loadtxt: bool = True, fix_split: bool = True) -> Path:
     """Copy the stand-in ``host`` ("irn"; "amn" = irn_host overlaid with amn_host; "irn_coco" =
     irn_host overlaid with irn_coco_host, the reference's COCO pipeline; "amn_coco14" = the AMN
@@ -78,6 +82,12 @@ def copy_host(dest: Path, host: str, *, fix_loadtxt: bool = True, fix_split: boo
     overlays = {"amn": ("amn",), "irn_coco": ("irn_coco",), "amn_coco14": ("amn", "amn_coco14")}.get(host, ())
     for overlay in overlays:
         shutil.copytree(HOSTS / f"{overlay}_host", dest, ignore=ignore, dirs_exist_ok=True)
+    if host == "amn_coco14":  # the coco14 branch's AMN network: the VOC one with 80 classes hard-coded
+        network = dest / "net" / "resnet50_amn.py"
+        text = network.read_text()
+        if text.count(AMN_CLASSES_LINE) != 1:
+            raise AssertionError("the AMN stand-in's class-count line changed")
+        network.write_text(text.replace(AMN_CLASSES_LINE, AMN_COCO14_CLASSES_LINE))
     if host == "irn_coco" and fix_split:
         torchutils = dest / "misc" / "torchutils.py"
         text = torchutils.read_text()

@@ -49,7 +49,7 @@ def run_in_process(spec: HostSpec, args: argparse.Namespace, method: Optional[st
     else:
         written = write_shard(spec, model, readout, dataset, opts, device)
     if opts.auto_threshold:
-        write_threshold(spec, opts, device, args)
+        write_threshold(spec, opts, device, args, dataset)
     return written
 
 

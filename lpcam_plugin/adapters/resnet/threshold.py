@@ -49,15 +49,18 @@ def _all_reduce(histogram: ThresholdHistogram) -> None:
     histogram.num_images = int(images.item())
 
 
-def collect_step_histograms(spec: HostSpec, opts: LPCAMOptions, device: torch.device
+def collect_step_histograms(spec: HostSpec, opts: LPCAMOptions, device: torch.device, dataset: Any = None
                             ) -> Dict[str, Optional[ThresholdHistogram]]:
     """``{"maps": ..., "reference": ...}``: histograms of the written maps and (not for CAM) of the host CAM.
 
-    Under torchrun each rank reads images ``rank, rank + world, ...`` and the counts are summed.
-    Raises ``FileNotFoundError`` naming an image of ``train_list`` the step has not written.
+    ``dataset``: the step's multi-scale dataset when the caller holds it (the COCO pipeline's parses
+    the whole annotation file), else built here. Under torchrun each rank reads images
+    ``rank, rank + world, ...`` and the counts are summed. Raises ``FileNotFoundError`` naming an
+    image of ``train_list`` the step has not written.
     """
     out_dir = spec.out_dir(opts)
-    dataset = spec.dataset.msf(opts, opts.scales())
+    if dataset is None:
+        dataset = spec.dataset.msf(opts, opts.scales())
     rank, world = (dist.get_rank(), dist.get_world_size()) if distributed() else (0, 1)
     subset = Subset(dataset, list(range(rank, len(dataset), world)))
     written = lpcam_written_ids(out_dir)
@@ -89,10 +92,12 @@ def collect_step_histograms(spec: HostSpec, opts: LPCAMOptions, device: torch.de
     return {"maps": maps, "reference": reference if model is not None else None}
 
 
-def write_threshold(spec: HostSpec, opts: LPCAMOptions, device: torch.device, args: Any = None) -> ThresholdChoice:
+def write_threshold(spec: HostSpec, opts: LPCAMOptions, device: torch.device, args: Any = None,
+                    dataset: Any = None) -> ThresholdChoice:
     """Choose the threshold of the step's maps, write ``<out_dir>/lpcam_threshold.json`` (rank 0) and set
-    ``args.cam_eval_thres`` to it when ``args`` has that attribute (logging the value it replaces)."""
-    histograms = collect_step_histograms(spec, opts, device)
+    ``args.cam_eval_thres`` to it when ``args`` has that attribute (logging the value it replaces).
+    ``dataset``: as for :func:`collect_step_histograms`."""
+    histograms = collect_step_histograms(spec, opts, device, dataset)
     choice = choose_threshold(histograms["maps"], histograms["reference"])
     path = spec.out_dir(opts) / THRESHOLD_FILE
     if not distributed() or dist.get_rank() == 0:

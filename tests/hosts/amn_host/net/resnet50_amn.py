@@ -1,11 +1,15 @@
 """Stand-in for AMN's ``net/resnet50_amn.py``: label-conditioned features and a dropout + ASPP head.
 
-Same names as upstream: ``label_enc = nn.Linear(20, D)``, ``classifier = Sequential(Dropout(0.1),
-_ASPP(D -> 21, rates 6/12/18/24))`` with branches ``c0..c3`` (3x3 dilated convs with bias, summed);
-channel 0 of the logits is background. ``CAM.forward(x, y)`` returns the flip-averaged (21, h, w).
+Same names as upstream: ``label_enc = nn.Linear(C, D)``, ``classifier = Sequential(Dropout(0.1),
+_ASPP(D -> C + 1, rates 6/12/18/24))`` with branches ``c0..c3`` (3x3 dilated convs with bias, summed);
+channel 0 of the logits is background. ``CAM.forward(x, y)`` returns the flip-averaged (C + 1, h, w).
+C is hard-coded, as upstream: 20 on the ``voc12`` branch, 80 on ``coco14`` (the tests' copy of that
+branch sets :data:`N_CLASSES` to 80, ``voc_standin.copy_host``).
 """
 import torch.nn as nn
 from net import resnet50
+
+N_CLASSES = 20
 
 
 class _ASPP(nn.Module):
@@ -27,9 +31,10 @@ class Net(nn.Module):
         self.stage2 = nn.Sequential(r.layer2)
         self.stage3 = nn.Sequential(r.layer3)
         self.stage4 = nn.Sequential(r.layer4)
-        self.label_enc = nn.Linear(20, resnet50.FEATURE_DIM)
+        self.label_enc = nn.Linear(N_CLASSES, resnet50.FEATURE_DIM)
         self.classifier = nn.Sequential(nn.Dropout(0.1),
-                                        _ASPP(in_ch=resnet50.FEATURE_DIM, out_ch=21, rates=[6, 12, 18, 24]))
+                                        _ASPP(in_ch=resnet50.FEATURE_DIM, out_ch=N_CLASSES + 1,
+                                              rates=[6, 12, 18, 24]))
         self.backbone = nn.ModuleList([self.stage1, self.stage2, self.stage3, self.stage4])
         self.newly_added = nn.ModuleList([self.classifier, self.label_enc])
 
