@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import os
 import re
@@ -61,7 +62,14 @@ class StopsInEpoch:
 
 @contextlib.contextmanager
 def gloo_group(rank: int, world: int, port: int) -> Iterator[None]:
-    """A gloo process group on the loopback for one spawned test worker, one thread, destroyed after."""
+    """A gloo process group on the loopback for one spawned test worker, one thread, destroyed after.
+
+    On a clean exit the ranks meet at a barrier and drop their DistributedDataParallel wrappers
+    (``gc.collect()``: a wrapper's reducer sits in a reference cycle) before the group goes: a rank
+    that tore its group down while its peer was still talking, or with a reducer still alive,
+    aborted in gloo's C++ teardown (``terminate called without an active exception``, SIGABRT) on
+    CI's loaded 2-core machine.
+    """
     import torch
     import torch.distributed as dist
 
@@ -70,7 +78,9 @@ def gloo_group(rank: int, world: int, port: int) -> Iterator[None]:
     try:
         torch.set_num_threads(1)
         yield
+        dist.barrier()
     finally:
+        gc.collect()
         dist.destroy_process_group()
 
 
