@@ -86,6 +86,9 @@ class DemoConfig:
     seed (:func:`validation_seed`), on which F-CAM chooses its seed settings as its paper does
     (``FCAM.fit(..., validation=...)``); the reported numbers stay those of the training images.
     0 (default): no split, F-CAM's data rules.
+    ``pretrained``: every classifier starts from its network's pretrained backbone (a new head), as
+    the hosts' start from ImageNet (:func:`~lpcam_plugin.benchmark.pretraining.pretrained_network`);
+    ``backbones``: the folder of those backbones (``None``: the shipped ones).
     """
 
     seeds: Tuple[int, ...] = (0,)
@@ -105,22 +108,50 @@ class DemoConfig:
     overlay_images: int = 6
     export_host_files: bool = True
     validation_images: int = 0
+    pretrained: bool = False
+    backbones: Optional[str] = None
 
     @classmethod
     def full(cls, seeds: Sequence[int] = (0, 1, 2)) -> "DemoConfig":
         """Every network preset (plain and RCM + MAM classifiers), three seeds."""
         return cls(seeds=tuple(seeds), networks=tuple(NETWORK_PRESETS.values()))
 
+    @classmethod
+    def for_regime(cls, regime: str, **changes: Any) -> "DemoConfig":
+        """Regime ``"A"`` (the default config: toy classifiers trained from scratch on 80-px images) or
+        ``"B"``, the papers' regime (docs/design/pretrained-regime.md): :meth:`SyntheticConfig.papers_regime
+        <lpcam_plugin.benchmark.synthetic.SyntheticConfig.papers_regime>`' data, classifiers fine-tuned
+        from the pretrained backbones for :data:`PAPERS_REGIME_EPOCHS` epochs at a backbone learning
+        rate :data:`PAPERS_REGIME_BACKBONE_LR` x the head's."""
+        if regime == "A":
+            return cls(**changes)
+        if regime != "B":
+            raise ValueError(f"regime must be 'A' or 'B', got {regime!r}")
+        train = TrainConfig(epochs=PAPERS_REGIME_EPOCHS, backbone_lr_scale=PAPERS_REGIME_BACKBONE_LR)
+        return cls(**{"data": SyntheticConfig.papers_regime(), "train": train, "pretrained": True, **changes})
+
+    @property
+    def regime(self) -> str:
+        """``"A"`` or ``"B"``: the regime of the data (:meth:`for_regime`)."""
+        return self.data.regime
+
     def quick(self) -> "DemoConfig":
-        """The same run at small sizes, for a fast smoke run (numbers are noisier)."""
+        """The same run at small sizes, for a fast smoke run (numbers are noisier): 240 images, and
+        8 epochs from scratch (regime A) or 3 of fine-tuning (regime B)."""
         return dataclasses.replace(self, data=dataclasses.replace(self.data, num_images=240),
-                                   train=dataclasses.replace(self.train, epochs=8))
+                                   train=dataclasses.replace(self.train, epochs=3 if self.pretrained else 8))
 
     def to_dict(self) -> Dict[str, Any]:
         """The run's settings as JSON-able values (``results.json``)."""
         out = dataclasses.asdict(self)
         out["data"] = self.data.to_dict()
         return out
+
+
+#: Regime B's fine-tuning epochs (IRN's ``cam_num_epoches``) and backbone learning-rate factor (the hosts
+#: train new layers at 10x the pretrained ones').
+PAPERS_REGIME_EPOCHS = 5
+PAPERS_REGIME_BACKBONE_LR = 0.1
 
 
 def validation_seed(seed: int) -> int:

@@ -63,6 +63,8 @@ class SeedContext:
         fcam_crf_kernel: F-CAM's CRF kernel of this run (``"window"``, ``"dense"``; None: the preset's).
         fcam_epochs: F-CAM's training epochs of this run (None: the preset's).
         notes: JSON-able facts per read-out name, shown in the report's per-seed rows.
+        probes: per read-out name, fractions measured while computing it (e.g. the share of LPCAM's
+            prototypes that are mostly background), added to its diagnostics.
     """
 
     seed: int
@@ -81,6 +83,7 @@ class SeedContext:
     fcam_crf_kernel: Optional[str] = None
     fcam_epochs: Optional[int] = None
     notes: Dict[str, str] = field(default_factory=dict)
+    probes: Dict[str, Dict[str, float]] = field(default_factory=dict)
     _memo: Dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property

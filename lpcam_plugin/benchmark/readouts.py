@@ -45,6 +45,7 @@ from lpcam_plugin.benchmark.fits import (
     fit_recam_lpcam,
     prototype_note,
 )
+from lpcam_plugin.benchmark.probes import background_prototype_share
 from lpcam_plugin.benchmark.synthetic import PIXEL_MEAN, PIXEL_STD
 from lpcam_plugin.benchmark.toynet import ToyClassifier
 from lpcam_plugin.core.identity import value_digest
@@ -142,7 +143,11 @@ def lpcam_f_readout(ctx: SeedContext) -> torch.Tensor:
 def lpcam_readout(ctx: SeedContext) -> torch.Tensor:
     """LPCAM: class minus context prototypes; CAM for classes without prototypes."""
     maps = _maps(ctx, "lpcam")
-    ctx.notes["LPCAM"] = prototype_note(fit_lpcam(ctx).bank_)
+    estimator = fit_lpcam(ctx)
+    ctx.notes["LPCAM"] = prototype_note(estimator.bank_)
+    cams = linear_batch_maps(ctx.weight)(ctx.features, ctx.labels)
+    ctx.probes["LPCAM"] = background_prototype_share(estimator.bank_, ctx.features, cams, ctx.labels, ctx.data.masks,
+                                                     estimator.config.split_threshold)
     return maps
 
 

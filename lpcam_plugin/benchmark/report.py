@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -46,6 +46,13 @@ def mean_std(values: Sequence[float], scale: float = 100.0) -> Dict[str, float]:
     return {"mean": float(arr.mean()), "std": float(arr.std(ddof=1)) if arr.size > 1 else 0.0}
 
 
+def defined_mean_std(values: Sequence[float], scale: float = 100.0) -> Dict[str, Optional[float]]:
+    """:func:`mean_std` of the values that are defined (a diagnostic is NaN on a seed where it has no
+    pixels to count, e.g. no image holds both classes of a pair); ``None`` for both when none is."""
+    finite = [v for v in values if np.isfinite(v)]
+    return dict(mean_std(finite, scale)) if finite else {"mean": None, "std": None}
+
+
 def summarize(results: Sequence[SeedResult], window: float = 0.1) -> Dict[str, Any]:
     """One network's table: per method the mean ± std over seeds (in %) of the best-threshold metrics.
 
@@ -62,7 +69,7 @@ def summarize(results: Sequence[SeedResult], window: float = 0.1) -> Dict[str, A
         row: Dict[str, Any] = {key: mean_std([b[key] for b in bests]) for key in MEAN_METRICS}
         row["threshold"] = mean_std([b["threshold"] for b in bests], 1.0)
         row["curve_drop"] = mean_std([r.sweeps[name].curve_drop(window) for r in results])
-        row["diagnostics"] = {key: mean_std([r.diagnostics[name][key] for r in results])
+        row["diagnostics"] = {key: defined_mean_std([r.diagnostics[name][key] for r in results])
                               for key in results[0].diagnostics[name]}
         if all(name in r.automatic for r in results):
             autos = [r.automatic[name] for r in results]
@@ -138,7 +145,8 @@ def _render_network(network: NetworkConfig, summary: Dict[str, Any], results: Se
     ]
     for name in methods:
         diag = table[name]["diagnostics"]
-        lines.append(f"| {name} | " + " | ".join(f"{diag[key]['mean']:.1f}" for key in DIAGNOSTIC_KEYS) + " |")
+        lines.append(f"| {name} | " + " | ".join("—" if diag[key]["mean"] is None else f"{diag[key]['mean']:.1f}"
+                                                 for key in DIAGNOSTIC_KEYS) + " |")
     lines += ["", "### Per seed", "",
               "| seed | method | FP | FN | mIoU | precision | recall | best t | read-out s | notes |",
               "|---|---|---|---|---|---|---|---|---|---|"]

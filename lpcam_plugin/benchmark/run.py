@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from lpcam_plugin.benchmark.config import DemoConfig, NetworkConfig, SeedResult, pixelsup_overrides, validation_seed
+from lpcam_plugin.benchmark.pretraining import pretrained_network, shipped_backbone
 from lpcam_plugin.benchmark.readouts import SeedContext, map_key, select_readouts
 from lpcam_plugin.benchmark.synthetic import PART_NAMES, SyntheticDataset, generate, images_to_tensor
 from lpcam_plugin.benchmark.toynet import ToyClassifier
@@ -44,10 +45,16 @@ def _classifier(network: NetworkConfig, data: SyntheticDataset, x: torch.Tensor,
                                                                            config.pss_reduction, config.pss_projection))
     key = {"data": data.config.fingerprint(), "train": train.to_dict(), "network": network.kind,
            "architecture": network.build(data.config.num_classes).architecture()}
+    folder = None if config.backbones is None else Path(config.backbones)
+    if config.pretrained:
+        key["backbone_sha256"] = shipped_backbone(network.kind, folder)[1]
 
     def fit() -> Tuple[ToyClassifier, Dict[str, float]]:
         set_torch_seed(seed)
-        model = network.build(data.config.num_classes)
+        if config.pretrained:
+            model, _ = pretrained_network(network.kind, data.config.num_classes, dict(network.options), folder)
+        else:
+            model = network.build(data.config.num_classes)
         return model, train_classifier(model, x, torch.from_numpy(data.labels), train, progress=progress)
 
     model, stats, cached = load_or_train(path, key, fit, {"class_names": data.class_names})
@@ -148,6 +155,37 @@ def part_diagnostics(maps: torch.Tensor, data: SyntheticDataset, threshold: floa
     return out
 
 
+#: The classes whose cross-activation the report shows: ``(rider, mount)``; the data's own pair when it
+#: has one (regime B), else classes 0 and 2, which meet only by chance (regime A: the control).
+DEFAULT_PAIR = (0, 2)
+
+
+def cross_activation(maps: torch.Tensor, data: SyntheticDataset, threshold: float) -> Dict[str, float]:
+    """How much each class of the pair ``(rider, mount)`` fires on the other's pixels.
+
+    Over the images labelled with both: ``cross_rider_on_mount`` is the share of the mount's
+    ground-truth pixels where the rider's map (upsampled, max-normalised) exceeds ``threshold``, and
+    ``cross_mount_on_rider`` the reverse; NaN when no image holds both (or the data has < 3 classes).
+    """
+    rider, mount = data.pair if data.pair is not None else DEFAULT_PAIR
+    out = {"cross_rider_on_mount": float("nan"), "cross_mount_on_rider": float("nan")}
+    if max(rider, mount) >= data.config.num_classes:
+        return out
+    both = np.flatnonzero((data.labels[:, rider] > 0) & (data.labels[:, mount] > 0))
+    hits, totals = np.zeros(2), np.zeros(2)
+    size = data.config.image_size
+    for index in both:
+        pair_maps = upsampled(maps[index, [rider, mount]], size).numpy()
+        for k, (source, target) in enumerate(((0, mount), (1, rider))):
+            pixels = data.masks[index] == target + 1
+            hits[k] += int((pair_maps[source][pixels] > threshold).sum())
+            totals[k] += int(pixels.sum())
+    for k, key in enumerate(out):
+        if totals[k] > 0:
+            out[key] = float(hits[k] / totals[k])
+    return out
+
+
 def counted(items: Iterator[Tuple[np.ndarray, np.ndarray]], histogram: ThresholdHistogram
             ) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
     """``items`` (per image ``(keys, maps)``) passed on unchanged, each also added to ``histogram``: the
@@ -244,7 +282,9 @@ def run_seed(network: NetworkConfig, data: SyntheticDataset, config: DemoConfig,
         sweeps[name] = sweep(counted(per_image_maps(method_maps, data.labels, size), histograms[name]),
                              (m.astype(np.int64) for m in data.masks), config.thresholds, c + 1, progress=progress,
                              total=n)
-        diagnostics[name] = part_diagnostics(method_maps, data, sweeps[name].best_threshold)
+        diagnostics[name] = {**part_diagnostics(method_maps, data, sweeps[name].best_threshold),
+                             **cross_activation(method_maps, data, sweeps[name].best_threshold),
+                             **ctx.probes.get(name, {})}
     automatic = automatic_thresholds(maps, data, sweeps, histograms)
     lap("evaluation")
     seconds["total"] = sum(seconds.values())

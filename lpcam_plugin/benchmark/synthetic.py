@@ -29,24 +29,49 @@ Design (what the generator models and why; measured results in docs/benchmark.md
   texture) is drawn from the seed too, so different seeds are different benchmarks, not only
   different samples.
 
+**Regime B** (:meth:`SyntheticConfig.papers_regime`, the papers' regime; design and reasons in
+docs/design/pretrained-regime.md): the same three-part objects at 128 px and 0.62-0.85 of the side
+(>= 10 cells on the stride-8 grid, legs at least a cell wide), placed so that >= 80 % of each
+object's box is inside the image; 1 or 2 objects; the classes' textures come from the part library
+that the pretraining corpus shares (:mod:`lpcam_plugin.benchmark.parts`), and a rider class sits on
+a mount class with a stated probability (``pair``: the rider's legs over the mount's back).
+
 Labels: mask ``0`` = background, ``c + 1`` = class ``c``; ``parts`` marks 1 head, 2 body, 3 legs.
 Everything is a pure function of the config (tested: same seed, same bytes).
 """
 from __future__ import annotations
 
-import colorsys
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from lpcam_plugin.benchmark.parts import (
+    BOX,
+    Texture,
+    hsv,
+    object_box,
+    object_masks,
+    part_library,
+    place,
+    render,
+    to_image,
+    wsss_triples,
+)
 from lpcam_plugin.core.progress import progress_bar
 
 #: Part ids used in :attr:`SyntheticDataset.parts`.
 PART_NAMES = ("background", "head", "body", "legs")
 _PALETTE_KEY = {"head": "heads", "body": "bodies", "legs": "legs"}
+#: Where the class textures come from: drawn per seed (regime A) or from the part library (regime B).
+PALETTES = ("seeded", "library")
+#: Regime B's images per seed: the design's cost rule (the demo stays about 5 minutes on 2 cores) cut the
+#: planned 500 to 250 after the first timing run (docs/design/pretrained-regime.md, "Cost").
+PAPERS_REGIME_IMAGES = 250
+#: A rider's width as a fraction of its mount's.
+RIDER_SCALE = (0.6, 0.75)
 #: The networks' input standardisation of [0, 1] pixels, every channel (:func:`images_to_tensor`;
 #: ``lpcam fit --synthetic`` feeds the same).
 PIXEL_MEAN = 0.5
@@ -68,6 +93,9 @@ class SyntheticConfig:
     object_count_probs: Tuple[float, ...] = (0.6, 0.3, 0.1)  # P(1 object), P(2), P(3)
     noise_std: float = 0.04
     seed: int = 0
+    palette: str = "seeded"
+    min_inside: Optional[float] = None
+    pair: Optional[Tuple[int, int, float]] = None
 
     def __post_init__(self) -> None:
         if self.num_images < 1:
@@ -86,6 +114,31 @@ class SyntheticConfig:
         probs = np.asarray(self.object_count_probs, dtype=np.float64)
         if probs.size == 0 or (probs < 0).any() or abs(probs.sum() - 1.0) > 1e-6:
             raise ValueError(f"object_count_probs must be non-negative and sum to 1, got {self.object_count_probs}")
+        if self.palette not in PALETTES:
+            raise ValueError(f"palette must be one of {PALETTES}, got {self.palette!r}")
+        if self.min_inside is not None and not 0.0 < self.min_inside <= 1.0:
+            raise ValueError(f"min_inside must be in (0, 1] or None, got {self.min_inside}")
+        if self.pair is not None:
+            rider, mount, prob = self.pair
+            if not (0 <= rider < self.num_classes and 0 <= mount < self.num_classes and rider != mount
+                    and 0.0 <= prob <= 1.0 and self.min_inside is not None):
+                raise ValueError(f"pair must be (rider, mount, probability) of two classes with min_inside set, "
+                                 f"got {self.pair}")
+
+    @classmethod
+    def papers_regime(cls, **changes: Any) -> "SyntheticConfig":
+        """Regime B (docs/design/pretrained-regime.md): 250 images of 128 px, objects 0.62-0.85 of the side
+        placed with >= 80 % of their box inside, 1 or 2 objects, classes made of the part library,
+        class 0 rides class 2 in 60 % of the images whose first object is class 2."""
+        settings: Dict[str, Any] = dict(num_images=PAPERS_REGIME_IMAGES, image_size=128, object_scale=(0.62, 0.85),
+                                        object_count_probs=(0.55, 0.45), palette="library", min_inside=0.8,
+                                        pair=(0, 2, 0.6))
+        return cls(**{**settings, **changes})
+
+    @property
+    def regime(self) -> str:
+        """``"B"`` for a config whose classes come from the part library (:meth:`papers_regime`), else ``"A"``."""
+        return "B" if self.palette == "library" else "A"
 
     @property
     def num_classes(self) -> int:
@@ -113,6 +166,7 @@ class SyntheticDataset:
         class_names: ``C`` names; ``ids``: ``N`` image ids.
         context: ``{class: background name}`` for the classes with a context background.
         config: the generating :class:`SyntheticConfig`.
+        pair: ``(rider, mount)`` classes of the co-occurring pair (``config.pair``), None without one.
     """
 
     images: np.ndarray
@@ -123,23 +177,10 @@ class SyntheticDataset:
     ids: List[str]
     context: Dict[int, str]
     config: SyntheticConfig
+    pair: Optional[Tuple[int, int]] = None
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
-
-
-@dataclass(frozen=True)
-class _Texture:
-    rgb: Tuple[float, float, float]
-    kind: str  # "stripes" | "dots" | "noise" | "waves"
-    frequency: float  # cycles per pixel
-    angle: float  # radians
-    contrast: float
-
-
-def _hsv(h: float, s: float, v: float) -> Tuple[float, float, float]:
-    r, g, b = colorsys.hsv_to_rgb(h % 1.0, s, v)
-    return (r, g, b)
 
 
 def _palette(config: SyntheticConfig, rng: np.random.Generator) -> Dict[str, Any]:
@@ -148,7 +189,7 @@ def _palette(config: SyntheticConfig, rng: np.random.Generator) -> Dict[str, Any
     hue_offset = rng.random()
     head_hues = (hue_offset + np.arange(c_total) / c_total)[rng.permutation(c_total)]
     heads = [
-        _Texture(_hsv(h, 0.9, 0.95), "dots", float(rng.uniform(0.2, 0.3)), float(rng.uniform(0, np.pi)), 0.45)
+        Texture(hsv(h, 0.9, 0.95), "dots", float(rng.uniform(0.2, 0.3)), float(rng.uniform(0, np.pi)), 0.45)
         for h in head_hues
     ]
     group_hues = (rng.random() + np.arange(groups) / groups) % 1.0
@@ -159,13 +200,13 @@ def _palette(config: SyntheticConfig, rng: np.random.Generator) -> Dict[str, Any
         # class tints within a group are spread +-0.08 in hue around the group hue; specificity scales it
         spread = 0.0 if config.group_size == 1 else (member / (config.group_size - 1) - 0.5) * 0.16
         hue = group_hues[g] + config.body_specificity * spread
-        bodies.append(_Texture(_hsv(hue, 0.55, 0.7), "stripes", 0.12, float(angles[g]), 0.35))
-        legs.append(_Texture(_hsv(group_hues[g], 0.35, 0.35), "noise", 0.0, 0.0, 0.25))
+        bodies.append(Texture(hsv(hue, 0.55, 0.7), "stripes", 0.12, float(angles[g]), 0.35))
+        legs.append(Texture(hsv(group_hues[g], 0.35, 0.35), "noise", 0.0, 0.0, 0.25))
     num_bg = groups + config.neutral_backgrounds
     bg_hues = (rng.random() + np.arange(num_bg) / num_bg) % 1.0
     kinds = ("waves", "stripes", "noise")
     backgrounds = [
-        _Texture(_hsv(h, 0.3, 0.55), kinds[i % len(kinds)], float(rng.uniform(0.05, 0.1)),
+        Texture(hsv(h, 0.3, 0.55), kinds[i % len(kinds)], float(rng.uniform(0.05, 0.1)),
                  float(rng.uniform(0, np.pi)), 0.3)
         for i, h in enumerate(bg_hues[rng.permutation(num_bg)])
     ]
@@ -174,44 +215,78 @@ def _palette(config: SyntheticConfig, rng: np.random.Generator) -> Dict[str, Any
     return {"heads": heads, "bodies": bodies, "legs": legs, "backgrounds": backgrounds, "context": context}
 
 
-def _render(texture: _Texture, yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Texture sampled on the pixel grid ``(S, S)`` -> ``(S, S, 3)`` float in about [0, 1]."""
-    angle = texture.angle + rng.normal(0.0, 0.15)
-    phase = rng.uniform(0, 2 * np.pi)
-    u = xx * np.cos(angle) + yy * np.sin(angle)
-    v = -xx * np.sin(angle) + yy * np.cos(angle)
-    f = 2 * np.pi * texture.frequency
-    if texture.kind == "stripes":
-        pattern = np.sin(f * u + phase)
-    elif texture.kind == "dots":
-        pattern = np.sin(f * u + phase) * np.sin(f * v + phase)
-    elif texture.kind == "waves":
-        pattern = np.sin(f * u + 1.5 * np.sin(0.5 * f * v) + phase)
-    else:
-        pattern = rng.normal(0.0, 1.0, size=u.shape).clip(-2, 2) / 2
-    jitter = rng.normal(0.0, 0.04, size=3) + rng.normal(0.0, 0.05)
-    rgb = np.clip(np.asarray(texture.rgb) + jitter, 0.0, 1.0)
-    return rgb * (1.0 + texture.contrast * pattern[..., None])
+def _library_palette(config: SyntheticConfig, rng: np.random.Generator) -> Dict[str, Any]:
+    """The classes of one papers'-regime benchmark: :func:`~lpcam_plugin.benchmark.parts.wsss_triples`
+    of the part library; ``num_groups + neutral_backgrounds`` of its backgrounds, drawn from ``rng``."""
+    library = part_library()
+    triples = wsss_triples(config.seed, config.num_groups, config.group_size)
+    num_bg = config.num_groups + config.neutral_backgrounds
+    if num_bg > len(library.backgrounds):
+        raise ValueError(f"the part library holds {len(library.backgrounds)} backgrounds, the config asks {num_bg}")
+    chosen = rng.permutation(len(library.backgrounds))[:num_bg]
+    return {"heads": [library.heads[h] for h, _, _ in triples], "bodies": [library.bodies[b] for _, b, _ in triples],
+            "legs": [library.legs[legs] for _, _, legs in triples],
+            "backgrounds": [library.backgrounds[i] for i in chosen],
+            "context": {g * config.group_size: g for g in range(config.num_groups)}, "triples": triples}
 
 
-def _object_masks(cx: float, cy: float, scale: float, facing: int, yy: np.ndarray,
-                  xx: np.ndarray) -> Dict[str, np.ndarray]:
-    """Boolean ``(S, S)`` masks of the three parts of one object (``scale`` = width in pixels)."""
-    a, b = 0.5 * scale, 0.3 * scale
-    body = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1.0
-    hx, hy, hr = cx + facing * 0.55 * scale, cy - 0.22 * scale, 0.2 * scale
-    head = (xx - hx) ** 2 + (yy - hy) ** 2 <= hr**2
-    legs = np.zeros_like(body)
-    for offset in (-0.25, 0.25):
-        lx = cx + offset * scale
-        legs |= (np.abs(xx - lx) <= 0.07 * scale) & (yy >= cy) & (yy <= cy + 0.55 * scale)
-    return {"legs": legs, "body": body, "head": head}
+class _Canvas:
+    """One image being drawn: its pixels ``(S, S, 3)`` float, its class mask and part mask ``(S, S)``."""
+
+    def __init__(self, pixels: np.ndarray, mask: np.ndarray, parts: np.ndarray, palette: Dict[str, Any],
+                 yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> None:
+        self.pixels, self.mask, self.parts, self.palette = pixels, mask, parts, palette
+        self.yy, self.xx, self.rng = yy, xx, rng
+
+    def draw(self, c: int, cx: float, cy: float, scale: float, facing: int) -> None:
+        """Draw an object of class ``c`` over what is there (it occludes earlier objects)."""
+        for name, part in object_masks(cx, cy, scale, facing, self.yy, self.xx).items():
+            texture = self.palette[_PALETTE_KEY[name]][c]
+            self.pixels[part] = render(texture, self.yy, self.xx, self.rng)[part]
+            self.mask[part] = c + 1
+            self.parts[part] = PART_NAMES.index(name)
+
+
+def _rider_offset(scale: float, rng: np.random.Generator) -> Tuple[float, float, float]:
+    """Where a rider sits on a mount of width ``scale``: ``(dx, dy, rider width)`` from the mount's centre;
+    the rider's legs end at the mount's centre line, so they cover its back."""
+    rider = rng.uniform(*RIDER_SCALE) * scale
+    return rng.uniform(-0.1, 0.1) * scale, -BOX[3] * rider, rider
+
+
+def _draw_objects(canvas: _Canvas, classes: List[int], rider: Optional[int], config: SyntheticConfig) -> None:
+    """Draw ``classes`` in order (and ``rider`` on the first, when given), placed by the config's rule."""
+    size, rng = config.image_size, canvas.rng
+    for k, c in enumerate(classes):
+        scale = rng.uniform(*config.object_scale) * size
+        if config.min_inside is None:
+            margin = 0.6 * scale
+            cx, cy = rng.uniform(margin, size - margin, size=2)
+            cy = min(cy, size - 0.6 * scale)
+            facing = 1 if rng.random() < 0.5 else -1
+            canvas.draw(c, cx, cy, scale, facing)
+            continue
+        facing = 1 if rng.random() < 0.5 else -1
+        on_top = _rider_offset(scale, rng) if rider is not None and k == 0 else None
+
+        def box_at(x: float, y: float, scale: float = scale, facing: int = facing,
+                   on_top: Optional[Tuple[float, float, float]] = on_top) -> Tuple[float, float, float, float]:
+            x0, x1, y0, y1 = object_box(x, y, scale, facing)
+            if on_top is None:
+                return x0, x1, y0, y1
+            r0, r1, s0, s1 = object_box(x + on_top[0], y + on_top[1], on_top[2], facing)
+            return min(x0, r0), max(x1, r1), min(y0, s0), max(y1, s1)
+
+        cx, cy = place(box_at, size, config.min_inside, rng)
+        canvas.draw(c, cx, cy, scale, facing)
+        if on_top is not None and rider is not None:
+            canvas.draw(rider, cx + on_top[0], cy + on_top[1], on_top[2], facing)
 
 
 def generate(config: SyntheticConfig = SyntheticConfig(), *, progress: bool | None = None) -> SyntheticDataset:
     """Generate the benchmark described by ``config`` (deterministic in ``config.seed``)."""
     rng = np.random.default_rng([config.seed, 0x5EED])
-    palette = _palette(config, rng)
+    palette = _palette(config, rng) if config.palette == "seeded" else _library_palette(config, rng)
     size, c_total = config.image_size, config.num_classes
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     images = np.zeros((config.num_images, size, size, 3), dtype=np.uint8)
@@ -223,31 +298,25 @@ def generate(config: SyntheticConfig = SyntheticConfig(), *, progress: bool | No
     for index in progress_bar(range(config.num_images), progress=progress, desc="generate", total=config.num_images):
         image_rng = np.random.default_rng([config.seed, index])
         count = int(image_rng.choice(counts, p=config.object_count_probs))
-        classes = image_rng.integers(0, c_total, size=count)
-        first = int(classes[0])
+        classes = [int(c) for c in image_rng.integers(0, c_total, size=count)]
+        first = classes[0]
+        rider = None
+        if config.pair is not None and first == config.pair[1] and image_rng.random() < config.pair[2]:
+            classes, rider = [first], int(config.pair[0])
         if first in palette["context"] and image_rng.random() < config.context_prob:
             bg_index = palette["context"][first]
         else:
             bg_index = int(image_rng.integers(0, num_bg))
-        canvas = _render(palette["backgrounds"][bg_index], yy, xx, image_rng)
-        for c in classes:
-            scale = image_rng.uniform(*config.object_scale) * size
-            margin = 0.6 * scale
-            cx, cy = image_rng.uniform(margin, size - margin, size=2)
-            cy = min(cy, size - 0.6 * scale)
-            facing = 1 if image_rng.random() < 0.5 else -1
-            for name, mask in _object_masks(cx, cy, scale, facing, yy, xx).items():
-                texture = palette[_PALETTE_KEY[name]][int(c)]
-                canvas[mask] = _render(texture, yy, xx, image_rng)[mask]
-                masks[index][mask] = int(c) + 1
-                parts[index][mask] = PART_NAMES.index(name)
-            labels[index, int(c)] = 1.0
-        canvas += image_rng.normal(0.0, config.noise_std, size=canvas.shape)
-        images[index] = np.clip(canvas * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        canvas = _Canvas(render(palette["backgrounds"][bg_index], yy, xx, image_rng), masks[index], parts[index],
+                         palette, yy, xx, image_rng)
+        _draw_objects(canvas, classes, rider, config)
+        labels[index, classes + ([] if rider is None else [rider])] = 1.0
+        images[index] = to_image(canvas.pixels, config.noise_std, image_rng)
     names = [f"g{c // config.group_size}c{c % config.group_size}" for c in range(c_total)]
     context = {c: f"context-bg{g}" for c, g in palette["context"].items()}
     ids = [f"syn{config.seed:03d}_{i:05d}" for i in range(config.num_images)]
-    return SyntheticDataset(images, masks, parts, labels, names, ids, context, config)
+    pair = None if config.pair is None else (int(config.pair[0]), int(config.pair[1]))
+    return SyntheticDataset(images, masks, parts, labels, names, ids, context, config, pair)
 
 
 def images_to_tensor(images: np.ndarray) -> "Any":

@@ -39,6 +39,8 @@ class TrainConfig:
     ``pixelsup``: None trains with the soft-margin loss alone; a dict (possibly empty) of
     :class:`~lpcam_plugin.methods.pixelsup.config.PixelSupConfig` overrides trains with RCM + MAM
     (:class:`~lpcam_plugin.PixelSelfSupervision`) on the same schedule.
+    ``backbone_lr_scale``: the learning rate of every parameter but the head's (and RCM's projection)
+    as a fraction of ``lr``: 1 from scratch, 0.1 to fine-tune a pretrained backbone (regime B).
     """
 
     epochs: int = 10
@@ -48,6 +50,7 @@ class TrainConfig:
     hflip: bool = True
     seed: int = 0
     pixelsup: Optional[Dict[str, Any]] = None
+    backbone_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_positive_int(self.epochs, "epochs")
@@ -57,12 +60,17 @@ class TrainConfig:
         if not (isinstance(self.weight_decay, (int, float)) and math.isfinite(self.weight_decay)
                 and self.weight_decay >= 0):
             raise ValueError(f"weight_decay must be a number >= 0, got {self.weight_decay!r}")
+        if not (isinstance(self.backbone_lr_scale, (int, float)) and 0 < self.backbone_lr_scale <= 1):
+            raise ValueError(f"backbone_lr_scale must be in (0, 1], got {self.backbone_lr_scale!r}")
 
     def to_dict(self) -> Dict[str, Any]:
-        """The settings as a dict; ``pixelsup`` only when set (plain schedules keep their pre-RCM cache keys)."""
+        """The settings as a dict; ``pixelsup`` only when set and ``backbone_lr_scale`` only when not 1
+        (plain schedules keep their earlier cache keys)."""
         out = asdict(self)
         if out["pixelsup"] is None:
             del out["pixelsup"]
+        if out["backbone_lr_scale"] == 1.0:
+            del out["backbone_lr_scale"]
         return out
 
 
@@ -74,7 +82,8 @@ def train_classifier(
     *,
     progress: Optional[bool] = None,
 ) -> Dict[str, float]:
-    """Train ``model`` in place with multi-label soft-margin loss (AdamW, one-cycle learning rate).
+    """Train ``model`` in place with multi-label soft-margin loss (AdamW, one-cycle learning rate; the
+    backbone's rate is ``config.backbone_lr_scale`` x the head's, as the hosts fine-tune a pretrained one).
 
     With ``config.pixelsup`` the loss is :class:`~lpcam_plugin.PixelSelfSupervision`'s total
     (soft-margin + RCM + MAM), its projection joins the optimiser and its SupportNet takes an
@@ -98,12 +107,16 @@ def train_classifier(
     if config.pixelsup is not None:
         pss = PixelSelfSupervision(model, feature_layer=model.FEATURE_LAYER, head=model.HEAD,
                                    num_classes=model.num_classes, **config.pixelsup)
-    parameters = list(model.parameters()) + (list(pss.parameters()) if pss is not None else [])
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    head = list(model.get_submodule(model.HEAD).parameters()) + (list(pss.parameters()) if pss is not None else [])
+    chosen = {id(p) for p in head}
+    backbone = [p for p in model.parameters() if id(p) not in chosen]
+    rates = [config.lr * config.backbone_lr_scale, config.lr]
+    optimizer = torch.optim.AdamW([{"params": backbone, "lr": rates[0]}, {"params": head, "lr": rates[1]}],
+                                  lr=config.lr, weight_decay=config.weight_decay)
     num = images.shape[0]
     steps_per_epoch = math.ceil(num / config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.lr, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
+        optimizer, max_lr=rates, total_steps=config.epochs * steps_per_epoch, pct_start=0.2
     )
     loss_fn = nn.MultiLabelSoftMarginLoss()
     model.train()

@@ -17,6 +17,7 @@ from lpcam_plugin.core.version import __version__
 #: Modules that contribute subcommands, in the order they appear in ``lpcam --help``.
 SUBCOMMAND_MODULES = (
     "lpcam_plugin.cli.demo",
+    "lpcam_plugin.cli.pretrain",
     "lpcam_plugin.cli.evaluate",
     "lpcam_plugin.cli.scaleout",
     "lpcam_plugin.cli.check_host",

@@ -19,6 +19,7 @@ from lpcam_plugin.benchmark import readouts
 from lpcam_plugin.benchmark.config import DemoConfig, NetworkConfig, pixelsup_overrides, pixelsup_pairs
 from lpcam_plugin.benchmark.demo import run_demo
 from lpcam_plugin.benchmark.figures import overlay_indices as _overlay_indices
+from lpcam_plugin.benchmark.pretraining import shipped_backbone
 from lpcam_plugin.benchmark.readouts import BenchmarkRow as Readout
 from lpcam_plugin.benchmark.readouts import SeedContext, cam_readout, map_key, select_readouts
 from lpcam_plugin.benchmark.synthetic import SyntheticConfig, generate
@@ -134,24 +135,40 @@ def test_every_readout_runs_on_both_networks_with_report_figures_and_cached_reru
 def test_demo_cli_selects_networks_and_methods(tmp_path, capsys) -> None:
     out = tmp_path / "cli"
     argv = ["demo", "--out", str(out), "--seed", "3", "--quick", "--num-images", "12", "--epochs", "1",
-            "--networks", "bottleneck", "--methods", "LPCAM", "CAM", "--no-progress", "--no-figures"]
+            "--networks", "bottleneck", "--methods", "LPCAM", "CAM", "--regime", "A", "--no-progress", "--no-figures"]
     assert main(argv) == 0
+    regime = out / "regime-a"
     for name in ("report.md", "results.json", "bottleneck/seed3/prototypes.npz", "bottleneck/seed3/classifier.pt"):
-        assert (out / name).is_file(), name
+        assert (regime / name).is_file(), name
+    assert (out / "report.md").is_file() and not (out / "regime-b").exists()
     printed = capsys.readouterr().out
-    assert "## bottleneck: ToyBottleneckNet, output stride 16, D = 1024" in printed
-    assert printed.index("| CAM |") < printed.index("| LPCAM |") and "| LPCAM-F |" not in printed
+    assert "## bottleneck" in printed and "ToyBottleneckNet, output stride 16, D = 1024" in (
+        regime / "report.md").read_text()
+    assert printed.index("| CAM | A |") < printed.index("| LPCAM | A |") and "| LPCAM-F |" not in printed
     assert "--networks bottleneck --methods LPCAM CAM" in printed  # the command is recorded
-    checkpoint = out / "bottleneck" / "seed3" / "classifier.pt"
+    checkpoint = regime / "bottleneck" / "seed3" / "classifier.pt"
     stamp = checkpoint.stat().st_mtime_ns
     assert main(argv) == 0 and checkpoint.stat().st_mtime_ns == stamp  # reused
-    before = json.loads((out / "results.json").read_text())["networks"]["bottleneck"]
+    before = json.loads((regime / "results.json").read_text())["networks"]["bottleneck"]
     assert main(argv + ["--retrain"]) == 0 and checkpoint.stat().st_mtime_ns != stamp  # retrained ...
-    after = json.loads((out / "results.json").read_text())["networks"]["bottleneck"]
+    after = json.loads((regime / "results.json").read_text())["networks"]["bottleneck"]
     assert after["summary"] == before["summary"]  # ... to the same numbers
     assert after["per_seed"][0]["sweeps"] == before["per_seed"][0]["sweeps"]
     assert main(["demo", "--out", str(out), "--seeds", "0"]) == 2
     assert main(["demo", "--out", str(out), "--methods", "NoSuchCAM"]) == 2
+
+
+@pytest.mark.filterwarnings("ignore:class:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:no foreground centre:RuntimeWarning")
+def test_demo_cli_runs_the_papers_regime_by_default_from_the_shipped_backbone(tmp_path, capsys) -> None:
+    out = tmp_path / "cli"
+    argv = ["demo", "--out", str(out), "--quick", "--num-images", "8", "--epochs", "1", "--methods", "CAM",
+            "--no-progress", "--no-figures"]
+    assert main(argv) == 0
+    _, meta = load_checkpoint(out / "regime-b" / "toyresnet" / "seed0" / "classifier.pt")
+    assert meta["key"]["backbone_sha256"] == shipped_backbone("ToyResNet")[1]
+    assert meta["key"]["train"]["backbone_lr_scale"] == 0.1 and not (out / "regime-a").exists()
+    assert "| CAM | B |" in capsys.readouterr().out
 
 
 def test_config_presets() -> None:
