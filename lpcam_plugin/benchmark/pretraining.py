@@ -230,8 +230,9 @@ def file_sha256(path: Path) -> str:
 def read_backbone(path: Path, sha256: Optional[str] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """``(state dict, metadata)`` of a file :func:`save_backbone` wrote (never unpickled);
     with ``sha256``, a file whose digest differs is refused."""
-    if sha256 is not None and file_sha256(path) != sha256:
-        raise ValueError(f"{path}: sha256 {file_sha256(path)} differs from the recorded {sha256}")
+    digest = None if sha256 is None else file_sha256(path)
+    if digest != sha256:
+        raise ValueError(f"{path}: sha256 {digest} differs from the recorded {sha256}")
     with np.load(path, allow_pickle=False) as payload:
         if "metadata" not in payload.files:
             raise ValueError(f"{path}: not a {BACKBONE_FORMAT} file (no metadata)")
@@ -263,17 +264,17 @@ def load_backbone(model: ToyClassifier, path: Path, sha256: Optional[str] = None
     return meta
 
 
-def manifest() -> Dict[str, Dict[str, Any]]:
-    """The shipped backbones' manifest (``{}`` when none ships)."""
-    return json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+def manifest(folder: Optional[Path] = None) -> Dict[str, Dict[str, Any]]:
+    """The backbones' manifest in ``folder`` (default: the shipped one); ``{}`` when there is none."""
+    path = MANIFEST if folder is None else Path(folder) / MANIFEST.name
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def shipped_backbone(kind: str, folder: Optional[Path] = None) -> Tuple[Path, str]:
     """``(file, sha256)`` of the backbone for network ``kind`` in ``folder``'s manifest (default: the
     shipped one); ``LookupError`` naming the pretraining command when there is none."""
+    entries = manifest(folder)
     folder = WEIGHTS_DIR if folder is None else Path(folder)
-    path = folder / "manifest.json"
-    entries = json.loads(path.read_text()) if path.is_file() else {}
     if kind not in entries:
         raise LookupError(f"no pretrained {kind} backbone in {folder}; write one with `{PRETRAIN_COMMAND}`")
     return folder / entries[kind]["file"], entries[kind]["sha256"]
@@ -292,13 +293,15 @@ def pretrained_network(kind: str, num_classes: int, options: Dict[str, Any], fol
 def pretraining_network(kind: str, folder: Optional[Path] = None) -> Tuple[ToyClassifier, Dict[str, Any]]:
     """The pretrained ``kind`` network with its pretraining head (eval mode) and its manifest entry:
     what :func:`accuracy` on the corpus checks."""
-    path, sha256 = shipped_backbone(kind, folder)
+    return _with_pretraining_head(*shipped_backbone(kind, folder)), manifest(folder)[kind]
+
+
+def _with_pretraining_head(path: Path, sha256: str) -> ToyClassifier:
+    """The network stored at ``path`` (checksum checked) with its pretraining head, eval mode."""
     state, meta = read_backbone(path, sha256)
-    model = build_network(kind, meta["corpus_classes"], **meta["architecture"])
+    model = build_network(meta["network"], meta["corpus_classes"], **meta["architecture"])
     model.load_state_dict(state)
-    model.eval()
-    entries = json.loads(((WEIGHTS_DIR if folder is None else Path(folder)) / "manifest.json").read_text())
-    return model, entries[kind]
+    return model.eval()
 
 
 def sample_indices(corpus: CorpusConfig = CorpusConfig(), per_class: int = SAMPLE_PER_CLASS) -> np.ndarray:
@@ -316,7 +319,7 @@ def run_pretraining(networks: Sequence[Tuple[str, Dict[str, Any]]], out: Path, *
     x, y = images_to_tensor(images), torch.from_numpy(labels)
     train, held = torch.from_numpy(corpus.training()), torch.from_numpy(corpus.held_out())
     out.mkdir(parents=True, exist_ok=True)
-    entries = json.loads((out / "manifest.json").read_text()) if (out / "manifest.json").is_file() else {}
+    entries = manifest(out)
     for kind, options in networks:
         torch.manual_seed(schedule.seed)
         model = build_network(kind, corpus.num_classes, **options)
@@ -327,13 +330,11 @@ def run_pretraining(networks: Sequence[Tuple[str, Dict[str, Any]]], out: Path, *
                     "command": command, "held_out_accuracy": held_out, "final_loss": losses[-1],
                     "first_losses": losses[:3], "steps": len(losses)}
         name = f"{kind}.npz"
-        entries[kind] = {"file": name, "sha256": save_backbone(out / name, model, metadata), **metadata}
-        with atomic_write(out / "manifest.json") as tmp:
-            tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
-        shipped, _ = pretraining_network(kind, out)  # the float16 weights as they are read back
+        sha256 = save_backbone(out / name, model, metadata)
+        written = _with_pretraining_head(out / name, sha256)  # the float16 weights as they are read back
         sample = torch.from_numpy(sample_indices(corpus))
-        entries[kind]["sample_accuracy"] = accuracy(shipped, x[sample], y[sample])
-        entries[kind]["sample_per_class"] = SAMPLE_PER_CLASS
-        with atomic_write(out / "manifest.json") as tmp:
+        entries[kind] = {"file": name, "sha256": sha256, **metadata, "sample_per_class": SAMPLE_PER_CLASS,
+                         "sample_accuracy": accuracy(written, x[sample], y[sample])}
+        with atomic_write(out / MANIFEST.name) as tmp:
             tmp.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n")
     return entries
