@@ -13,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from lpcam_plugin.benchmark.config import DemoConfig
+from lpcam_plugin.benchmark.config import DemoConfig, pixelsup_pairs
 from lpcam_plugin.benchmark.demo import run_demo
+from lpcam_plugin.benchmark.report import format_cell
 from lpcam_plugin.core.io import atomic_write
 from lpcam_plugin.methods import readouts as registry
 
@@ -54,9 +55,7 @@ def _cell(row: Dict[str, Any], key: str, diagnostic: bool) -> Optional[Dict[str,
 
 
 def _fmt(cell: Optional[Dict[str, float]], spread: bool) -> str:
-    if cell is None:
-        return "—"
-    return f"{cell['mean']:.1f} ± {cell['std']:.1f}" if spread else f"{cell['mean']:.1f}"
+    return "—" if cell is None else format_cell(cell, spread=spread)
 
 
 def claim_margins(summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
@@ -71,9 +70,9 @@ def claim_margins(summary: Dict[str, Any]) -> Dict[str, Optional[float]]:
     return out
 
 
-def pixelsup_margin(summaries: Dict[str, Dict[str, Any]], plain: str, trained: str) -> Optional[float]:
+def pixelsup_margin(summaries: Dict[str, Dict[str, Any]], plain: Optional[str], trained: str) -> Optional[float]:
     """CAM's mIoU on the RCM + MAM classifier ``trained`` minus on ``plain`` (None unless both ran)."""
-    if plain not in summaries or trained not in summaries:
+    if plain is None or plain not in summaries or trained not in summaries:
         return None
     return summaries[trained]["table"]["CAM"]["miou"]["mean"] - summaries[plain]["table"]["CAM"]["miou"]["mean"]
 
@@ -94,6 +93,7 @@ def render_comparison(configs: Dict[str, DemoConfig], summaries: Dict[str, Dict[
               "one class's ground-truth pixels where the other's max-normalised map exceeds the method's threshold.",
               ""]
     networks = list(dict.fromkeys(n.name for r in regimes for n in configs[r].networks))
+    plain_of = {r: {trained.name: plain.name for plain, trained in pixelsup_pairs(configs[r])} for r in regimes}
     for network in networks:
         present = [r for r in regimes if network in summaries[r]]
         lines += [f"## {network}", "", "| method | regime | " + " | ".join(h for h, _, _ in COLUMNS) + " |",
@@ -124,8 +124,8 @@ def render_comparison(configs: Dict[str, DemoConfig], summaries: Dict[str, Dict[
             lines.append("| LPCAM: class prototypes that are mostly background (%, the claim: fewer in B) | "
                          f"{network} | "
                          + " | ".join("—" if v is None else f"{v['mean']:.1f}" for v in shares) + " |")
-        if network.endswith("+pss"):
-            values = [pixelsup_margin(summaries[r], network[:-4], network) for r in regimes]
+        if any(network in plain_of[r] for r in regimes):
+            values = [pixelsup_margin(summaries[r], plain_of[r].get(network), network) for r in regimes]
             lines.append(f"| RCM + MAM: CAM mIoU above the plain classifier's | {network} | "
                          + " | ".join("—" if v is None else f"{v:+.1f}" for v in values) + " |")
     return "\n".join(lines) + "\n"

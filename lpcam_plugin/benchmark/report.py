@@ -92,7 +92,7 @@ def summarize(results: Sequence[SeedResult], window: float = 0.1) -> Dict[str, A
     return {"table": table, "targets": targets, "seeds": [r.seed for r in results], "network": network}
 
 
-def _fmt(cell: Dict[str, float], digits: int = 1, spread: bool = True) -> str:
+def format_cell(cell: Dict[str, float], digits: int = 1, spread: bool = True) -> str:
     """``"mean ± std"``, or ``"mean"`` without ``spread`` (one seed)."""
     return f"{cell['mean']:.{digits}f} ± {cell['std']:.{digits}f}" if spread else f"{cell['mean']:.{digits}f}"
 
@@ -114,7 +114,8 @@ def _render_network(network: NetworkConfig, summary: Dict[str, Any], results: Se
         f"## {_network_title(network, summary)}",
         "",
         f"Constructor options `{json.dumps(network.options)}`; classifier exact-match train accuracy "
-        f"{_fmt(stats['train_accuracy'], spread=spread)} %; features {stats['zero_fraction']['mean']:.0f} % zeros, "
+        f"{format_cell(stats['train_accuracy'], spread=spread)} %; "
+        f"features {stats['zero_fraction']['mean']:.0f} % zeros, "
         f"mean L2 norm {stats['norm_object']['mean']:.1f} on object cells vs {stats['norm_background']['mean']:.1f} on "
         "background cells.",
         "",
@@ -127,9 +128,10 @@ def _render_network(network: NetworkConfig, summary: Dict[str, Any], results: Se
     ]
     for name in methods:
         row = table[name]
-        cells = [_fmt(row[key], spread=spread) for _, key in TABLE_COLUMNS]
+        cells = [format_cell(row[key], spread=spread) for _, key in TABLE_COLUMNS]
         lines.append(f"| {name} | " + " | ".join(cells)
-                     + f" | {_fmt(row['threshold'], 2, spread)} | {_fmt(row['curve_drop'], spread=spread)} |")
+                     + f" | {format_cell(row['threshold'], 2, spread)} "
+                       f"| {format_cell(row['curve_drop'], spread=spread)} |")
     lines += _render_automatic(table, config, spread)
     if summary["targets"]:
         lines += ["", "### Targets (from the means)", "", "| target | margin | met |", "|---|---|---|"]
@@ -177,9 +179,11 @@ def _render_automatic(table: Dict[str, Any], config: DemoConfig, spread: bool) -
     for name in methods:
         row, auto = table[name], table[name]["automatic"]
         met = auto["worst_gap"] >= -AUTO_THRESHOLD_TOLERANCE
-        lines.append(f"| {name} | {_fmt(row['threshold'], 2, spread)} | {_fmt(row['miou'], spread=spread)} | "
-                     f"{_fmt(auto['threshold'], 2, spread)} | {auto['rule']} | {_fmt(auto['miou'], spread=spread)} | "
-                     f"{_fmt(auto['gap'], spread=spread)} | {auto['worst_gap']:+.1f} | {'yes' if met else 'no'} |")
+        lines.append(f"| {name} | {format_cell(row['threshold'], 2, spread)} | "
+                     f"{format_cell(row['miou'], spread=spread)} | {format_cell(auto['threshold'], 2, spread)} | "
+                     f"{auto['rule']} | {format_cell(auto['miou'], spread=spread)} | "
+                     f"{format_cell(auto['gap'], spread=spread)} | {auto['worst_gap']:+.1f} | "
+                     f"{'yes' if met else 'no'} |")
     return lines
 
 
@@ -199,8 +203,9 @@ def _render_pixelsup(summaries: Dict[str, Dict[str, Any]], config: DemoConfig) -
             if method not in b:
                 continue
             delta = b[method]["miou"]["mean"] - a[method]["miou"]["mean"]
-            cells = [_fmt(a[method]["miou"], spread=spread), _fmt(b[method]["miou"], spread=spread), f"{delta:+.1f}"]
-            cells += [_fmt(t[method][key], spread=spread) for key in ("mrecall", "mprecision") for t in (a, b)]
+            cells = [format_cell(a[method]["miou"], spread=spread), format_cell(b[method]["miou"], spread=spread),
+                     f"{delta:+.1f}"]
+            cells += [format_cell(t[method][key], spread=spread) for key in ("mrecall", "mprecision") for t in (a, b)]
             lines.append(f"| {plain.name} | {method} | " + " | ".join(cells) + " |")
     return lines + [""]
 
