@@ -88,6 +88,16 @@ def object_masks(cx: float, cy: float, scale: float, facing: int, yy: np.ndarray
     return {"legs": legs, "body": body, "head": head}
 
 
+def draw_object(pixels: np.ndarray, textures: Dict[str, Texture], cx: float, cy: float, scale: float, facing: int,
+                yy: np.ndarray, xx: np.ndarray, rng: np.random.Generator) -> Dict[str, np.ndarray]:
+    """Paint one object's parts over ``pixels`` ``(S, S, 3)`` in place, each with its texture of
+    ``textures`` (``{"head", "body", "legs"}``), in :func:`object_masks`' order; returns those masks."""
+    masks = object_masks(cx, cy, scale, facing, yy, xx)
+    for name, part in masks.items():
+        pixels[part] = render(textures[name], yy, xx, rng)[part]
+    return masks
+
+
 def object_box(cx: float, cy: float, scale: float, facing: int) -> Tuple[float, float, float, float]:
     """``(x0, x1, y0, y1)``: the bounding box of :func:`object_masks`' object."""
     left, right, top, bottom = BOX

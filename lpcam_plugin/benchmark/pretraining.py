@@ -31,8 +31,8 @@ from torch import nn
 
 from lpcam_plugin.benchmark.parts import (
     CORPUS_SEED,
+    draw_object,
     object_box,
-    object_masks,
     part_library,
     place,
     pretraining_triples,
@@ -110,8 +110,7 @@ def generate_corpus(config: CorpusConfig = CorpusConfig(), indices: Optional[Seq
         facing = 1 if rng.random() < 0.5 else -1
         cx, cy = place(lambda x, y, s=scale, f=facing: object_box(x, y, s, f), size, config.min_inside, rng)
         textures = {"head": library.heads[head], "body": library.bodies[body], "legs": library.legs[legs]}
-        for name, part in object_masks(cx, cy, scale, facing, yy, xx).items():
-            canvas[part] = render(textures[name], yy, xx, rng)[part]
+        draw_object(canvas, textures, cx, cy, scale, facing, yy, xx, rng)
         images[k] = to_image(canvas, config.noise_std, rng)
     return images, labels
 

@@ -51,9 +51,9 @@ import numpy as np
 from lpcam_plugin.benchmark.parts import (
     BOX,
     Texture,
+    draw_object,
     hsv,
     object_box,
-    object_masks,
     part_library,
     place,
     render,
@@ -240,9 +240,9 @@ class _Canvas:
 
     def draw(self, c: int, cx: float, cy: float, scale: float, facing: int) -> None:
         """Draw an object of class ``c`` over what is there (it occludes earlier objects)."""
-        for name, part in object_masks(cx, cy, scale, facing, self.yy, self.xx).items():
-            texture = self.palette[_PALETTE_KEY[name]][c]
-            self.pixels[part] = render(texture, self.yy, self.xx, self.rng)[part]
+        textures = {name: self.palette[key][c] for name, key in _PALETTE_KEY.items()}
+        for name, part in draw_object(self.pixels, textures, cx, cy, scale, facing, self.yy, self.xx,
+                                      self.rng).items():
             self.mask[part] = c + 1
             self.parts[part] = PART_NAMES.index(name)
 
